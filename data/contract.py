@@ -1,0 +1,301 @@
+"""What every backend accepts and writes: RunConfig (one argparse builder for all CLIs), the
+learning-rate schedules (defined once, in steps), RunResult JSON, atomic writes, exit codes.
+
+Both backends call `build_parser` and `config_from_args`, so their flags cannot drift apart.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .arch import MODELS
+from .registry import DATASETS
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine", "exponential", "step")
+
+# exit codes shared by every CLI of the project
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class ConfigError(ValueError):
+    """A flag value that cannot work (caught by the CLIs: one line, exit 2)."""
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "mnist"
+    model: str = "cnn"
+    steps: int | None = None  # optimizer steps; None -> epochs * steps_per_epoch
+    epochs: float | None = None  # used when steps is None (default 1 epoch)
+    batch_size: int = 128  # samples per optimizer step (global batch)
+    optimizer: str = "adam"
+    lr: float = 1e-3  # peak learning rate, shared by both backends
+    beta_1: float = 0.9  # Adam first-moment decay
+    beta_2: float = 0.999  # Adam second-moment decay
+    epsilon: float = 1e-7  # Adam epsilon, Keras placement and Keras default (torch's default is 1e-8)
+    adam_impl: str = "keras"  # torch only: "keras" = Keras's update, "torch" = stock torch.optim.Adam
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False
+    schedule: str = "constant"
+    warmup_steps: int = 0  # linear warm-up from lr / warmup_steps to lr
+    decay_steps: int | None = None  # cosine: steps to reach 0 (default: the rest of the run); exp/step: period
+    decay_rate: float = 0.5  # exponential / step decay factor per decay_steps
+    eval_every: int = 100  # steps between test-set evaluations (drives steps-to-beat-MLP); 0 = end only
+    eval_batch_size: int = 256
+    seed: int = 0  # data order and shared initial weights
+    threads: int = 0  # intra-op threads; 0 = all cores
+    init: str = "shared"  # shared = numpy glorot draw both backends load; native = framework defaults
+    init_file: str | None = None  # neutral .npz to start from (the harness passes the run's draw)
+    widths: tuple | None = None  # mlp hidden widths / cnn filters then dense width
+    data_dir: str | None = None
+    train_limit: int | None = None  # use only the first N training samples
+    val_fraction: float = 0.0  # hold out this share of train for evaluation instead of the test split
+    json: str | None = None  # write the RunResult here
+    save_weights: str | None = None  # write the final weights (neutral .npz) here
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = none
+    resume: bool = False  # continue from the newest checkpoint in checkpoint_dir
+    deterministic: bool = False
+    precision: str = "32"  # "32" or "bf16"
+    loop: str = ""  # tf: custom | fit; torch: lightning | raw (empty = the backend's default)
+    devices: int = 1
+    tensorboard: str | None = None
+    progress: bool = True
+    debug: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, int(round((self.epochs or 1.0) * steps_per_epoch)))
+
+    def resolved_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths) if self.widths else None
+        return d
+
+
+# --- argument parsing --------------------------------------------------------------------------------
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage block) and exits 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _finite_nonneg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = _finite_nonneg(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
+def _widths(text: str) -> tuple:
+    try:
+        out = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 256,128, got {text!r}") from None
+    if not out or min(out) <= 0:
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return out
+
+
+def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
+    """The training flags every backend accepts (the harness reuses most of them)."""
+    d = RunConfig()
+    p.add_argument("--dataset", choices=sorted(DATASETS), default=d.dataset, help=f"dataset (default: {d.dataset})")
+    p.add_argument("--model", choices=MODELS, default=d.model, help=f"model (default: {d.model})")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive_int, help="optimizer steps to train (default: 1 epoch)")
+    budget.add_argument("--epochs", type=_positive_float, help="epochs to train (default: 1)")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"(default: {d.batch_size})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"(default: {d.optimizer})")
+    p.add_argument("--lr", type=_positive_float, default=d.lr, help=f"peak learning rate (default: {d.lr})")
+    p.add_argument("--beta-1", type=_finite_nonneg, default=d.beta_1, help=f"Adam (default: {d.beta_1})")
+    p.add_argument("--beta-2", type=_finite_nonneg, default=d.beta_2, help=f"Adam (default: {d.beta_2})")
+    p.add_argument("--epsilon", type=_positive_float, default=d.epsilon,
+                   help=f"Adam epsilon, Keras placement (default: {d.epsilon}, Keras's default)")
+    p.add_argument("--adam-impl", choices=("keras", "torch"), default=d.adam_impl,
+                   help="torch backend: 'keras' computes Keras's Adam update, 'torch' uses torch.optim.Adam "
+                        "(epsilon added after bias correction; differs from Keras) (default: keras)")
+    p.add_argument("--momentum", type=_finite_nonneg, default=d.momentum, help=f"SGD (default: {d.momentum})")
+    p.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help=f"LR schedule in steps (default: {d.schedule})")
+    p.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps, help="linear LR warm-up steps (default: 0)")
+    p.add_argument("--decay-steps", type=_positive_int, help="cosine: length (default: rest of run); exponential/step: period")
+    p.add_argument("--decay-rate", type=_positive_float, default=d.decay_rate, help=f"(default: {d.decay_rate})")
+    p.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every,
+                   help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every})")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size, help=f"(default: {d.eval_batch_size})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"data order and shared init (default: {d.seed})")
+    p.add_argument("--threads", type=_nonneg_int, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")
+    p.add_argument("--init", choices=("shared", "native"), default=d.init,
+                   help="shared: numpy glorot draw both backends load; native: the framework's own (default: shared)")
+    p.add_argument("--init-file", help="start from this neutral weights .npz (implies --init shared)")
+    p.add_argument("--widths", type=_widths, help="mlp: hidden widths (256,128); cnn: filters then dense (32,64,128)")
+    p.add_argument("--data-dir", help="folder holding the dataset's files (else $KLC_DATA_DIR, cache, system, download)")
+    p.add_argument("--train-limit", type=_positive_int, help="use only the first N training samples")
+    p.add_argument("--val-fraction", type=_finite_nonneg, default=0.0, help="evaluate on this held-out share of train")
+    p.add_argument("--precision", choices=("32", "bf16"), default=d.precision, help="(default: 32)")
+    if loops:
+        p.add_argument("--loop", choices=loops, default=loops[0], help=f"training loop (default: {loops[0]})")
+        p.add_argument("--json", help="write the RunResult JSON here")
+        p.add_argument("--save-weights", help="write the final weights (neutral .npz) here")
+        p.add_argument("--checkpoint-dir", help="folder for checkpoints")
+        p.add_argument("--checkpoint-every", type=_nonneg_int, default=0, help="steps between checkpoints (default: 0, none)")
+        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
+        p.add_argument("--deterministic", action="store_true", help="seeded, deterministic kernels")
+        p.add_argument("--devices", type=_positive_int, default=1, help="data-parallel replicas (default: 1)")
+        p.add_argument("--tensorboard", help="write TensorBoard scalars under DIR/<dataset>/<backend>-<model>/")
+        p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser(prog: str, description: str, loops: tuple) -> OneLineParser:
+    p = OneLineParser(prog=prog, description=description)
+    add_run_arguments(p, loops)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    names = {f.name for f in fields(RunConfig)}
+    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    if cfg.init_file:
+        cfg.init = "shared"
+    if cfg.resume and not cfg.checkpoint_dir:
+        raise ConfigError("--resume needs --checkpoint-dir")
+    if cfg.val_fraction and not cfg.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be below 1, got {cfg.val_fraction}")
+    return cfg
+
+
+def check_budget(cfg: RunConfig, train_size: int, steps_per_epoch: int) -> int:
+    """Validate flags that depend on the data; return the total number of steps."""
+    if cfg.batch_size > train_size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the training set ({train_size} samples)")
+    total = cfg.total_steps(steps_per_epoch)
+    if cfg.eval_every > total:
+        raise ConfigError(f"--eval-every {cfg.eval_every} is larger than the run ({total} steps); "
+                          f"use at most {total} or 0 for end-only")
+    if cfg.checkpoint_every and cfg.checkpoint_every > total:
+        raise ConfigError(f"--checkpoint-every {cfg.checkpoint_every} is larger than the run ({total} steps)")
+    return total
+
+
+# --- learning-rate schedules, in optimizer steps ----------------------------------------------------
+
+def lr_at(cfg: RunConfig, step: int, total_steps: int) -> float:
+    """Learning rate for the update made at optimizer step `step` (0-based). Both backends use this."""
+    w = cfg.warmup_steps
+    if step < w:
+        return cfg.lr * (step + 1) / w
+    t = step - w
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        span = cfg.decay_steps or max(1, total_steps - w)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(t, span) / span))
+    span = cfg.decay_steps or 1000
+    if cfg.schedule == "exponential":
+        return cfg.lr * cfg.decay_rate ** (t / span)
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.decay_rate ** (t // span)
+    raise ConfigError(f"unknown schedule {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
+
+
+def lr_table(cfg: RunConfig, total_steps: int) -> list:
+    """lr_at for steps 0 .. total_steps (one extra so a lookup at the end never falls off)."""
+    return [lr_at(cfg, s, total_steps) for s in range(total_steps + 1)]
+
+
+# --- results -----------------------------------------------------------------------------------------
+
+def versions(*modules: str) -> dict:
+    out = {"python": platform.python_version()}
+    for name in ("numpy",) + modules:
+        mod = sys.modules.get(name)
+        if mod is not None:
+            out[name] = getattr(mod, "__version__", "?")
+    return out
+
+
+def new_result(cfg: RunConfig, backend: str) -> dict:
+    """A RunResult skeleton (DESIGN.md's schema); training fills it in."""
+    return {
+        "backend": backend, "model": cfg.model, "dataset": cfg.dataset, "data_source": None,
+        "status": "failed", "message": "", "config": cfg.to_dict(), "versions": {}, "device": "cpu",
+        "threads": cfg.resolved_threads(), "params": None, "flops_per_sample": None,
+        "forward_flops_per_sample": None, "precision": cfg.precision, "loop": cfg.loop,
+        "curve": [], "train_losses": [], "final": None,
+        "throughput": {"train_samples_per_s": None, "infer_samples_per_s": None,
+                       "warmup_s": None, "timed_steps": 0},
+    }
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write JSON via a temp file in the same folder and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=False, default=_json_default)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def finite_or_none(x):
+    return float(x) if x is not None and math.isfinite(float(x)) else None

@@ -1,0 +1,152 @@
+"""Readers for the on-disk formats: IDX (MNIST family, .gz or raw) and CIFAR python pickles.
+
+Pure functions over bytes and paths; numpy only. Every malformed input raises `DataError`
+naming the file; nothing else escapes (the fuzz tests hold the readers to that).
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+# IDX type codes (third byte of the magic) -> numpy dtype, big-endian as the format stores them
+IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
+              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_IDX_BYTES = 1 << 31  # refuse headers that claim more than 2 GiB (a corrupt header, not data)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The content of `path`, decompressed when it is gzip. Corrupt or truncated gzip -> DataError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: corrupt or truncated gzip ({e}); delete it and fetch it again") from None
+
+
+def parse_idx(content: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Parse IDX bytes (already decompressed) into an array, validating magic, dims and length."""
+    if len(content) < 4:
+        raise DataError(f"{name}: {len(content)} bytes is too short for an IDX header")
+    if content[:2] != b"\x00\x00" or content[2] not in IDX_DTYPES:
+        hint = " (it looks like an HTML page: a mirror served an error)" if content.lstrip()[:1] == b"<" else ""
+        raise DataError(f"{name}: not an IDX file, bad magic {content[:4].hex()}{hint}")
+    dtype, ndim = IDX_DTYPES[content[2]], content[3]
+    if not 1 <= ndim <= 4:
+        raise DataError(f"{name}: IDX claims {ndim} dimensions; expected 1 to 4")
+    header = 4 + 4 * ndim
+    if len(content) < header:
+        raise DataError(f"{name}: truncated IDX header ({len(content)} of {header} bytes)")
+    dims = tuple(int(d) for d in np.frombuffer(content, ">u4", ndim, 4))
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if expected > MAX_IDX_BYTES:
+        raise DataError(f"{name}: IDX dimensions {dims} claim {expected:,} bytes; refusing")
+    if len(content) - header != expected:
+        raise DataError(f"{name}: IDX dimensions {dims} need {expected:,} data bytes, "
+                        f"file has {len(content) - header:,} (truncated or padded)")
+    return np.frombuffer(content, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (.gz or raw) into a native-endian numpy array."""
+    return parse_idx(read_bytes(path), str(path))
+
+
+def check_idx_pair(images: np.ndarray, labels: np.ndarray, name: str, num_classes: int) -> None:
+    """Images (n, H, W) uint8 and labels (n,) uint8 in range: else DataError."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DataError(f"{name}: images should be (n, H, W) uint8, got {images.shape} {images.dtype}")
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise DataError(f"{name}: labels should be (n,) uint8, got {labels.shape} {labels.dtype}")
+    if len(images) != len(labels):
+        raise DataError(f"{name}: {len(images)} images but {len(labels)} labels")
+    if len(labels) and labels.max() >= num_classes:
+        raise DataError(f"{name}: label {labels.max()} out of range for {num_classes} classes")
+
+
+# --- CIFAR -------------------------------------------------------------------------------------
+# A pickle is a program. These are the only globals a CIFAR batch needs (numpy's array rebuild,
+# and codecs.encode, which protocol-2 pickles written by Python 3 use for bytes); anything else
+# (os.system, eval, subprocess ...) is refused before it can run.
+SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that builds plain data only: numbers, bytes, str, lists, dicts, numpy arrays."""
+
+    def find_class(self, module, name):
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load global {module}.{name}: CIFAR batches hold plain data only")
+
+
+def parse_cifar_batch(blob: bytes, name: str, label_keys: tuple) -> dict:
+    """One CIFAR batch pickle -> {'data': (n, 32, 32, 3) uint8 NHWC, key: (n,) int64 for each label key}."""
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{name}: {e}") from None
+    except Exception as e:  # truncated or garbled pickles raise many types; all mean "bad file"
+        raise DataError(f"{name}: not a readable CIFAR batch ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{name}: CIFAR batch should be a dict, got {type(obj).__name__}")
+    obj = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+    data = obj.get("data")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        got = f"{data.shape} {data.dtype}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{name}: 'data' should be (n, 3072) uint8, got {got}")
+    out = {"data": data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()}  # (n, C, H, W) -> (n, H, W, C)
+    for key in label_keys:
+        try:
+            labels = np.asarray(obj[key], dtype=np.int64).reshape(-1)  # lists or (n, 1) -> (n,)
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{name}: missing or malformed labels {key!r} ({e})") from None
+        if len(labels) != len(data):
+            raise DataError(f"{name}: {len(data)} images but {len(labels)} {key!r}")
+        out[key] = labels
+    return out
+
+
+def read_cifar_archive(path: str | Path, members: tuple, label_keys: tuple) -> dict:
+    """Read and concatenate the named batches from a CIFAR python tarball (or an extracted folder)."""
+    path = Path(path)
+    blobs = {}
+    try:
+        if path.is_dir():
+            for m in members:
+                hits = list(path.rglob(m))
+                if not hits:
+                    raise DataError(f"{path}: no CIFAR batch {m!r} inside")
+                blobs[m] = hits[0].read_bytes()
+        else:
+            with tarfile.open(path, "r:*") as tar:
+                names = {Path(n).name: n for n in tar.getnames()}
+                for m in members:
+                    if m not in names:
+                        raise DataError(f"{path}: no CIFAR batch {m!r} inside the archive")
+                    f = tar.extractfile(names[m])
+                    if f is None:
+                        raise DataError(f"{path}: {m!r} is not a regular file in the archive")
+                    blobs[m] = f.read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: corrupt or truncated CIFAR archive ({e}); delete it and fetch it again") from None
+    parts = [parse_cifar_batch(blobs[m], f"{path}:{m}", label_keys) for m in members]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

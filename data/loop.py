@@ -1,0 +1,172 @@
+"""Framework-free bookkeeping every training loop shares: where chunks of steps end (warm-up,
+evaluations, checkpoints), per-step losses, divergence, the test curve, throughput, and the
+RunResult. The tf custom loop, the torch raw loop and the Lightning callback all feed a Recorder,
+so "samples/s", "seconds" and "steps-to-beat" mean the same thing in every backend.
+
+Timing rule: the first `warmup` steps (tracing, compilation, allocator warm-up) are timed apart
+as `warmup_s`; train samples/s = batch_size * timed_steps / time of the steps after warm-up;
+evaluation is never inside a timed interval. Each interval ends with a host sync (losses are read).
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import numpy as np
+
+from .contract import RunConfig, finite_or_none
+
+
+class Diverged(RuntimeError):
+    def __init__(self, step: int, last_finite: float | None, value: float):
+        last = f"{last_finite:.4f}" if last_finite is not None else "none"
+        super().__init__(f"loss became {value} at step {step} (last finite loss {last}); "
+                         f"try a smaller --lr or --precision 32")
+        self.step = step
+
+
+def warmup_steps(total: int, start: int = 0) -> int:
+    """Steps excluded from the throughput: enough to cover tracing and the first allocations."""
+    return min(total - start, max(1, min(10, (total - start) // 5)))
+
+
+def boundaries(start: int, total: int, cfg: RunConfig, warmup: int) -> list:
+    """Sorted step counts at which a timed chunk ends: end of warm-up, every eval, every checkpoint, the end."""
+    marks = {total, start + warmup}
+    if cfg.eval_every:
+        marks.update(range(cfg.eval_every, total + 1, cfg.eval_every))
+    if cfg.checkpoint_every:
+        marks.update(range(cfg.checkpoint_every, total + 1, cfg.checkpoint_every))
+    return sorted(m for m in marks if start < m <= total)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM behaves like Ctrl-C: the loop stops, keeps what it has and writes its result."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, handler)
+
+
+class Recorder:
+    """Collects one run's measurements and produces its RunResult fields."""
+
+    def __init__(self, cfg: RunConfig, result: dict, total_steps: int, start_step: int = 0, log=print):
+        self.cfg, self.result, self.total = cfg, result, total_steps
+        self.start = self.step = start_step
+        self.warmup = warmup_steps(total_steps, start_step)
+        self.train_seconds = 0.0  # training time so far (evaluation excluded)
+        self.timed_seconds = 0.0
+        self.timed_steps = 0
+        self.warmup_s = 0.0
+        self.last_finite = None
+        self.log = log
+        self.t_start = time.perf_counter()
+        if start_step and result.get("train_losses"):  # resumed: losses/curve come from the checkpoint
+            finite = [v for v in result["train_losses"] if v is not None]
+            self.last_finite = finite[-1] if finite else None
+
+    def add_steps(self, losses, seconds: float) -> None:
+        """Record a chunk of consecutive steps (their losses, host-synced) and the time they took."""
+        losses = np.asarray(losses, np.float64).reshape(-1)
+        first = self.step
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if len(bad):
+            k = int(bad[0])
+            self.result["train_losses"].extend(float(v) for v in losses[:k])
+            self.step = first + k
+            self.train_seconds += seconds
+            raise Diverged(first + k + 1, float(losses[k - 1]) if k else self.last_finite, float(losses[k]))
+        self.result["train_losses"].extend(float(v) for v in losses)
+        self.last_finite = float(losses[-1]) if len(losses) else self.last_finite
+        self.step += len(losses)
+        self.train_seconds += seconds
+        if first - self.start < self.warmup:
+            self.warmup_s += seconds
+        else:
+            self.timed_seconds += seconds
+            self.timed_steps += len(losses)
+
+    def add_eval(self, test_loss: float, test_accuracy: float, infer_seconds: float, n: int) -> dict:
+        point = {"step": self.step, "seconds": round(self.train_seconds, 4),
+                 "test_loss": finite_or_none(test_loss), "test_accuracy": float(test_accuracy)}
+        if self.result["curve"] and self.result["curve"][-1]["step"] == self.step:
+            self.result["curve"][-1] = point
+        else:
+            self.result["curve"].append(point)
+        self.result["throughput"]["infer_samples_per_s"] = n / infer_seconds if infer_seconds > 0 else None
+        tput = self.samples_per_s()
+        self.log(f"step {self.step:6d}/{self.total} | train_loss {self.last_finite if self.last_finite is not None else float('nan'):.4f} "
+                 f"| test_loss {test_loss:.4f} | test_acc {test_accuracy:.4f} | "
+                 f"{(tput or 0):,.0f} samples/s")
+        return point
+
+    def samples_per_s(self) -> float | None:
+        if self.timed_steps and self.timed_seconds > 0:
+            return self.cfg.batch_size * self.timed_steps / self.timed_seconds
+        if self.step > self.start and self.train_seconds > 0:  # runs shorter than the warm-up
+            return self.cfg.batch_size * (self.step - self.start) / self.train_seconds
+        return None
+
+    def finish(self, status: str, message: str = "") -> dict:
+        r = self.result
+        r["status"], r["message"] = status, message
+        r["throughput"].update(train_samples_per_s=self.samples_per_s(), warmup_s=round(self.warmup_s, 4),
+                               timed_steps=self.timed_steps)
+        curve = r["curve"]
+        last = curve[-1] if curve and curve[-1]["step"] == self.step else None
+        r["final"] = {"steps": self.step, "test_loss": last["test_loss"] if last else None,
+                      "test_accuracy": last["test_accuracy"] if last else None,
+                      "train_seconds": round(self.train_seconds, 4),
+                      "wall_seconds": round(time.perf_counter() - self.t_start, 4)}
+        return r
+
+
+def progress(enabled: bool, total: int, start: int = 0):
+    """A rich progress bar on a terminal, nothing otherwise (child processes print eval lines only)."""
+    if not (enabled and sys.stderr.isatty()):
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), transient=True)
+    bar.start()
+    bar.add_task("train", total=total, completed=start)
+    return bar
+
+
+def run_chunks(cfg: RunConfig, rec: Recorder, stream, train_chunk, evaluate, save_checkpoint=None, bar=None) -> None:
+    """The plain training loop both custom loops share: train a chunk of steps from the stream,
+    record it, evaluate and checkpoint at their boundaries. `train_chunk(indices (k, B)) -> k losses`
+    must return host values (that read is the sync that ends the timed interval)."""
+    for end in boundaries(rec.step, rec.total, cfg, rec.warmup):
+        indices = stream.step_indices(rec.step, end)
+        t0 = time.perf_counter()
+        losses = train_chunk(indices)
+        rec.add_steps(losses, time.perf_counter() - t0)
+        if bar is not None:
+            bar.update(bar.task_ids[0], completed=rec.step)
+        if end == rec.total or (cfg.eval_every and end % cfg.eval_every == 0):
+            rec.add_eval(*evaluate())
+        if save_checkpoint is not None and cfg.checkpoint_every and end % cfg.checkpoint_every == 0:
+            save_checkpoint(end)
+
+
+def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None) -> int:
+    """Run `body()`, turn divergence and interruption into a RunResult status, write the JSON
+    (atomically) whatever happened, and return the exit code."""
+    from .contract import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, write_json_atomic
+    status, message, code = "ok", "", EXIT_OK
+    try:
+        body()
+    except Diverged as e:
+        status, message, code = "diverged", str(e), EXIT_DIVERGED
+    except KeyboardInterrupt:
+        status, message, code = "interrupted", f"interrupted at step {rec.step}", EXIT_INTERRUPTED
+        if on_stop is not None:
+            on_stop(rec.step)
+    rec.finish(status, message)
+    if cfg.json:
+        write_json_atomic(cfg.json, rec.result)
+    if code:
+        print(f"{rec.result['backend']}: {status}: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,263 @@
+"""Training for the tf.keras backend: a compiled GradientTape step over the shared data stream,
+batched evaluation with keras.metrics, checkpoints, and `model.fit` as the reference loop.
+
+The whole training set lives in one tensor; each compiled call gathers its batches by the
+indices `data.stream` hands out (same order as torch), so no tf.data pipeline sits in the step.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from data import arch, weights as neutral
+from data.contract import RunConfig, check_budget, lr_table, new_result, versions
+from data.loop import Recorder, execute, install_signal_handlers, progress, run_chunks
+from data.sources import load
+from data.stream import make_stream
+
+BACKEND = "tf"
+
+
+def configure(cfg: RunConfig):
+    """Threads, determinism and precision: must run before TensorFlow executes anything."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+    import tensorflow as tf
+    n = cfg.resolved_threads()
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
+    if cfg.deterministic:
+        keras.utils.set_random_seed(cfg.seed)
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.precision == "bf16" else "float32")
+    return tf, keras
+
+
+def make_optimizer(cfg: RunConfig, total_steps: int):
+    """Adam or SGD with the step-indexed schedule of data.contract.lr_at (same table torch uses)."""
+    import keras
+    import tensorflow as tf
+
+    class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self, table):
+            self.table = [float(v) for v in table]
+            self._t = tf.constant(self.table, tf.float32)
+
+        def __call__(self, step):  # step = optimizer.iterations, 0 for the first update
+            return tf.gather(self._t, tf.minimum(tf.cast(step, tf.int32), len(self.table) - 1))
+
+        def get_config(self):
+            return {"table": self.table}
+
+    lr = TableSchedule(lr_table(cfg, total_steps))
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon)
+    return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+def device_name(tf) -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return details.get("device_name", "gpu")
+    return "cpu"
+
+
+class Run:
+    """One training run: model, optimizer, compiled steps, evaluation and checkpoints."""
+
+    def __init__(self, cfg: RunConfig, stream, total_steps: int, layers: list):
+        self.tf, self.keras = configure(cfg)
+        tf, keras = self.tf, self.keras
+        from .models import build_model
+        from .weights import from_neutral
+        self.cfg, self.stream, self.total = cfg, stream, total_steps
+        self.model = build_model(cfg.model, stream.train_images.shape[1:], int(stream.train_labels.max()) + 1
+                                 if False else layers[-1].units, cfg.widths, cfg.precision)
+        if cfg.init == "shared":
+            init = neutral.load(cfg.init_file, layers) if cfg.init_file else neutral.initial_weights(layers, cfg.seed)
+            from_neutral(self.model, init)
+        self.optimizer = make_optimizer(cfg, total_steps)
+        self.optimizer.build(self.model.trainable_variables)
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.x_train = tf.constant(stream.train_images)  # (N, H, W, C) float32, gathered per step
+        self.y_train = tf.constant(stream.train_labels)  # (N,) int64
+        self.x_test = tf.constant(stream.test_images)
+        self.y_test = tf.constant(stream.test_labels)
+        self.acc_metric = keras.metrics.SparseCategoricalAccuracy()
+        self.loss_metric = keras.metrics.Mean()
+        batch = cfg.batch_size
+        model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
+
+        @tf.function(input_signature=[tf.TensorSpec([None, batch], tf.int64)])
+        def train_steps(indices):  # (k, B): k optimizer steps in one call, no Python between them
+            losses = tf.TensorArray(tf.float32, size=tf.shape(indices)[0])
+            for i in tf.range(tf.shape(indices)[0]):
+                images = tf.gather(self.x_train, indices[i])  # (B, H, W, C)
+                labels = tf.gather(self.y_train, indices[i])  # (B,)
+                with tf.GradientTape() as tape:
+                    logits = model(images, training=True)
+                    loss = loss_fn(labels, logits)
+                grads = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(grads, model.trainable_variables))
+                losses = losses.write(i, tf.cast(loss, tf.float32))
+            return losses.stack()
+
+        per_sample = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *stream.test_images.shape[1:]], tf.float32),
+                                      tf.TensorSpec([None], tf.int64)])
+        def test_step(images, labels):
+            logits = model(images, training=False)
+            self.loss_metric.update_state(per_sample(labels, logits))
+            self.acc_metric.update_state(labels, logits)
+
+        self.train_steps, self.test_step = train_steps, test_step
+
+    def train_chunk(self, indices: np.ndarray) -> np.ndarray:
+        return self.train_steps(self.tf.constant(indices, self.tf.int64)).numpy()
+
+    def evaluate(self):
+        """(mean test loss, test accuracy, n, seconds) over the whole evaluation split."""
+        self.acc_metric.reset_state()
+        self.loss_metric.reset_state()
+        n, b = len(self.stream.test_labels), self.cfg.eval_batch_size
+        t0 = time.perf_counter()
+        for i in range(0, n, b):
+            self.test_step(self.x_test[i: i + b], self.y_test[i: i + b])
+        loss, acc = float(self.loss_metric.result()), float(self.acc_metric.result())
+        return loss, acc, time.perf_counter() - t0, n
+
+    # --- checkpoints: neutral weights + optimizer slots + step + the result so far -----------------
+    def save_checkpoint(self, step: int, rec: Recorder) -> None:
+        from .weights import to_neutral
+        d = Path(self.cfg.checkpoint_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        arrays = {f"w:{k}": v for k, v in to_neutral(self.model).items()}
+        arrays.update({f"opt:{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)})
+        save_checkpoint_files(d, step, arrays, rec)
+
+    def restore_checkpoint(self) -> tuple[int, dict] | None:
+        from .weights import from_neutral
+        found = latest_checkpoint(self.cfg.checkpoint_dir)
+        if found is None:
+            return None
+        step, arrays, meta = found
+        from_neutral(self.model, {k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
+        slots = [arrays[k] for k in sorted(k for k in arrays if k.startswith("opt:"))]
+        if len(slots) != len(self.optimizer.variables):
+            raise ValueError(f"checkpoint has {len(slots)} optimizer variables, optimizer has {len(self.optimizer.variables)}")
+        for var, value in zip(self.optimizer.variables, slots):
+            var.assign(value)
+        return step, meta
+
+    def export_weights(self) -> dict:
+        from .weights import to_neutral
+        return to_neutral(self.model)
+
+    def fit(self, rec: Recorder, boundaries: list) -> None:
+        """The same model, optimizer and batches through model.fit (the reference for the custom loop).
+        Per-step losses are Keras's running epoch mean (what fit reports), not each step's loss."""
+        tf, keras = self.tf, self.keras
+        cfg, run = self.cfg, self
+        self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, jit_compile=False)
+        indices = tf.constant(self.stream.step_indices(rec.step, self.total), tf.int64)
+        ds = tf.data.Dataset.from_tensor_slices(indices).map(
+            lambda i: (tf.gather(self.x_train, i), tf.gather(self.y_train, i))).prefetch(tf.data.AUTOTUNE)
+        marks = set(boundaries)
+
+        class Timing(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.t0, self.losses = time.perf_counter(), []
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.losses.append(float(logs["loss"]))
+                step = rec.step + len(self.losses)
+                if step in marks:
+                    rec.add_steps(self.losses, time.perf_counter() - self.t0)
+                    self.losses = []
+                    if step == run.total or (cfg.eval_every and step % cfg.eval_every == 0):
+                        rec.add_eval(*run.evaluate())
+                    self.t0 = time.perf_counter()
+
+        self.model.fit(ds, epochs=1, steps_per_epoch=self.total - rec.step, verbose=0, callbacks=[Timing()])
+
+
+def save_checkpoint_files(folder: Path, step: int, arrays: dict, rec: Recorder, keep: int = 2) -> None:
+    """step-NNNNNNN.npz (arrays) + .json (result so far), written atomically; keeps the newest `keep`."""
+    from data.contract import write_json_atomic
+    tmp = folder / f".step-{step:07d}.tmp.npz"
+    np.savez(tmp, **arrays)
+    meta = {"step": step, "train_losses": rec.result["train_losses"], "curve": rec.result["curve"],
+            "train_seconds": rec.train_seconds}
+    write_json_atomic(folder / f"step-{step:07d}.json", meta)
+    os.replace(tmp, folder / f"step-{step:07d}.npz")  # the .npz appears last: its presence marks a complete checkpoint
+    for old in sorted(folder.glob("step-*.npz"))[:-keep]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
+
+
+def latest_checkpoint(folder) -> tuple[int, dict, dict] | None:
+    found = sorted(Path(folder).glob("step-*.npz")) if folder and Path(folder).is_dir() else []
+    if not found:
+        return None
+    path = found[-1]
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(path.with_suffix(".json").read_text())
+    return meta["step"], arrays, meta
+
+
+def run(cfg: RunConfig) -> int:
+    """Train one model as configured; write the RunResult; return the exit code."""
+    data = load(cfg.dataset, cfg.data_dir)
+    stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
+    total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
+    layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)
+    install_signal_handlers()
+    print(f"tf | {data.label} from {data.source} | {cfg.model} | {total} steps of {cfg.batch_size} | "
+          f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop}", flush=True)
+    r = Run(cfg, stream, total, layers)
+    result = new_result(cfg, BACKEND)
+    result.update(data_source=data.label if data.is_subset else data.source, dataset=data.label,
+                  versions=versions("tensorflow", "keras"), device=device_name(r.tf),
+                  params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
+                  forward_flops_per_sample=arch.forward_flops(layers))
+    start = 0
+    if cfg.resume:
+        restored = r.restore_checkpoint()
+        if restored is not None:
+            start, meta = restored
+            result["train_losses"], result["curve"] = meta["train_losses"], meta["curve"]
+            print(f"tf | resumed from step {start}", flush=True)
+    rec = Recorder(cfg, result, total, start, log=lambda s: print(f"tf | {s}", flush=True))
+    if start:
+        rec.train_seconds = meta.get("train_seconds", 0.0)
+    ckpt = (lambda step: r.save_checkpoint(step, rec)) if cfg.checkpoint_dir and cfg.checkpoint_every else None
+    bar = progress(cfg.progress, total, start)
+
+    def body():
+        if cfg.loop == "fit":
+            from data.loop import boundaries
+            r.fit(rec, boundaries(rec.step, total, cfg, rec.warmup))
+        else:
+            run_chunks(cfg, rec, stream, r.train_chunk, r.evaluate, ckpt, bar)
+
+    try:
+        code = execute(cfg, rec, body)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if cfg.save_weights:
+        neutral.save(cfg.save_weights, r.export_weights())
+    f = rec.result["final"]
+    if f["test_accuracy"] is not None:
+        print(f"tf | done: {f['steps']} steps, test_acc {f['test_accuracy']:.4f}, "
+              f"{rec.result['throughput']['train_samples_per_s'] or 0:,.0f} train samples/s, "
+              f"{rec.result['throughput']['infer_samples_per_s'] or 0:,.0f} infer samples/s", flush=True)
+    return code

@@ -1,0 +1,17 @@
+"""python -m torch_impl --dataset D --model M [--steps N | --epochs E] ... (see --help)"""
+import sys
+
+from data.cli import run_cli
+from data.contract import build_parser, config_from_args
+
+
+def main(argv) -> int:
+    parser = build_parser("python -m torch_impl", "Train the Lightning MLP/CNN on the shared data stream.",
+                          loops=("lightning", "raw"))
+    cfg = config_from_args(parser.parse_args(argv))
+    from .train import run
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog="python -m torch_impl"))

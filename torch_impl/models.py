@@ -1,0 +1,65 @@
+"""nn.Module backbones built from the shared layer list in `data.arch`, Keras-equivalent:
+
+- Conv2d with padding k // 2: Keras 'same' for an odd kernel at stride 1 (at stride 2 Keras pads
+  bottom/right only; `same_padding` refuses that case rather than silently differ);
+- Flatten in Keras's NHWC order, (B, C, H, W) -> (B, H, W, C) -> (B, H*W*C), so Dense kernels move
+  between the frameworks with a plain transpose and give the same logits.
+
+Inputs are NCHW (the datamodule converts once).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from data.arch import KERNEL, POOL, build_layers
+
+
+def same_padding(kernel: int, stride: int = 1) -> int:
+    """Symmetric padding equal to Keras padding='same'; refuses the cases where Keras pads one side."""
+    if stride != 1 or kernel % 2 == 0:
+        raise ValueError(f"Keras 'same' padding with kernel {kernel}, stride {stride} pads bottom/right only; "
+                         "nn.Conv2d pads symmetrically, so this port supports odd kernels at stride 1 only")
+    return kernel // 2
+
+
+class FlattenNHWC(nn.Module):
+    """Flatten in Keras's order: rows, then columns, then channels."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).flatten(1)  # (B, C, H, W) -> (B, H, W, C) -> (B, H*W*C)
+
+
+class Backbone(nn.Module):
+    """The MLP or CNN as a plain nn.Module; `self.layers` maps neutral names to modules."""
+
+    def __init__(self, name: str, input_shape: tuple, num_classes: int, widths=None):
+        super().__init__()
+        self.spec = build_layers(name, input_shape, num_classes, widths)
+        mods = []
+        for layer in self.spec:
+            if layer.kind == "conv":
+                mods += [(layer.name, nn.Conv2d(layer.fan_in, layer.units, KERNEL, padding=same_padding(KERNEL))),
+                         (f"{layer.name}_relu", nn.ReLU())]
+            elif layer.kind == "pool":
+                mods.append((layer.name, nn.MaxPool2d(POOL)))  # (B, C, H, W) -> (B, C, H//2, W//2)
+            elif layer.kind == "flatten":
+                mods.append((layer.name, FlattenNHWC()))
+            else:
+                mods.append((layer.name, nn.Linear(layer.fan_in, layer.units)))
+                if layer.relu:
+                    mods.append((f"{layer.name}_relu", nn.ReLU()))
+        self.net = nn.Sequential(OrderedDict(mods))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)  # (B, C, H, W) -> (B, classes) logits
+
+
+def build_model(name: str, input_shape: tuple, num_classes: int, widths=None) -> Backbone:
+    return Backbone(name, input_shape, num_classes, widths)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,55 @@
+"""The LightningModule: organises training of a plain Backbone (no architecture in here).
+
+training_step is the five-line Keras train_step; validation runs on the evaluation split with
+torchmetrics accuracy and mean loss; configure_optimizers gives Keras-semantics Adam or SGD and a
+schedule stepped once per optimizer step.
+"""
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+
+from data.contract import RunConfig
+
+from .optim import make_optimizer
+
+
+class LitClassifier(L.LightningModule):
+    def __init__(self, backbone: torch.nn.Module, cfg: RunConfig, total_steps: int, num_classes: int):
+        super().__init__()
+        self.backbone, self.cfg, self.total_steps = backbone, cfg, total_steps
+        self.test_acc = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+        self.test_loss = torchmetrics.MeanMetric()
+        self.result_state = None  # the run's losses/curve so far, carried in checkpoints
+
+    def forward(self, images):
+        return self.backbone(images)
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images).float()
+        self.test_loss.update(F.cross_entropy(logits, labels, reduction="none"))
+        self.test_acc.update(logits, labels)
+
+    def on_validation_epoch_start(self):
+        self.test_loss.reset()
+        self.test_acc.reset()
+
+    def configure_optimizers(self):
+        optimizer, scheduler = make_optimizer(self.cfg, self.parameters(), self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        if self.result_state is not None:
+            checkpoint["klc_result"] = self.result_state()
+
+    def on_load_checkpoint(self, checkpoint):
+        self.loaded_result = checkpoint.get("klc_result")
