@@ -180,7 +180,10 @@ def _probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     with a hanging resolver would otherwise wait far longer than `timeout`. Skipped (None) when a
     proxy is configured, since then only the proxy is reachable directly."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or urllib.request.getproxies():
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    proxies = urllib.request.getproxies()
+    if (proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.hostname):
         return None
     port = parts.port or (443 if parts.scheme == "https" else 80)
     result = []

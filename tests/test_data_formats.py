@@ -1,0 +1,266 @@
+"""The IDX and CIFAR readers on files the tests write: valid files read back exactly, every kind of
+bad file (corrupt gzip, truncated IDX, wrong magic or dimensions, an HTML error page, a malicious
+pickle) raises DataError naming the file. Run: pytest tests/test_data_formats.py"""
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from conftest import idx_bytes, write_idx
+from data import formats
+from data.errors import DataError
+from data_fixtures import HTML_PAGE, cifar_batch, cifar_tarball
+
+MNIST_LIKE = np.arange(3 * 28 * 28, dtype=np.int64).reshape(3, 28, 28).astype(np.uint8)  # 3 images
+
+
+# --- IDX: valid files ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
+def test_read_idx_round_trips_images(tmp_path, compress):
+    path = write_idx(tmp_path / "imgs", MNIST_LIKE, compress=compress)
+    out = formats.read_idx(path)
+    assert out.shape == (3, 28, 28) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, MNIST_LIKE)
+
+
+def test_read_idx_reads_labels_as_1d(tmp_path):
+    labels = np.array([7, 2, 1, 0, 4], np.uint8)
+    out = formats.read_idx(write_idx(tmp_path / "labels.gz", labels))
+    assert out.shape == (5,)
+    assert out.tolist() == [7, 2, 1, 0, 4]
+
+
+def test_parse_idx_big_endian_int32_becomes_native():
+    content = bytes([0, 0, 0x0C, 1]) + struct.pack(">I", 3) + struct.pack(">3i", 1, -2, 70000)
+    out = formats.parse_idx(content)
+    assert out.dtype == np.dtype("i4") and out.dtype.isnative
+    assert out.tolist() == [1, -2, 70000]
+
+
+# --- IDX: bad files ---------------------------------------------------------------------------------
+
+def test_corrupt_gzip_is_a_data_error_naming_the_file(tmp_path):
+    blob = bytearray(gzip.compress(idx_bytes(MNIST_LIKE)))
+    blob[40] ^= 0xFF  # inside the deflate stream
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip"):
+        formats.read_idx(path)
+
+
+def test_truncated_gzip_is_a_data_error(tmp_path):
+    blob = gzip.compress(idx_bytes(MNIST_LIKE))
+    path = tmp_path / "cut.gz"
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match="corrupt or truncated gzip"):
+        formats.read_idx(path)
+
+
+def test_truncated_idx_data_says_how_many_bytes_are_missing(tmp_path):
+    content = idx_bytes(MNIST_LIKE)  # 16 header + 2,352 data bytes
+    path = tmp_path / "cut"
+    path.write_bytes(content[:-100])
+    with pytest.raises(DataError, match=r"need 2,352 data bytes, file has 2,252"):
+        formats.read_idx(path)
+
+
+def test_truncated_idx_header_is_a_data_error():
+    with pytest.raises(DataError, match=r"truncated IDX header \(10 of 16 bytes\)"):
+        formats.parse_idx(idx_bytes(MNIST_LIKE)[:10], "x")
+
+
+def test_padded_idx_is_a_data_error():
+    with pytest.raises(DataError, match="truncated or padded"):
+        formats.parse_idx(idx_bytes(MNIST_LIKE) + b"\x00", "x")
+
+
+@pytest.mark.parametrize("magic", [b"\x01\x00\x08\x03", b"\x00\x00\x07\x03", b"\x00\x00\x0f\x03"],
+                         ids=["nonzero-first-bytes", "type-07", "type-0f"])
+def test_wrong_magic_is_a_data_error(magic):
+    content = magic + idx_bytes(MNIST_LIKE)[4:]
+    with pytest.raises(DataError, match=f"bad magic {magic.hex()}"):
+        formats.parse_idx(content, "x")
+
+
+@pytest.mark.parametrize("ndim", [0, 5, 255])
+def test_wrong_number_of_dimensions_is_a_data_error(ndim):
+    content = bytes([0, 0, 0x08, ndim]) + b"\x00" * 64
+    with pytest.raises(DataError, match=f"IDX claims {ndim} dimensions"):
+        formats.parse_idx(content, "x")
+
+
+def test_dimensions_that_disagree_with_the_data_are_a_data_error():
+    content = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 4, 28, 28) + MNIST_LIKE.tobytes()  # says 4, has 3
+    with pytest.raises(DataError, match=r"IDX dimensions \(4, 28, 28\) need 3,136 data bytes, file has 2,352"):
+        formats.parse_idx(content, "x")
+
+
+def test_huge_dimensions_are_refused_before_allocating():
+    content = bytes([0, 0, 0x0E, 4]) + struct.pack(">4I", *[0xFFFFFFFF] * 4)  # ~2.7e39 bytes claimed
+    with pytest.raises(DataError, match="refusing"):
+        formats.parse_idx(content, "x")
+
+
+def test_html_error_page_under_a_data_file_name_is_named_as_such(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(HTML_PAGE)
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: not an IDX file.*HTML page"):
+        formats.read_idx(path)
+
+
+def test_gzip_content_over_the_size_cap_is_refused(monkeypatch):
+    monkeypatch.setattr(formats, "MAX_IDX_BYTES", 1000)
+    with pytest.raises(DataError, match="exceeds 1,000 bytes"):
+        formats.decompress(gzip.compress(b"\x00" * 1001), "bomb.gz")
+
+
+def test_unreadable_path_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="cannot read"):
+        formats.read_idx(tmp_path / "missing.gz")
+
+
+def test_check_idx_pair_rejects_count_mismatch():
+    with pytest.raises(DataError, match="3 images but 2 labels"):
+        formats.check_idx_pair(MNIST_LIKE, np.array([1, 2], np.uint8), "x", 10)
+
+
+def test_check_idx_pair_rejects_label_out_of_range():
+    with pytest.raises(DataError, match="label 10 out of range for 10 classes"):
+        formats.check_idx_pair(MNIST_LIKE, np.array([1, 2, 10], np.uint8), "x", 10)
+
+
+# --- CIFAR ------------------------------------------------------------------------------------------
+
+CIFAR10_MEMBERS = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
+def test_cifar10_archive_reads_nhwc_images_and_list_labels(tmp_path):
+    batches = {m: cifar_batch(4, {"labels": [i % 10 for i in range(4)]}, seed=k)
+               for k, m in enumerate(CIFAR10_MEMBERS)}
+    path = cifar_tarball(tmp_path / "c10.tar.gz", "cifar-10-batches-py", batches)
+    out = formats.read_cifar_archive(path, CIFAR10_MEMBERS[:5], ("labels",))
+    assert out["data"].shape == (20, 32, 32, 3) and out["data"].dtype == np.uint8
+    assert out["labels"].shape == (20,) and out["labels"].dtype == np.int64
+    assert out["labels"][:4].tolist() == [0, 1, 2, 3]
+    flat = batches["data_batch_1"][b"data"]  # (n, 3072): 1,024 red, then green, then blue, row-major
+    assert out["data"][1, 5, 7, 2] == flat[1, 2 * 1024 + 5 * 32 + 7]
+
+
+def test_cifar_labels_of_shape_n_by_1_become_n(tmp_path):
+    batch = cifar_batch(6, {"labels": np.arange(6, dtype=np.int32).reshape(6, 1)})
+    path = cifar_tarball(tmp_path / "c.tar.gz", "top", {"test_batch": batch})
+    out = formats.read_cifar_archive(path, ("test_batch",), ("labels",))
+    assert out["labels"].shape == (6,)
+    assert out["labels"].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_cifar100_reads_fine_and_coarse_labels(tmp_path):
+    batch = cifar_batch(5, {"fine_labels": [99, 0, 42, 7, 1], "coarse_labels": [19, 0, 3, 2, 1]})
+    path = cifar_tarball(tmp_path / "c100.tar.gz", "cifar-100-python", {"train": batch, "test": batch})
+    out = formats.read_cifar_archive(path, ("train",), ("fine_labels", "coarse_labels"))
+    assert out["fine_labels"].tolist() == [99, 0, 42, 7, 1]
+    assert out["coarse_labels"].tolist() == [19, 0, 3, 2, 1]
+
+
+def test_cifar_extracted_folder_reads_like_the_archive(tmp_path):
+    batch = cifar_batch(3, {"labels": [1, 2, 3]})
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    out = formats.read_cifar_archive(tmp_path, ("test_batch",), ("labels",))
+    assert out["labels"].tolist() == [1, 2, 3]
+
+
+def test_cifar_missing_member_is_a_data_error(tmp_path):
+    path = cifar_tarball(tmp_path / "c.tar.gz", "top", {"test_batch": cifar_batch(2, {"labels": [0, 1]})})
+    with pytest.raises(DataError, match="no CIFAR batch 'data_batch_1' inside the archive"):
+        formats.read_cifar_archive(path, ("data_batch_1",), ("labels",))
+
+
+def test_cifar_truncated_archive_is_a_data_error(tmp_path):
+    path = cifar_tarball(tmp_path / "c.tar.gz", "top", {"test_batch": cifar_batch(50, {"labels": [0] * 50})})
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(DataError, match="corrupt or truncated CIFAR archive"):
+        formats.read_cifar_archive(path, ("test_batch",), ("labels",))
+
+
+def test_cifar_float_labels_are_a_data_error():
+    blob = pickle.dumps(cifar_batch(2, {"labels": [0.5, 1.0]}), protocol=2)
+    with pytest.raises(DataError, match="labels 'labels' should be integers"):
+        formats.parse_cifar_batch(blob, "x", ("labels",))
+
+
+def test_cifar_label_count_mismatch_is_a_data_error():
+    blob = pickle.dumps(cifar_batch(3, {"labels": [0, 1]}), protocol=2)
+    with pytest.raises(DataError, match="3 images but 2 'labels'"):
+        formats.parse_cifar_batch(blob, "x", ("labels",))
+
+
+def test_cifar_wrong_image_width_is_a_data_error():
+    batch = {b"data": np.zeros((2, 3071), np.uint8), b"labels": [0, 1]}
+    with pytest.raises(DataError, match=r"'data' should be \(n, 3072\) uint8, got \(2, 3071\) uint8"):
+        formats.parse_cifar_batch(pickle.dumps(batch, protocol=2), "x", ("labels",))
+
+
+def test_check_labels_rejects_negative_labels():
+    with pytest.raises(DataError, match="label -1 out of range for 10 classes"):
+        formats.check_labels(np.array([0, -1, 3]), "x", 10)
+
+
+# --- the restricted unpickler: a pickle is a program --------------------------------------------------
+
+class _Payload:
+    """Unpickling this calls open(marker, 'w'), which creates the marker file: proof the code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_plain_pickle_would_run_the_payload(tmp_path):
+    # the control: the same payload through plain pickle does run (so the refusal below means something)
+    marker = tmp_path / "ran"
+    pickle.loads(pickle.dumps({b"data": _Payload(marker)}, protocol=2)).get(b"data").close()
+    assert marker.exists()
+
+
+def test_restricted_unpickler_refuses_a_payload_and_it_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    blob = pickle.dumps({b"data": _Payload(marker), b"labels": [0]}, protocol=2)
+    with pytest.raises(DataError, match=r"refused to load global (builtins|io)\.open"):
+        formats.parse_cifar_batch(blob, "evil", ("labels",))
+    assert not marker.exists()
+
+
+def test_payload_inside_an_archive_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    path = cifar_tarball(tmp_path / "evil.tar.gz", "cifar-10-batches-py",
+                         {"test_batch": {b"data": _Payload(marker), b"labels": [0]}})
+    with pytest.raises(DataError, match=r"evil\.tar\.gz:test_batch: refused to load global (builtins|io)\.open"):
+        formats.read_cifar_archive(path, ("test_batch",), ("labels",))
+    assert not marker.exists()
+
+
+def test_symlink_member_in_an_archive_is_refused(tmp_path):
+    import tarfile
+    path = tmp_path / "link.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("top/test_batch")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(DataError, match="'test_batch' is not a regular file"):
+        formats.read_cifar_archive(path, ("test_batch",), ("labels",))
+
+
+def test_restricted_unpickler_still_builds_numpy_arrays():
+    arr = np.arange(6, dtype=np.int64).reshape(2, 3)
+    out = formats.RestrictedUnpickler(io.BytesIO(pickle.dumps(arr, protocol=2))).load()
+    np.testing.assert_array_equal(out, arr)
