@@ -250,6 +250,27 @@ def test_no_verify_still_rejects_a_corrupt_gzip(world):
         sources.load("mnist", world.user, verify=False)
 
 
+def test_no_verify_still_rejects_a_truncated_idx(world):
+    write_idx_dataset(world.user, ARRAYS)
+    (world.user / IDX_NAMES["train_images"]).write_bytes(gz(idx_bytes(ARRAYS["train_images"])[:-784]))  # one image short
+    with pytest.raises(DataError, match=r"IDX dimensions \(30, 28, 28\) need 23,520 data bytes, file has 22,736"):
+        sources.load("mnist", world.user, verify=False)
+
+
+def test_no_verify_still_rejects_wrong_idx_dimensions(world):
+    write_idx_dataset(world.user, ARRAYS)
+    (world.user / IDX_NAMES["train_labels"]).write_bytes(gz(b"\x00\x00\x08\x07" + idx_bytes(ARRAYS["train_labels"])[4:]))
+    with pytest.raises(DataError, match="IDX claims 7 dimensions"):
+        sources.load("mnist", world.user, verify=False)
+
+
+def test_no_verify_still_rejects_a_wrong_magic(world):
+    write_idx_dataset(world.user, ARRAYS)
+    (world.user / IDX_NAMES["test_labels"]).write_bytes(gz(b"\x00\x00\x07\x01" + idx_bytes(ARRAYS["test_labels"])[4:]))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: not an IDX file, bad magic 00000701"):
+        sources.load("mnist", world.user, verify=False)
+
+
 # --- downloads from loopback mirrors ---------------------------------------------------------------------
 
 def test_html_error_page_mirror_falls_through_to_the_next(world, mirror_factory, no_proxy):
