@@ -1,0 +1,260 @@
+"""The side-by-side harness: the same models in tf.keras and PyTorch Lightning, trained one after another in
+child processes from the same data stream, seed and initial weights, then a table, a report and pictures.
+
+    python -m compare --dataset mnist                       both backends, mlp and cnn, 1 epoch, Adam 1e-3
+    python -m compare --dataset fashion_mnist --seeds 0,1,2  every run three times: mean ± std
+    python -m compare --resume runs/2026-11-29T15-00-00      finish an interrupted comparison
+    python -m compare convert --model cnn --dataset mnist --from model.keras --to model.ckpt
+
+Output: runs/<timestamp>/ (or --out DIR) with each RunResult, results.json, results.csv, report.md,
+curves.png and throughput.png. Exit status: 0 done, 1 a run failed, 2 bad flags, 130 interrupted.
+This process imports neither TensorFlow nor torch (see compare/runner.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from data.arch import MODELS
+from data.cli import run_cli
+from data.contract import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, ConfigError, OneLineParser, RunConfig,
+                           add_run_arguments, write_json_atomic)
+
+from .runner import BACKENDS, Plan
+
+PROG = "python -m compare"
+DEFAULT_BACKENDS = ("tf", "torch")
+DEFAULT_MODELS = ("mlp", "cnn")
+DEFAULT_EPOCHS = 1.0  # budget when neither --steps nor --epochs is given: ~2 minutes for all four runs on 2 cores
+DEFAULT_EVAL_EVERY = 25  # steps between test evaluations: the resolution of steps-to-beat-MLP
+RUNS_DIR = "runs"  # default parent of the run folders, relative to the current directory
+NOT_RESUMABLE = ("resume", "out", "debug")  # flags that may differ from the stored ones on --resume
+
+
+def _name_list(choices):
+    def parse(text: str) -> list:
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [n for n in names if n not in choices]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list from {', '.join(choices)}, got {text!r}")
+        if len(set(names)) != len(names):
+            raise argparse.ArgumentTypeError(f"{text!r} names one twice")
+        return names
+    return parse
+
+
+def _seed_list(text: str) -> list:
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds like 0,1,2, got {text!r}")
+    return seeds
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description="Train the same models in tf.keras and PyTorch Lightning, one after "
+                      "another in child processes, and compare accuracy, steps-to-beat-MLP and speed.",
+                      epilog="Weight conversion: python -m compare convert --help")
+    add_run_arguments(p)  # the backends' own training flags, passed on to every run
+    p.add_argument("--backends", type=_name_list(BACKENDS), default=list(DEFAULT_BACKENDS),
+                   help=f"comma-separated (default: {','.join(DEFAULT_BACKENDS)})")
+    p.add_argument("--models", type=_name_list(MODELS), default=list(DEFAULT_MODELS),
+                   help=f"comma-separated; the MLP is the reference for steps-to-beat (default: {','.join(DEFAULT_MODELS)})")
+    p.add_argument("--seeds", type=_seed_list, help="repeat every run per seed and report mean ± std, e.g. 0,1,2")
+    p.add_argument("--out", help=f"run folder (default: {RUNS_DIR}/<timestamp>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the comparison in DIR: finished runs are kept, not re-run")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    for action in p._actions:  # compare's own defaults and help where they differ from a single backend's
+        if action.dest == "eval_every":
+            action.default = None
+            action.help = (f"steps between test evaluations, the resolution of steps-to-beat-MLP "
+                           f"(default: {DEFAULT_EVAL_EVERY}, or the whole run when shorter)")
+        elif action.dest == "model":
+            action.default = None
+            action.help = "one model only (same as --models M)"
+        elif action.dest == "seed":
+            action.default = None
+            action.help = "one seed (default: 0); see --seeds"
+        elif action.dest == "init_file":
+            action.help = argparse.SUPPRESS  # compare draws the shared weights itself, per model and seed
+        elif action.dest == "threads":
+            action.help = "intra-op threads for each run, 0 = all cores (default: 0); runs never overlap"
+    return p
+
+
+def explicit_flags(argv: list) -> dict:
+    """{dest: value} for the flags actually given on the command line (defaults left out)."""
+    p = build_parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    return vars(p.parse_args(argv))
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
+    """The stored comparison's arguments; flags given with --resume must agree with them."""
+    folder = Path(args.resume)
+    record = folder / "comparison.json"
+    if not record.is_file():
+        raise ConfigError(f"--resume {folder}: no comparison.json there; --resume takes a folder written by {PROG}")
+    stored = json.loads(record.read_text())["args"]
+    for dest, value in explicit_flags(argv).items():
+        if dest in NOT_RESUMABLE:
+            continue
+        if _jsonable(value) != stored.get(dest):
+            flag = "--" + dest.replace("_", "-")
+            raise ConfigError(f"--resume continues the stored comparison ({flag} {stored.get(dest)}); drop {flag} "
+                              f"or start a new comparison without --resume")
+    merged = argparse.Namespace(**stored)
+    merged.resume, merged.out, merged.debug = str(folder), str(folder), args.debug
+    return merged
+
+
+def train_size(data, train_limit, val_fraction) -> int:
+    """Samples the backends train on (data.stream.make_stream's rule, without building the arrays)."""
+    n = len(data.train_labels)
+    if train_limit:
+        n = min(n, train_limit)
+    if val_fraction:
+        n -= int(round(n * val_fraction))
+    return n
+
+
+def make_plan(args: argparse.Namespace, parser: OneLineParser):
+    """Validate the flags against each other and the data; returns (Plan, LoadedData, train size)."""
+    from data.sources import load
+    from data.registry import get_spec
+
+    if args.model and args.models != list(DEFAULT_MODELS) and args.models != [args.model]:
+        parser.error("give --model or --models, not both")
+    models = [args.model] if args.model else list(args.models)
+    if args.seed is not None and args.seeds:
+        parser.error("give --seed or --seeds, not both")
+    seeds = args.seeds or [args.seed if args.seed is not None else 0]
+    if args.init_file:
+        parser.error("--init-file is per model; compare draws the shared initial weights itself "
+                     "(--init shared) and saves them in the run folder")
+    if args.widths and len(models) > 1:
+        parser.error("--widths describes one model; use it with --models mlp or --models cnn")
+    if args.adam_impl != "keras" and "tf" in args.backends:
+        parser.error("--adam-impl torch exists only in torch_impl; add --backends torch or drop it")
+    if args.val_fraction and not args.val_fraction < 1:
+        parser.error(f"--val-fraction must be below 1, got {args.val_fraction}")
+
+    spec = get_spec(args.dataset)
+    data = load(args.dataset, args.data_dir, verify=args.verify)
+    n_train = train_size(data, args.train_limit, args.val_fraction)
+    if args.batch_size > n_train:
+        raise ConfigError(f"--batch-size {args.batch_size} is larger than the training set ({n_train} samples "
+                          f"in {data.label}); use at most {n_train}")
+    spe = n_train // args.batch_size
+    epochs = None if args.steps else (args.epochs or DEFAULT_EPOCHS)
+    total = args.steps or max(1, int(round(epochs * spe)))  # RunConfig.total_steps's rule
+    eval_every = args.eval_every
+    if eval_every is None:
+        eval_every = min(DEFAULT_EVAL_EVERY, total)
+    elif eval_every > total:
+        raise ConfigError(f"--eval-every {eval_every} is larger than the run ({total} steps); use at most {total}")
+    names = set(RunConfig.__dataclass_fields__)
+    run_flags = {k: _jsonable(v) for k, v in vars(args).items() if k in names and k not in
+                 ("model", "seed", "init", "init_file", "json", "resume")}
+    run_flags.update(steps=args.steps, epochs=epochs, eval_every=eval_every,
+                     threads=args.threads or os.cpu_count() or 1)
+    out = Path(args.out) if args.out else None
+    plan = Plan(dataset=args.dataset, backends=list(args.backends), models=models, seeds=seeds, init=args.init,
+                run_flags=run_flags, out=out, total_steps=total, steps_per_epoch=spe,
+                input_shape=tuple(spec.shape), num_classes=spec.num_classes,
+                widths=tuple(args.widths) if args.widths else None)
+    return plan, data, n_train
+
+
+def new_run_folder(args) -> Path:
+    if args.out:
+        folder = Path(args.out)
+        if (folder / "comparison.json").is_file():
+            raise ConfigError(f"--out {folder} holds a comparison already; continue it with --resume {folder} "
+                              f"or choose another --out")
+        return folder
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
+    folder, i = Path(RUNS_DIR) / stamp, 1
+    while folder.exists():
+        i += 1
+        folder = Path(RUNS_DIR) / f"{stamp}-{i}"
+    return folder
+
+
+def console():
+    from rich.console import Console
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(width=max(160, shutil.get_terminal_size((160, 40)).columns), highlight=False)
+
+
+def run_comparison(argv: list, launcher=None) -> int:
+    from . import report, runner
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        args = resumed_args(args, argv)
+    plan, data, n_train = make_plan(args, parser)
+    folder = Path(args.resume) if args.resume else new_run_folder(args)
+    plan.out = folder
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if not args.resume:
+        write_json_atomic(folder / "comparison.json", {"args": {k: _jsonable(v) for k, v in vars(args).items()},
+                                                       "argv": list(argv), "started": started})
+    t0 = time.perf_counter()
+    subset = "  <-- NOT full MNIST" if data.is_subset else ""
+    print(f"compare | {data.label} from {data.source}{subset} | {len(plan.runs())} runs of {plan.total_steps} steps "
+          f"| {plan.run_flags['threads']} threads | folder {folder}", flush=True)
+
+    probe_result, results = {"peaks": {}, "parity": {}, "errors": []}, []
+    with runner.StopControl() as control:
+        try:
+            probe_result = runner.probe(plan, data.test_images, control, launcher=launcher)
+            results = runner.run_all(plan, control, launcher=launcher)
+        finally:
+            interrupted = control.stopped
+            context = {
+                "dataset": plan.dataset, "dataset_label": data.label, "data_source": data.source,
+                "is_subset": data.is_subset, "train_size": n_train, "test_size": len(data.test_labels),
+                "plan": {"backends": plan.backends, "models": plan.models, "seeds": plan.seeds, "init": plan.init,
+                         "total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch,
+                         "eval_every": plan.eval_every, "threads": plan.threads, "run_flags": plan.run_flags},
+                "peaks": probe_result.get("peaks"), "parity": probe_result.get("parity"),
+                "probe_errors": probe_result.get("errors"),
+                "devices": {b: p.get("device") for b, p in (probe_result.get("peaks") or {}).items()},
+                "host": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+                "started": started, "wall_seconds": round(time.perf_counter() - t0, 1),
+                "interrupted": interrupted, "folder": str(folder), "argv": list(argv),
+            }
+            report.write_files(folder, results, context)
+            report.render_terminal(console(), results, context)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR if any(r.get("status") == "failed" for r in results) else EXIT_OK
+
+
+def main(argv) -> int:
+    if argv and argv[0] == "convert":
+        from .convert import main as convert_main
+        return convert_main(argv[1:])
+    return run_comparison(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog=PROG))

@@ -1,0 +1,422 @@
+"""Child processes for the comparison: one training run per (seed, backend, model), one after another,
+each streaming its evaluation lines with a prefix; plus one probe per backend (the parity logits from
+the shared initial weights and the device's matmul peak). This process never imports a framework:
+`python -m tf_impl ...`, `python -m torch_impl ...` and their job runners do the work, exchanging
+JSON and .npz files in the run folder.
+
+    run folder/
+      comparison.json              the options (what --resume continues)
+      init-<model>-s<seed>.npz     the shared initial weights both backends load
+      <backend>-<model>-s<seed>.json   each RunResult
+      logs/<name>.out.log, .err.log    each child's stdout and stderr
+      probe/                       parity inputs and logits, peak-<backend>.json
+
+Ctrl-C (SIGINT) or SIGTERM: the current child is asked to stop (it writes an "interrupted" result),
+finished runs are kept, no new run starts; a second Ctrl-C kills the child.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data import arch, weights as neutral
+from data.contract import RunConfig, write_json_atomic
+
+from .metrics import FINISHED
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: children import data, tf_impl, torch_impl from here
+BACKENDS = ("tf", "torch")
+PARITY_BATCH = 128  # test images the parity logits are computed on (the first ones of the test split)
+STOP_GRACE_S = 60  # seconds a child may take to write its result after SIGINT before it is killed
+STDERR_TAIL_LINES = 12  # lines of a crashed child's stderr shown in the table notes and report
+PEAK_MATMUL_N = {"cpu": 1024, "gpu": 8192}  # square matmul size for the peak probe (FLOPs = 2 n^3)
+PEAK_BUDGET_S = 1.5  # seconds of repeated matmuls per probe; the best repetition counts
+
+# Run flags every child gets explicitly (so the command in the logs reproduces the run); other RunConfig
+# fields go to the children only when they differ from RunConfig's defaults.
+ALWAYS_PASSED = ("dataset", "steps", "epochs", "batch_size", "optimizer", "lr", "schedule", "eval_every",
+                 "threads", "precision", "data_dir")
+PASSED_IF_SET = ("beta_1", "beta_2", "epsilon", "momentum", "nesterov", "warmup_steps", "decay_steps",
+                 "decay_rate", "eval_batch_size", "widths", "verify", "train_limit", "val_fraction")
+TORCH_ONLY = ("adam_impl",)  # tf_impl refuses --adam-impl (Keras has one Adam)
+
+
+@dataclass
+class Plan:
+    """What one comparison runs. `run_flags` holds the RunConfig fields shared by every child."""
+    dataset: str
+    backends: list
+    models: list
+    seeds: list
+    init: str  # "shared": one numpy draw per (model, seed) both backends load; "native": each framework's own
+    run_flags: dict
+    out: Path
+    total_steps: int  # optimizer steps per run (resolved from --steps or --epochs)
+    steps_per_epoch: int
+    input_shape: tuple
+    num_classes: int
+    widths: tuple | None = None
+
+    @property
+    def eval_every(self) -> int:
+        return self.run_flags["eval_every"]
+
+    @property
+    def threads(self) -> int:
+        return self.run_flags["threads"]
+
+    def runs(self) -> list:
+        """(seed, backend, model) in launch order: the MLP first in each backend (it is the reference)."""
+        models = sorted(self.models, key=lambda m: m != "mlp")
+        return [(s, b, m) for s in self.seeds for b in self.backends for m in models]
+
+
+def run_name(backend: str, model: str, seed: int) -> str:
+    return f"{backend}-{model}-s{seed}"
+
+
+def init_path(folder: Path, model: str, seed: int) -> Path:
+    return Path(folder) / f"init-{model}-s{seed}.npz"
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter stays out of the logs
+    env["PYTHONUNBUFFERED"] = "1"  # evaluation lines arrive as they are printed
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _flag(name: str, value) -> list:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        if name == "verify":
+            return [] if value else ["--no-verify"]
+        return [flag] if value else []
+    if isinstance(value, (list, tuple)):
+        return [flag, ",".join(str(v) for v in value)]
+    return [flag, str(value)]
+
+
+def train_command(plan: Plan, backend: str, model: str, seed: int) -> list:
+    """argv of one training child."""
+    defaults = RunConfig().to_dict()
+    cmd = [sys.executable, "-m", f"{backend}_impl", "--model", model, "--seed", str(seed)]
+    for name in ALWAYS_PASSED:
+        if plan.run_flags.get(name) is not None:
+            cmd += _flag(name, plan.run_flags[name])
+    for name in PASSED_IF_SET + (TORCH_ONLY if backend == "torch" else ()):
+        value = plan.run_flags.get(name)
+        if value is not None and value != defaults.get(name) and not (isinstance(value, list) and
+                                                                       tuple(value) == defaults.get(name)):
+            cmd += _flag(name, value)
+    if plan.init == "shared":
+        cmd += ["--init-file", str(init_path(plan.out, model, seed))]
+    else:
+        cmd += ["--init", "native"]
+    cmd += ["--json", str(Path(plan.out) / f"{run_name(backend, model, seed)}.json"), "--no-progress"]
+    return cmd
+
+
+# --- signals: stop the current child, keep what is finished ---------------------------------------------
+
+class StopControl:
+    """SIGINT/SIGTERM handling while children run. The children live in their own session, so a
+    terminal's Ctrl-C reaches only this process, which forwards exactly one SIGINT (the child then
+    writes its "interrupted" result); a second Ctrl-C kills the child."""
+
+    def __init__(self):
+        self.requests = 0
+        self.child: subprocess.Popen | None = None
+        self._old = {}
+
+    @property
+    def stopped(self) -> bool:
+        return self.requests > 0
+
+    def _handle(self, signum, frame):
+        self.requests += 1
+        child = self.child
+        if child is not None and child.poll() is None:
+            try:
+                child.send_signal(signal.SIGINT if self.requests == 1 else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.requests == 1:
+            print("\ncompare: stopping after the current run's result is written (Ctrl-C again to kill it)",
+                  file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+@dataclass
+class Outcome:
+    """How a child ended."""
+    returncode: int
+    seconds: float
+    stderr_tail: list = field(default_factory=list)
+    stopped: bool = False  # a stop was requested while it ran
+
+    def describe(self) -> str:
+        rc = self.returncode
+        if rc < 0:
+            try:
+                return f"killed by signal {signal.Signals(-rc).name} (exit status {rc})"
+            except ValueError:
+                return f"killed by signal {-rc} (exit status {rc})"
+        return f"exit status {rc}"
+
+
+def _tail(path: Path, n: int = STDERR_TAIL_LINES) -> list:
+    try:
+        lines = [ln.rstrip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return []
+    return [ln[:300] for ln in lines[-n:]]
+
+
+def launch(cmd: list, prefix: str, log_stem: Path, control: StopControl | None = None,
+           echo=print) -> Outcome:
+    """Run `cmd`, echoing each stdout line as "<prefix> | <line>" and keeping stdout and stderr in
+    <log_stem>.out.log / .err.log. Returns when the child has exited."""
+    log_stem = Path(log_stem)
+    log_stem.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(f"{log_stem}.err.log", "w") as err, open(f"{log_stem}.out.log", "w") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
+                                env=child_env(), start_new_session=True)
+        if control is not None:
+            control.child = proc
+            if control.stopped:  # a stop arrived between runs: do not let this one train
+                proc.send_signal(signal.SIGINT)
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                line = line.rstrip("\n")
+                head, sep, rest = line.partition(" | ")
+                echo(f"{prefix} | {rest if sep and head in BACKENDS else line}")
+            try:
+                proc.wait(timeout=STOP_GRACE_S if control is not None and control.stopped else None)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        finally:
+            if proc.poll() is None:  # an exception in this process: never leave the child behind
+                proc.kill()
+                proc.wait()
+            if control is not None:
+                control.child = None
+    return Outcome(proc.returncode, time.perf_counter() - t0, _tail(Path(f"{log_stem}.err.log")),
+                   bool(control and control.stopped))
+
+
+# --- the shared start ------------------------------------------------------------------------------------
+
+def layers_for(plan: Plan, model: str) -> list:
+    return arch.build_layers(model, plan.input_shape, plan.num_classes, plan.widths)
+
+
+def draw_initial_weights(plan: Plan, seeds=None) -> list:
+    """init-<model>-s<seed>.npz for every model and seed (kept when already there, e.g. on --resume)."""
+    written = []
+    for seed in seeds if seeds is not None else plan.seeds:
+        for model in plan.models:
+            path = init_path(plan.out, model, seed)
+            if not path.is_file():
+                neutral.save(path, neutral.initial_weights(layers_for(plan, model), seed))
+                written.append(path)
+    return written
+
+
+# --- probes: parity logits and the matmul peak, one child per backend ---------------------------------------
+
+# Runs in a child with exactly one framework: the backend's job runner (logits from the shared init on
+# the parity batch), then the fp32 (or bf16) matmul peak on the device that framework sees. On GPUs each
+# framework keeps its own default matmul precision (TensorFlow allows TF32, torch does not), which is
+# also what its training run uses.
+PROBE_SCRIPT = r'''
+import json, sys, time
+backend, jobs_file, out_file, precision = sys.argv[1:5]
+sizes, budget = json.loads(sys.argv[5]), float(sys.argv[6])
+if backend == "tf":
+    from tf_impl.jobs import main
+    main([jobs_file])
+    import tensorflow as tf
+    from tf_impl.train import device_name
+    device = device_name(tf)
+    n = sizes["gpu" if device != "cpu" else "cpu"]
+    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+    with tf.device("/GPU:0" if device != "cpu" else "/CPU:0"):
+        a, b = tf.cast(tf.random.uniform((n, n)), dtype), tf.cast(tf.random.uniform((n, n)), dtype)
+    step = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
+    run = lambda: float(step())  # reading the scalar is the host sync
+else:
+    from torch_impl.jobs import main
+    main([jobs_file])
+    import torch
+    from torch_impl.train import device_name
+    device = device_name(torch)
+    n = sizes["gpu" if device != "cpu" else "cpu"]
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    where = "cuda" if device != "cpu" else "cpu"
+    a, b = torch.rand(n, n, device=where, dtype=dtype), torch.rand(n, n, device=where, dtype=dtype)
+    run = lambda: float((a @ b).float().sum())  # reading the scalar is the host sync
+run(); run()  # warm-up: tracing, allocations, kernel selection
+times, stop = [], time.perf_counter() + budget
+while len(times) < 3 or (time.perf_counter() < stop and len(times) < 100):
+    t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
+best = min(times)
+json.dump({"backend": backend, "device": device, "precision": precision, "matmul_n": n,
+           "peak_flops": 2.0 * n ** 3 / best, "best_s": best, "median_s": sorted(times)[len(times) // 2],
+           "reps": len(times)}, open(out_file, "w"))
+print(f"{backend} | device {device} | {'bf16' if precision == 'bf16' else 'fp32'} matmul {n}x{n}: "
+      f"{2.0 * n ** 3 / best / 1e9:,.1f} GFLOP/s peak (best of {len(times)})")
+'''
+
+
+def parity_inputs(plan: Plan, test_images: np.ndarray) -> Path:
+    """The fixed parity batch (the first PARITY_BATCH test images, normalised as the stream does)."""
+    from data.stream import normalize
+    path = Path(plan.out) / "probe" / "parity-inputs.npz"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, images=normalize(test_images[:PARITY_BATCH]))
+    return path
+
+
+def probe(plan: Plan, test_images: np.ndarray, control: StopControl | None = None, echo=print,
+          launcher=None) -> dict:
+    """Parity and peak for every backend. Returns {"peaks": {backend: {...}}, "parity": {model: {...}},
+    "errors": [...]}; stored in probe/probe.json and reused by --resume."""
+    launcher = launcher or launch
+    folder = Path(plan.out) / "probe"
+    stored = folder / "probe.json"
+    if stored.is_file():
+        return json.loads(stored.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    parity_seed = plan.seeds[0]
+    draw_initial_weights(plan, [parity_seed])
+    inputs = parity_inputs(plan, test_images)
+    with_parity = len(plan.backends) >= 2
+    peaks, errors = {}, []
+    for backend in plan.backends:
+        if control is not None and control.stopped:
+            break
+        jobs = [{"op": "logits", "model": m, "input_shape": list(plan.input_shape), "num_classes": plan.num_classes,
+                 "widths": list(plan.widths) if plan.widths else None,
+                 "weights": str(init_path(plan.out, m, parity_seed)), "inputs": str(inputs),
+                 "out": str(folder / f"logits-{backend}-{m}.npz")} for m in plan.models] if with_parity else []
+        jobs_file = folder / f"jobs-{backend}.json"
+        write_json_atomic(jobs_file, {"threads": plan.threads, "deterministic": False, "jobs": jobs})
+        peak_file = folder / f"peak-{backend}.json"
+        cmd = [sys.executable, "-c", PROBE_SCRIPT, backend, str(jobs_file), str(peak_file),
+               plan.run_flags.get("precision", "32"), json.dumps(PEAK_MATMUL_N), str(PEAK_BUDGET_S)]
+        outcome = launcher(cmd, f"{backend:<5} probe", folder / f"probe-{backend}", control, echo)
+        if outcome.returncode == 0 and peak_file.is_file():
+            peaks[backend] = json.loads(peak_file.read_text())
+        else:
+            errors.append(f"{backend} probe: {outcome.describe()}" +
+                          (f": {outcome.stderr_tail[-1]}" if outcome.stderr_tail else ""))
+    parity = {}
+    if with_parity and all(b in peaks for b in plan.backends):
+        a, b = plan.backends[0], plan.backends[1]
+        for m in plan.models:
+            la, lb = (np.load(folder / f"logits-{x}-{m}.npz")["logits"] for x in (a, b))
+            parity[m] = {"max_abs_logit_diff": float(np.max(np.abs(la.astype(np.float64) - lb))),
+                         "backends": [a, b], "batch": int(len(la)), "seed": parity_seed}
+    result = {"peaks": peaks, "parity": parity, "errors": errors}
+    if not errors and not (control is not None and control.stopped):
+        write_json_atomic(stored, result)
+    return result
+
+
+# --- the runs ----------------------------------------------------------------------------------------------
+
+def load_finished(path: Path) -> dict | None:
+    """The RunResult at `path` when it is a finished run (status ok or diverged), else None."""
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and result.get("status") in FINISHED else None
+
+
+def failed_result(plan: Plan, backend: str, model: str, seed: int, outcome: Outcome, cmd: list) -> dict:
+    """A RunResult for a child that left none: its exit status and the tail of its stderr."""
+    status = "interrupted" if outcome.stopped else "failed"
+    cfg = dict(plan.run_flags, model=model, seed=seed)
+    return {"backend": backend, "model": model, "dataset": plan.dataset, "data_source": None,
+            "status": status, "message": f"{outcome.describe()}" + (
+                f"; stderr: {outcome.stderr_tail[-1]}" if outcome.stderr_tail and status == "failed" else ""),
+            "stderr_tail": outcome.stderr_tail, "command": cmd, "process_seconds": round(outcome.seconds, 3),
+            "config": cfg, "versions": {}, "device": None,
+            "threads": plan.threads, "params": None, "flops_per_sample": None, "curve": [], "train_losses": [],
+            "final": {"steps": None, "test_loss": None, "test_accuracy": None, "train_seconds": None,
+                      "wall_seconds": round(outcome.seconds, 4)},
+            "throughput": {"train_samples_per_s": None, "infer_samples_per_s": None, "warmup_s": None,
+                           "timed_steps": 0}}
+
+
+def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher=None) -> list:
+    """Every (seed, backend, model) run, one child at a time; finished runs already in the folder are
+    kept and skipped. Returns the RunResults in launch order (failed children included)."""
+    launcher = launcher or launch
+    if plan.init == "shared":
+        draw_initial_weights(plan)
+    results = []
+    runs = plan.runs()
+    for i, (seed, backend, model) in enumerate(runs, 1):
+        name = run_name(backend, model, seed)
+        json_path = Path(plan.out) / f"{name}.json"
+        kept = load_finished(json_path)
+        label = f"[{i}/{len(runs)}] {backend} {model}" + (f" seed {seed}" if len(plan.seeds) > 1 else "")
+        if kept is not None:
+            echo(f"{label}: kept from {json_path} ({kept['status']}), not re-run")
+            results.append(kept)
+            continue
+        if control is not None and control.stopped:
+            break
+        json_path.unlink(missing_ok=True)  # an interrupted or failed earlier attempt
+        cmd = train_command(plan, backend, model, seed)
+        echo(f"{label}: {' '.join(Path(c).name if c == sys.executable else c for c in cmd[1:])}")
+        prefix = f"{backend:<5} {model:<4}" + (f" s{seed}" if len(plan.seeds) > 1 else "")
+        outcome = launcher(cmd, prefix, Path(plan.out) / "logs" / name, control, echo)
+        result = None
+        if json_path.is_file():
+            try:
+                result = json.loads(json_path.read_text())
+            except ValueError:
+                result = None
+        if result is None:
+            result = failed_result(plan, backend, model, seed, outcome, cmd)
+            write_json_atomic(json_path, result)
+            echo(f"{label}: {result['status']}: {result['message']}")
+            for line in outcome.stderr_tail if result["status"] == "failed" else []:
+                echo(f"{prefix} ! {line}")
+        else:
+            result.update(command=cmd, process_seconds=round(outcome.seconds, 3))  # the child's whole life
+            write_json_atomic(json_path, result)
+            if result.get("status") != "ok":
+                echo(f"{label}: {result.get('status')}: {result.get('message')}")
+        results.append(result)
+        if control is not None and control.stopped:
+            break
+    return results
