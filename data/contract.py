@@ -55,6 +55,7 @@ class RunConfig:
     init_file: str | None = None  # neutral .npz to start from (the harness passes the run's draw)
     widths: tuple | None = None  # mlp hidden widths / cnn filters then dense width
     data_dir: str | None = None
+    verify: bool = True  # False: accept files in --data-dir whose hashes are not the registry's (own data)
     train_limit: int | None = None  # use only the first N training samples
     val_fraction: float = 0.0  # hold out this share of train for evaluation instead of the test split
     json: str | None = None  # write the RunResult here
@@ -175,6 +176,8 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--init-file", help="start from this neutral weights .npz (implies --init shared)")
     p.add_argument("--widths", type=_widths, help="mlp: hidden widths (256,128); cnn: filters then dense (32,64,128)")
     p.add_argument("--data-dir", help="folder holding the dataset's files (else $KLC_DATA_DIR, cache, system, download)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="accept files in --data-dir that fail the registry's checksums (your own data; reported as unverified)")
     p.add_argument("--train-limit", type=_positive_int, help="use only the first N training samples")
     p.add_argument("--val-fraction", type=_finite_nonneg, default=0.0, help="evaluate on this held-out share of train")
     p.add_argument("--precision", choices=("32", "bf16"), default=d.precision, help="(default: 32)")

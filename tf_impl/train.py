@@ -215,7 +215,7 @@ def latest_checkpoint(folder) -> tuple[int, dict, dict] | None:
 
 def run(cfg: RunConfig) -> int:
     """Train one model as configured; write the RunResult; return the exit code."""
-    data = load(cfg.dataset, cfg.data_dir)
+    data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
     stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
     total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
     layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)

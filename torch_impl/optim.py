@@ -4,6 +4,7 @@ KerasAdam: Keras folds the bias correction into the step size and adds epsilon t
 sqrt(v) ("epsilon hat"):
     alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t);  m += (g - m)(1 - beta_1);  v += (g^2 - v)(1 - beta_2)
     p -= alpha * m / (sqrt(v) + epsilon)
+Keras computes the bias-correction powers from float32-rounded betas; so does this port.
 torch.optim.Adam instead divides by (sqrt(v) / sqrt(1 - beta_2^t) + eps): no constant eps makes
 the two equal. KerasSGD: Keras keeps lr inside the momentum buffer (m = momentum*m - lr*g), torch
 outside (b = momentum*b + g; p -= lr*b): equal at constant lr, different under a schedule.
@@ -11,10 +12,15 @@ outside (b = momentum*b + g; p -= lr*b): equal at constant lr, different under a
 from __future__ import annotations
 
 import math
+import struct
 
 import torch
 
 from data.contract import RunConfig, lr_table
+
+
+def _f32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
 
 
 class KerasAdam(torch.optim.Optimizer):
@@ -43,7 +49,8 @@ class KerasAdam(torch.optim.Optimizer):
                 ms.append(state["m"])
                 vs.append(state["v"])
             t = self.state[params[0]]["step"]
-            alpha = group["lr"] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            # Keras raises float32-rounded betas to the power t (found by matching Keras in float64)
+            alpha = group["lr"] * math.sqrt(1 - _f32(b2) ** t) / (1 - _f32(b1) ** t)
             torch._foreach_lerp_(ms, grads, 1 - b1)  # m += (g - m)(1 - beta_1)
             torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1 - b2)  # v += (g^2 - v)(1 - beta_2)
             denom = torch._foreach_sqrt(vs)

@@ -204,7 +204,7 @@ def restore_result(rec: Recorder, state: dict | None, step: int) -> None:
 
 
 def run(cfg: RunConfig) -> int:
-    data = load(cfg.dataset, cfg.data_dir)
+    data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
     stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
     total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
     layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)

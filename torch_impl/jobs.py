@@ -1,0 +1,165 @@
+"""Batch jobs for the parity tests, the harness's parity line and the weight converter, in one
+torch process, exchanging only .npz/JSON files. Mirrors tf_impl/jobs.py op for op.
+
+    python -m torch_impl.jobs JOBS.json
+
+Native files: `.ckpt` is a Lightning checkpoint of LitClassifier (state_dict keys "backbone.net.*");
+`.pt` is the Backbone's plain state_dict. Both are read by `export` and written by `import`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from data import arch, weights as neutral
+from data.contract import RunConfig, write_json_atomic
+from data.stream import batch_hash
+
+from .train import configure
+
+
+def _model(job):
+    from .models import build_model
+    return build_model(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"))
+
+
+def _layers(job):
+    return arch.build_layers(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"))
+
+
+def _loaded(job):
+    from .weights import from_neutral
+    model = _model(job)
+    from_neutral(model, neutral.load(job["weights"], _layers(job)))
+    return model
+
+
+def _nchw(images):
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+
+
+def op_logits(job):
+    import torch
+    model = _loaded(job).eval()
+    with torch.no_grad():
+        logits = model(_nchw(np.load(job["inputs"])["images"]))
+    np.savez(job["out"], logits=logits.numpy())
+
+
+def op_export(job):
+    """A Lightning .ckpt or a Backbone .pt state_dict -> neutral weights."""
+    import torch
+
+    from .weights import to_neutral
+    state = torch.load(job["src"], map_location="cpu", weights_only=False)
+    sd = state.get("state_dict", state) if isinstance(state, dict) else state
+    prefix = "backbone." if any(k.startswith("backbone.") for k in sd) else ""
+    model = _model(job)
+    model.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and
+                           k[len(prefix):].startswith("net.")})
+    neutral.save(job["out"], to_neutral(model))
+
+
+def op_import(job):
+    """Neutral weights -> a Lightning checkpoint (.ckpt) or a plain state_dict (.pt)."""
+    import lightning
+    import torch
+    model = _loaded(job)
+    if str(job["out"]).endswith(".ckpt"):
+        state = {"state_dict": {f"backbone.{k}": v for k, v in model.state_dict().items()},
+                 "pytorch-lightning_version": lightning.__version__, "global_step": 0, "epoch": 0,
+                 "klc_model": {k: job.get(k) for k in ("model", "input_shape", "num_classes", "widths")}}
+    else:
+        state = model.state_dict()
+    torch.save(state, job["out"])
+
+
+def op_native_init(job):
+    import torch
+
+    from .weights import to_neutral
+    torch.manual_seed(job.get("seed", 0))
+    neutral.save(job["out"], to_neutral(_model(job)))
+
+
+def op_roundtrip(job):
+    from .weights import to_neutral
+    neutral.save(job["out"], to_neutral(_loaded(job)))
+
+
+def op_loss(job):
+    import torch
+    import torch.nn.functional as F
+    f = np.load(job["inputs"])
+    loss = F.cross_entropy(torch.from_numpy(f["logits"]), torch.from_numpy(f["labels"]).long())
+    np.savez(job["out"], loss=loss.numpy())
+
+
+def op_steps(job):
+    """k optimizer steps with the training code's optimizer, schedule and loss; losses + final weights."""
+    import torch
+    import torch.nn.functional as F
+
+    from .optim import make_optimizer
+    from .weights import to_neutral
+    cfg = RunConfig(**job["config"])
+    dtype = job.get("dtype", "float32")  # float64 separates the algorithm from float32 rounding chaos
+    model = _loaded(job).to(getattr(torch, dtype))
+    f = np.load(job["batches"])
+    images, labels = f["images"].astype(dtype), f["labels"]
+    opt, sched = make_optimizer(cfg, model.parameters(), job.get("total_steps", len(labels)))
+    losses = []
+    for i in range(len(labels)):
+        loss = F.cross_entropy(model(_nchw(images[i])), torch.from_numpy(labels[i]).long())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+    np.savez(job["out"], losses=np.array(losses), **{f"w:{k}": v for k, v in to_neutral(model).items()})
+
+
+def op_batches(job):
+    """Hashes of the first n batches as the Lightning datamodule's train loader yields them."""
+    from data.sources import load
+    from data.stream import make_stream
+
+    from .datamodule import StreamDataModule
+    cfg = RunConfig(**job["config"])
+    data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
+    stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit)
+    start, n = job.get("start", 0), job["n"]
+    dm = StreamDataModule(stream, start + n)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    loader.start = lambda: start
+    hashes = []
+    for images, labels in loader:
+        hashes.append(batch_hash(images.permute(0, 2, 3, 1).numpy(), labels.numpy()))  # back to NHWC to hash
+    write_json_atomic(job["out"], {"hashes": hashes})
+
+
+def op_params(job):
+    from .models import count_params
+    write_json_atomic(job["out"], {"params": count_params(_model(job))})
+
+
+OPS = {name[3:]: fn for name, fn in globals().items() if name.startswith("op_")}
+
+
+def main(argv) -> int:
+    spec = json.loads(open(argv[0]).read())
+    configure(RunConfig(threads=spec.get("threads", 0), deterministic=spec.get("deterministic", True)))
+    for job in spec["jobs"]:
+        if job["op"] not in OPS:
+            raise ValueError(f"unknown job op {job['op']!r}; choose from {', '.join(sorted(OPS))}")
+        OPS[job["op"]](job)
+    return 0
+
+
+if __name__ == "__main__":
+    from data.cli import run_cli
+    sys.exit(run_cli(main, prog="python -m torch_impl.jobs"))
