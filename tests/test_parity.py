@@ -29,6 +29,7 @@ OPT_CONFIGS = {
     "sgd_nesterov": dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True),
 }
 OPT_STEPS, OPT_BATCH = 50, 32
+TRAJ_STEPS, TRAJ_BATCH = 200, 64
 
 
 def _model_job(model, shape, classes):
@@ -82,6 +83,15 @@ def parity(tmp_path_factory, real_mnist):
                 jobs.append(dict(_model_job("cnn", (28, 28, 1), 10), op="steps", config=cfg, dtype=dtype,
                                  weights=str(d / "opt_init.npz"), batches=str(d / "batches.npz"),
                                  total_steps=OPT_STEPS, out=str(d / f"steps_{name}_{schedule}_{dtype}_BK.npz")))
+    # trajectory: 200 real-data CNN steps in float64, evaluated on the test split
+    traj = make_stream(real_mnist, TRAJ_BATCH, seed=0)
+    idx = traj.step_indices(0, TRAJ_STEPS)
+    np.savez(d / "traj_batches.npz", images=traj.train_images[idx], labels=traj.train_labels[idx])
+    np.savez(d / "traj_eval.npz", images=traj.test_images, labels=traj.test_labels)
+    weights.save(d / "traj_init.npz", weights.initial_weights(layers, seed=0))
+    jobs.append(dict(_model_job("cnn", (28, 28, 1), 10), op="steps", config=RunConfig().to_dict(), dtype="float64",
+                     weights=str(d / "traj_init.npz"), batches=str(d / "traj_batches.npz"), eval=str(d / "traj_eval.npz"),
+                     total_steps=TRAJ_STEPS, out=str(d / "traj_BK.npz")))
     # data order: first 10 batches, and 10 across an epoch boundary, as each backend's training code gathers them
     cfg = RunConfig(dataset="mnist", batch_size=128, seed=5).to_dict()
     spe = len(real_mnist.train_labels) // 128
@@ -217,6 +227,19 @@ def test_optimizer_float32_first_steps(parity, name, schedule):
     a = _load(parity / f"steps_{name}_{schedule}_float32_tf.npz")["losses"][:10]
     b = _load(parity / f"steps_{name}_{schedule}_float32_torch.npz")["losses"][:10]
     assert np.abs(a - b).max() <= OPT_ATOL_F32_FIRST10
+
+
+def test_trajectory_200_steps_real_data(parity, real_mnist):
+    """200 Adam steps of the CNN on real digits from the shared init, float64 on both sides (see the
+    optimizer note: float32 trajectories drift chaotically; the float32 CLIs are compared on
+    accuracy in test_backends.py). Per-step loss within 1e-3 and final accuracy within 0.3 points,
+    as the issue asks; measured gaps are ~1e-7 and 0."""
+    a, b = _load(parity / "traj_tf.npz"), _load(parity / "traj_torch.npz")
+    assert len(a["losses"]) == TRAJ_STEPS
+    assert np.abs(a["losses"] - b["losses"]).max() <= 1e-3
+    assert a["losses"][-20:].mean() < 0.6 * a["losses"][:5].mean(), "the run should actually learn"
+    assert abs(float(a["accuracy"]) - float(b["accuracy"])) <= 0.003
+    assert float(a["accuracy"]) > 0.8, f"{real_mnist.label}: CNN accuracy {float(a['accuracy']):.3f} after 200 steps"
 
 
 @pytest.mark.parametrize("start", ["first", "epoch_boundary"])

@@ -112,6 +112,11 @@ def op_steps(job):
 
     losses = [float(train_step(images[i], labels[i])) for i in range(len(labels))]
     out = {f"w:{k}": v for k, v in to_neutral(model).items()}
+    if job.get("eval"):  # accuracy of the final model on a held-out set, in the same dtype
+        e = np.load(job["eval"])
+        preds = np.concatenate([np.argmax(np.asarray(model(e["images"][i: i + 500].astype(dtype), training=False)), 1)
+                                for i in range(0, len(e["labels"]), 500)])
+        out["accuracy"] = np.array(np.mean(preds == e["labels"]))
     np.savez(job["out"], losses=np.array(losses), **out)
 
 

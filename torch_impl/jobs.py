@@ -119,7 +119,15 @@ def op_steps(job):
         opt.step()
         sched.step()
         losses.append(float(loss))
-    np.savez(job["out"], losses=np.array(losses), **{f"w:{k}": v for k, v in to_neutral(model).items()})
+    out = {f"w:{k}": v for k, v in to_neutral(model).items()}
+    if job.get("eval"):  # accuracy of the final model on a held-out set, in the same dtype
+        e = np.load(job["eval"])
+        model.eval()
+        with torch.no_grad():
+            preds = np.concatenate([model(_nchw(e["images"][i: i + 500].astype(dtype))).argmax(1).numpy()
+                                    for i in range(0, len(e["labels"]), 500)])
+        out["accuracy"] = np.array(np.mean(preds == e["labels"]))
+    np.savez(job["out"], losses=np.array(losses), **out)
 
 
 def op_batches(job):
