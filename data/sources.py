@@ -118,7 +118,7 @@ def verify_file(path: Path, fs: FileSpec) -> bytes | None:
         what = "an HTML page (a mirror served an error page), not IDX data; " if formats.looks_like_html(content) else ""
         raise DataError(f"{path}: {what}content sha256 {content_hash} does not match the expected "
                         f"{fs.content_sha256} (file sha256 {file_hash}); the file is damaged or not the "
-                        f"original {fs.name}: replace it, or pass --no-verify if it is your own data")
+                        f"original {fs.name}: replace it (your own data: train with --no-verify)")
     return content
 
 
