@@ -65,6 +65,16 @@ def _run_jobs(backend: str, job: dict, work: Path, threads: int) -> None:
                            f"{proc.returncode}: {' / '.join(tail) or 'no message'}")
 
 
+def _check(path: Path, src: Path, layers: list, model: str, dataset: str) -> None:
+    """The neutral weights at `path` (exported from `src`) fit the architecture asked for."""
+    try:
+        neutral.load(path, layers)
+    except DataError as e:
+        detail = str(e).replace(f"{path}: ", "")
+        raise ConvertError(f"{src} does not hold a {model} for {dataset} ({detail}); check --model, --dataset "
+                           f"and --widths") from None
+
+
 def convert(model: str, dataset: str, src, dst, widths=None, threads: int = 0, log=print) -> Path:
     """Convert weights file `src` to `dst` (kinds by extension). `dst` appears only when complete."""
     src, dst = Path(src), Path(dst)
@@ -82,12 +92,13 @@ def convert(model: str, dataset: str, src, dst, widths=None, threads: int = 0, l
         work = Path(tmp)
         weights_file = work / "weights.npz"
         if kind_of(src) == "neutral":
-            neutral.save(weights_file, neutral.load(src, layers))  # checked against the architecture
+            _check(src, src, layers, model, dataset)
+            shutil.copyfile(src, weights_file)
         else:
             backend = kind_of(src)
             log(f"convert | {backend}: {src} -> neutral weights")
             _run_jobs(backend, dict(shape, op="export", src=str(src.resolve()), out=str(weights_file)), work, threads)
-            neutral.load(weights_file, layers)  # the export matches the architecture asked for
+            _check(weights_file, src, layers, model, dataset)
         # the target is written under a temporary name beside it (same suffix: the writers key on it), then renamed
         partial = dst.with_name(f".{dst.stem}.partial-{os.getpid()}{dst.suffix}")
         try:
@@ -135,6 +146,8 @@ def main(argv) -> int:
             parser.error(f"{flag}: {e}")
     try:
         convert(args.model, args.dataset, args.src, args.dst, args.widths, args.threads)
+    except ConfigError as e:
+        parser.error(str(e))
     except (ConvertError, DataError) as e:
         print(f"python -m compare convert: error: {e}", file=sys.stderr)
         return 1

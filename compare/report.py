@@ -446,6 +446,7 @@ def plot_curves(path, results: list, context: dict) -> None:
 def plot_throughput(path, results: list, context: dict) -> None:
     """Train and inference samples/s, grouped by model, one bar per backend (mean, with ± std over seeds)."""
     plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter
     rows = metrics.rows(results, peak_flops(context))
     models = list(dict.fromkeys(r["model"] for r in rows)) or ["(no runs)"]
     backends = list(dict.fromkeys(r["backend"] for r in rows))
@@ -466,23 +467,27 @@ def plot_throughput(path, results: list, context: dict) -> None:
             values += ys
             bars = ax.bar(xs, ys, width * 0.92, yerr=errs if any(errs) else None, capsize=3,
                           color=BACKEND_COLORS.get(backend), label=backend)
-            for bar, y in zip(bars, ys):
-                ax.annotate(f"{y:,.0f}", (bar.get_x() + bar.get_width() / 2, y), xytext=(0, 2),
+            for bar, y, e in zip(bars, ys, errs):
+                ax.annotate(f"{y:,.0f}", (bar.get_x() + bar.get_width() / 2, y + e), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(models)), models)
         ax.set_title(title)
         ax.set_ylabel("samples / s")
         if values and max(values) / max(min(values), 1e-9) > 20:  # an MLP can be 10-50x a CNN: log keeps both legible
             ax.set_yscale("log")
-            ax.set_ylim(min(values) / 2, max(values) * 3)
+            ax.set_ylim(min(values) / 2, max(values) * 8)  # headroom for the labels and the legend
         elif values:
-            ax.set_ylim(0, max(values) * 1.15)
+            ax.set_ylim(0, max(values) * 1.3)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.grid(True, axis="y", alpha=0.3)
         if backends:
-            ax.legend(fontsize=9)
+            ax.legend(fontsize=9, loc="upper right", ncols=len(backends))
     devices = ", ".join(sorted({r["device"] for r in rows})) or "?"
     threads = (context.get("plan") or {}).get("threads")
-    fig.suptitle(f"Throughput on {context.get('dataset_label')} ({devices}, {threads} threads per run)", fontsize=11)
+    n_seeds = max((r["n"] for r in rows), default=1)
+    spread = f"; mean ± std over {n_seeds} seeds" if n_seeds > 1 else ""
+    fig.suptitle(f"Throughput on {context.get('dataset_label')} ({devices}, {threads} threads per run{spread})",
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,0 +1,262 @@
+"""The harness's arithmetic and rendering on hand-written RunResults: steps-to-beat-MLP, mean ± std,
+MFU, the summary, results.json/.csv, report.md, the PNGs and the terminal table. No training, no framework."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from compare import metrics, report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def curve(*points, dt: float = 0.5) -> list:
+    """[(step, accuracy)] -> a RunResult curve; seconds grow by dt per evaluation."""
+    return [{"step": s, "seconds": round(dt * (i + 1), 4), "test_loss": 1.0 - a, "test_accuracy": a}
+            for i, (s, a) in enumerate(points)]
+
+
+def fake_result(backend="tf", model="mlp", seed=0, points=((25, 0.90), (50, 0.95)), status="ok", device="cpu",
+                train_sps=10_000.0, infer_sps=50_000.0, flops=1_000_000, message="") -> dict:
+    c = curve(*points)
+    last = c[-1] if c else None
+    return {
+        "backend": backend, "model": model, "dataset": "mnist", "data_source": "cache:/x", "status": status,
+        "message": message, "config": {"seed": seed, "batch_size": 128, "eval_every": 25},
+        "versions": {"python": "3.11", backend: "1.0"}, "device": device, "threads": 2, "params": 1000,
+        "flops_per_sample": flops, "curve": c, "train_losses": [1.0, 0.5],
+        "final": {"steps": last["step"] if last else 0, "test_loss": last["test_loss"] if last else None,
+                  "test_accuracy": last["test_accuracy"] if last else None, "train_seconds": 1.0,
+                  "wall_seconds": 2.0},
+        "throughput": {"train_samples_per_s": train_sps, "infer_samples_per_s": infer_sps, "warmup_s": 0.4,
+                       "timed_steps": 40},
+        "process_seconds": 6.5,
+    }
+
+
+def fake_context(**extra) -> dict:
+    ctx = {"dataset": "mnist", "dataset_label": "mnist", "data_source": "cache:/x", "is_subset": False,
+           "train_size": 60_000, "test_size": 10_000,
+           "plan": {"backends": ["tf", "torch"], "models": ["mlp", "cnn"], "seeds": [0], "init": "shared",
+                    "total_steps": 100, "steps_per_epoch": 468, "eval_every": 25, "threads": 2,
+                    "run_flags": {"batch_size": 128, "lr": 0.001, "optimizer": "adam", "schedule": "constant",
+                                  "precision": "32", "eval_every": 25, "threads": 2}},
+           "peaks": {"tf": {"device": "cpu", "peak_flops": 1e11, "matmul_n": 1024, "precision": "32"},
+                     "torch": {"device": "cpu", "peak_flops": 1e11, "matmul_n": 1024, "precision": "32"}},
+           "parity": {m: {"max_abs_logit_diff": 3e-7, "backends": ["tf", "torch"], "batch": 128, "seed": 0}
+                      for m in ("mlp", "cnn")},
+           "probe_errors": [], "devices": {"tf": "cpu", "torch": "cpu"}, "started": "2026-11-29T15:00:00",
+           "wall_seconds": 100.0, "interrupted": False, "folder": "runs/x", "argv": ["--dataset", "mnist"]}
+    ctx.update(extra)
+    return ctx
+
+
+def four_runs(seed=0) -> list:
+    """tf: the CNN passes the MLP's final 0.95 at step 75; torch: it never does."""
+    return [fake_result("tf", "mlp", seed, ((25, 0.90), (50, 0.93), (75, 0.94), (100, 0.95)), train_sps=40_000),
+            fake_result("tf", "cnn", seed, ((25, 0.85), (50, 0.95), (75, 0.96), (100, 0.97)), train_sps=8_000,
+                        flops=25_000_000),
+            fake_result("torch", "mlp", seed, ((25, 0.90), (50, 0.93), (75, 0.94), (100, 0.95))),
+            fake_result("torch", "cnn", seed, ((25, 0.85), (50, 0.90), (75, 0.93), (100, 0.949)), flops=25_000_000)]
+
+
+# --- steps to beat -------------------------------------------------------------------------------------
+
+def test_steps_to_beat_first_evaluation_strictly_above():
+    c = curve((25, 0.80), (50, 0.91), (75, 0.93))
+    assert metrics.steps_to_beat(c, 0.90) == (50, 1.0)
+
+
+def test_steps_to_beat_never():
+    assert metrics.steps_to_beat(curve((25, 0.80), (50, 0.85)), 0.90) == (None, None)
+
+
+def test_steps_to_beat_tie_is_not_a_beat():
+    c = curve((25, 0.90), (50, 0.90), (75, 0.9001))
+    assert metrics.steps_to_beat(c, 0.90) == (75, 1.5)
+    assert metrics.steps_to_beat(curve((25, 0.90)), 0.90) == (None, None)
+
+
+def test_steps_to_beat_at_the_first_evaluation():
+    assert metrics.steps_to_beat(curve((25, 0.99), (50, 0.995)), 0.95) == (25, 0.5)
+
+
+def test_steps_to_beat_reads_the_curve_in_step_order_and_skips_missing_accuracy():
+    c = list(reversed(curve((25, 0.50), (50, 0.97), (75, 0.98))))
+    c.append({"step": 10, "seconds": 0.1, "test_loss": None, "test_accuracy": None})
+    assert metrics.steps_to_beat(c, 0.95) == (50, 1.0)
+
+
+def test_steps_to_beat_without_a_reference_or_curve():
+    assert metrics.steps_to_beat(curve((25, 0.99)), None) == (None, None)
+    assert metrics.steps_to_beat([], 0.5) == (None, None)
+
+
+# --- mean, std, MFU ------------------------------------------------------------------------------------
+
+def test_mean_std_is_the_sample_std_over_present_values():
+    mean, std, n = metrics.mean_std([200, 275, 300])  # the issue's three Fashion-MNIST seeds
+    assert (mean, n) == (775 / 3, 3)
+    assert std == pytest.approx(52.0416, abs=1e-4)  # sqrt(((200-258.33)^2 + (275-258.33)^2 + (300-258.33)^2) / 2)
+    assert metrics.mean_std([1.0, None, 3.0, float("nan")]) == (2.0, pytest.approx(math.sqrt(2)), 2)
+    assert metrics.mean_std([4.0]) == (4.0, 0.0, 1)
+    assert metrics.mean_std([None]) == (None, None, 0)
+
+
+def test_mfu_is_achieved_training_flops_over_peak():
+    r = fake_result(train_sps=8_000, flops=25_000_000)  # 2e11 FLOP/s achieved
+    assert metrics.achieved_flops(r) == 2e11
+    assert metrics.mfu(r, 4e11) == 0.5
+    assert metrics.mfu(r, None) is None
+    assert metrics.mfu(fake_result(train_sps=None), 4e11) is None
+
+
+# --- rows and summary ----------------------------------------------------------------------------------
+
+def test_beat_points_compare_within_backend_and_seed():
+    beats = metrics.beat_points(four_runs())
+    assert beats == {("tf", "cnn", 0): (75, 1.5), ("torch", "cnn", 0): (None, None)}  # 0.95 at step 50 ties
+
+
+def test_summary_per_backend():
+    s = metrics.summary(four_runs(), eval_every=25)
+    assert s["tf"]["steps_to_beat_mlp"] == 75 and s["tf"]["seconds_to_beat_mlp"] == 1.5
+    assert s["tf"]["resolution_steps"] == 25
+    assert s["torch"]["steps_to_beat_mlp"] is None and s["torch"]["seconds_to_beat_mlp"] is None
+    assert s["torch"]["models"]["cnn"]["per_seed"] == {"0": {"steps": None, "seconds": None}}
+
+
+def test_seeds_give_mean_and_std_rows():
+    runs = []
+    for seed, beat_step in ((0, 50), (1, 75), (2, 100)):
+        runs += [fake_result("tf", "mlp", seed, ((50, 0.90), (100, 0.95))),
+                 fake_result("tf", "cnn", seed, [(s, 0.97 if s >= beat_step else 0.90) for s in (25, 50, 75, 100)],
+                             train_sps=1000.0 * (seed + 1))]
+    rows = {r["model"]: r for r in metrics.rows(runs)}
+    cnn = rows["cnn"]
+    assert cnn["n"] == 3 and cnn["seeds"] == [0, 1, 2]
+    assert cnn["beat_steps"] == (75.0, 25.0, 3)
+    assert cnn["train_sps"] == (2000.0, 1000.0, 3)
+    assert report.table_cells(cnn)[4] == "75 ± 25"
+    assert report.table_cells(cnn)[6] == "2,000 ± 1,000"
+    s = metrics.summary(runs, 25)["tf"]
+    assert s["steps_to_beat_mlp"] == 75.0 and s["models"]["cnn"]["steps_to_beat_mlp_std"] == 25.0
+
+
+def test_a_seed_that_never_beats_is_counted_in_the_cell():
+    runs = []
+    for seed, acc in ((0, 0.97), (1, 0.90)):
+        runs += [fake_result("tf", "mlp", seed, ((50, 0.95),)), fake_result("tf", "cnn", seed, ((50, acc),))]
+    cnn = next(r for r in metrics.rows(runs) if r["model"] == "cnn")
+    assert report.table_cells(cnn)[4] == "50 (1/2 seeds)"
+
+
+def test_cells_for_reference_never_beat_and_bad_runs():
+    rows = {(r["backend"], r["model"]): r for r in metrics.rows(four_runs(), {"tf": 4e11})}
+    assert report.table_cells(rows[("tf", "mlp")])[4] == "– (reference)"
+    assert report.table_cells(rows[("torch", "cnn")])[4:6] == ["not within budget", "–"]
+    tf_cnn = report.table_cells(rows[("tf", "cnn")])
+    assert tf_cnn[3] == "97.00 %" and tf_cnn[4] == "75" and tf_cnn[5] == "1.5 s" and tf_cnn[8] == "50.0 %"  # 25e6 * 8000 / 4e11
+    assert report.table_cells(rows[("torch", "cnn")])[8] == "–"  # no peak measured for torch here
+    failed = fake_result("torch", "cnn", points=(), status="failed", message="exit status -11")
+    failed["final"]["test_accuracy"] = None
+    diverged = fake_result("tf", "cnn", points=((25, 0.5),), status="diverged", message="loss became nan")
+    cells = {r["backend"]: report.table_cells(r) for r in metrics.rows([failed, diverged])}
+    assert cells["torch"][3] == "failed"
+    assert cells["tf"][3] == "50.00 % (diverged)"
+
+
+def test_cnn_without_an_mlp_run_says_so():
+    row = metrics.rows([fake_result("tf", "cnn")])[0]
+    assert report.table_cells(row)[4] == "no MLP run"
+
+
+# --- notes -----------------------------------------------------------------------------------------------
+
+def test_device_note_only_when_one_backend_has_a_gpu():
+    runs = four_runs()
+    assert report.device_note(runs, fake_context()) is None
+    note = report.device_note(runs, fake_context(devices={"tf": "cpu", "torch": "NVIDIA H200"}))
+    assert "torch sees NVIDIA H200" in note and "tf sees only the CPU" in note
+    assert report.device_note(runs, fake_context(devices={"tf": "NVIDIA H200", "torch": "NVIDIA H200"})) is None
+
+
+def test_subset_is_announced():
+    assert report.subset_warning(fake_context()) is None
+    warning = report.subset_warning(fake_context(is_subset=True, dataset_label="mnist (5k subset)",
+                                                 train_size=4000, test_size=1000))
+    assert "mnist (5k subset)" in warning and "NOT the full MNIST" in warning
+
+
+# --- files -----------------------------------------------------------------------------------------------
+
+def test_results_json_round_trip(tmp_path):
+    runs = four_runs()
+    report.write_files(tmp_path, runs, fake_context())
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["runs"] == runs
+    assert set(doc) == {"comparison", "runs", "summary"}
+    assert doc["summary"]["tf"]["steps_to_beat_mlp"] == 75
+    assert doc["summary"]["torch"]["steps_to_beat_mlp"] is None
+    assert doc["comparison"]["plan"]["eval_every"] == 25
+    for r in doc["runs"]:  # DESIGN.md's RunResult keys survive
+        assert {"backend", "model", "dataset", "data_source", "status", "message", "config", "versions", "device",
+                "threads", "params", "flops_per_sample", "curve", "final", "throughput"} <= set(r)
+
+
+def test_results_json_is_strict_json_with_nan(tmp_path):
+    runs = four_runs()
+    runs[0]["final"]["test_loss"] = float("nan")
+    report.write_files(tmp_path, runs, fake_context())
+    doc = json.loads((tmp_path / "results.json").read_text())  # no NaN token: a strict parser reads it
+    assert doc["runs"][0]["final"]["test_loss"] is None
+
+
+def test_results_csv_has_one_row_per_run(tmp_path):
+    report.write_files(tmp_path, four_runs(), fake_context())
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [(r["backend"], r["model"]) for r in rows] == [("tf", "mlp"), ("tf", "cnn"), ("torch", "mlp"), ("torch", "cnn")]
+    assert rows[1]["steps_to_beat_mlp"] == "75" and rows[3]["steps_to_beat_mlp"] == ""
+    assert float(rows[1]["mfu"]) == pytest.approx(2e11 / 1e11)
+
+
+def test_report_md_and_pictures(tmp_path):
+    runs = four_runs()
+    runs.append(fake_result("torch", "cnn", seed=1, points=(), status="failed",
+                            message="killed by signal SIGSEGV (exit status -11)"))
+    runs[-1]["stderr_tail"] = ["Fatal Python error: Segmentation fault"]
+    ctx = fake_context(is_subset=True, dataset_label="mnist (5k subset)", devices={"tf": "cpu", "torch": "NVIDIA H200"})
+    paths = report.write_files(tmp_path, runs, ctx)
+    assert [p.name for p in paths] == list(report.FILES)
+    md = (tmp_path / "report.md").read_text()
+    assert "| backend | model | device | test acc | steps to beat MLP |" in md
+    assert "NOT the full MNIST" in md and "NVIDIA H200" in md
+    assert "resolution 25 steps" in md
+    assert "![test accuracy against step](curves.png)" in md and "(throughput.png)" in md
+    assert "3.0e-07 (mlp)" in md
+    assert "Segmentation fault" in md and "SIGSEGV" in md
+    for name in ("curves.png", "throughput.png"):
+        blob = (tmp_path / name).read_bytes()
+        assert blob[:8] == PNG_MAGIC and len(blob) > 10_000, name
+
+
+def test_pictures_survive_empty_and_failed_results(tmp_path):
+    failed = fake_result("tf", "cnn", points=(), status="failed", train_sps=None, infer_sps=None)
+    report.write_files(tmp_path / "a", [], fake_context())
+    report.write_files(tmp_path / "b", [failed], fake_context())
+    assert (tmp_path / "b" / "curves.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_terminal_table():
+    from rich.console import Console
+    console = Console(record=True, width=220)
+    ctx = fake_context(is_subset=True, dataset_label="mnist (5k subset)", interrupted=True)
+    report.render_terminal(console, four_runs(), ctx)
+    text = console.export_text()
+    assert "DATA: mnist (5k subset)" in text
+    for word in ("steps to beat MLP", "time to beat", "train samples/s", "infer samples/s", "MFU", "warm-up", "wall"):
+        assert word in text
+    assert "not within budget" in text and "parity" in text and "--resume runs/x" in text

@@ -1,0 +1,186 @@
+"""`python -m compare` as a user meets it: one-line errors with exit 2, no framework in the harness's own
+process, the weight converter's bit-identical round trip (real job runners), and one end-to-end comparison
+with a tiny budget, interrupted by Ctrl-C and resumed (slow)."""
+from __future__ import annotations
+
+import ast
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compare import convert
+from compare.__main__ import PROG, main
+from data import arch, weights as neutral
+from data.cli import run_cli
+from data.contract import ConfigError
+
+from conftest import ROOT, child_env, run_module
+
+FRAMEWORKS = ("tensorflow", "torch", "keras", "lightning", "torchmetrics", "jax")
+
+
+def cli(argv, capsys):
+    """(exit status, stderr) of the compare CLI run in this process."""
+    try:
+        rc = run_cli(main, argv, prog=PROG)
+    except SystemExit as e:  # argparse errors exit from inside the parser
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--backends", "jax"], "--backends"),
+    (["--models", "rnn"], "--models"),
+    (["--models", "cnn,cnn"], "twice"),
+    (["--seeds", "a,b"], "--seeds"),
+    (["--seed", "1", "--seeds", "0,1"], "--seed or --seeds"),
+    (["--steps", "0"], "--steps"),
+    (["--steps", "5", "--epochs", "1"], "not allowed with"),
+    (["--lr", "-1"], "--lr"),
+    (["--bogus"], "unrecognized"),
+    (["--init-file", "x.npz"], "--init-file"),
+    (["--widths", "8,8"], "--widths"),
+    (["--adam-impl", "torch"], "--adam-impl"),
+    (["--resume", "/nonexistent/klc"], "no comparison.json"),
+    (["--dataset", "mnist", "--steps", "5", "--eval-every", "10"], "--eval-every 10 is larger than the run (5 steps)"),
+    (["--dataset", "mnist", "--batch-size", "1000000"], "--batch-size 1000000 is larger than the training set"),
+    (["convert", "--model", "cnn", "--dataset", "mnist", "--from", "a.h5", "--to", "b.keras"], "'.h5'"),
+    (["convert", "--model", "cnn", "--dataset", "mnist", "--from", "missing.npz", "--to", "b.keras"], "no such file"),
+    (["convert", "--model", "cnn"], "required"),
+])
+def test_bad_flags_exit_2_with_one_line(argv, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written anywhere else
+    rc, err = cli(argv, capsys)
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(PROG) and "error" in err and words in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_real_entry_point_reports_one_line():
+    proc = run_module("compare", "--backends", "tf,jax", timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "expected a comma-separated list from tf, torch" in proc.stderr
+
+
+def test_compare_never_imports_a_framework(tmp_path):
+    """The harness's process, through parsing, planning, reporting and plotting, loads no framework."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+import compare, compare.__main__, compare.runner, compare.report, compare.metrics, compare.convert
+from test_compare import four_runs, fake_context
+compare.report.write_files({str(tmp_path)!r}, four_runs(), fake_context())
+args = compare.__main__.build_parser().parse_args(['--dataset', 'mnist', '--steps', '10'])
+plan, data, n = compare.__main__.make_plan(args, compare.__main__.build_parser())
+loaded = sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r})
+assert not loaded, loaded
+print('clean')
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=child_env(), timeout=120)
+    assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_compare_sources_import_no_framework():
+    """Not even lazily: no import statement in compare/ names a framework (the probes run framework code
+    as a string in a child process)."""
+    for path in sorted((ROOT / "compare").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            bad = [n for n in names if n.split(".")[0] in FRAMEWORKS + ("tf_impl", "torch_impl")]
+            assert not bad, f"{path.name}:{node.lineno} imports {bad}"
+
+
+# --- the converter -------------------------------------------------------------------------------------
+
+def test_convert_plans_by_extension():
+    assert convert.plan("a.keras", "b.ckpt") == [("tf", "export"), ("torch", "import")]
+    assert convert.plan("a.pt", "b.keras") == [("torch", "export"), ("tf", "import")]
+    assert convert.plan("a.npz", "b.pt") == [("torch", "import")]
+    assert convert.plan("a.ckpt", "b.npz") == [("torch", "export")]
+    with pytest.raises(ConfigError, match=".h5"):
+        convert.kind_of("model.h5")
+
+
+def test_convert_npz_checks_the_architecture(tmp_path):
+    src = tmp_path / "w.npz"
+    neutral.save(src, neutral.initial_weights(arch.build_layers("cnn", (28, 28, 1), 10), 0))
+    with pytest.raises(convert.ConvertError, match="does not hold a cnn for cifar10"):
+        convert.convert("cnn", "cifar10", src, tmp_path / "out.npz", log=lambda s: None)
+    assert not (tmp_path / "out.npz").exists()
+    convert.convert("cnn", "mnist", src, tmp_path / "copy.npz", log=lambda s: None)  # .npz -> .npz: checked copy
+    assert (tmp_path / "copy.npz").read_bytes()
+
+
+def test_convert_round_trip_keras_lightning_keras_is_bit_identical(tmp_path):
+    """npz -> .keras -> Lightning .ckpt -> .keras -> npz with the real job runners (one framework per child):
+    every array comes back with the same bits, dtype and shape."""
+    layers = arch.build_layers("cnn", (28, 28, 1), 10)
+    start = neutral.initial_weights(layers, 7)
+    neutral.save(tmp_path / "start.npz", start)
+    chain = ["start.npz", "model.keras", "model.ckpt", "back.keras", "back.npz"]
+    for src, dst in zip(chain, chain[1:]):
+        proc = run_module("compare", "convert", "--model", "cnn", "--dataset", "mnist", "--from", src, "--to", dst,
+                          timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (tmp_path / dst).is_file()
+    back = neutral.load(tmp_path / "back.npz", layers)
+    assert sorted(back) == sorted(start)
+    for name in start:
+        assert back[name].dtype == start[name].dtype and back[name].shape == start[name].shape, name
+        assert back[name].tobytes() == start[name].tobytes(), f"{name} changed in the round trip"
+    assert not list(tmp_path.glob(".*partial*")), "no partial files left behind"
+
+
+# --- end to end ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_comparison_interrupted_after_two_runs_then_resumed(tmp_path):
+    """A real, tiny comparison: Ctrl-C while the third run starts keeps the first two and writes the report
+    (exit 130); --resume runs only the last two; the final folder holds every file the issue lists."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "compare", "--dataset", "mnist", "--steps", "20", "--eval-every", "10",
+            "--batch-size", "32", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                            cwd=tmp_path)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("[3/4]"):
+            proc.send_signal(signal.SIGINT)
+    rc = proc.wait(timeout=300)
+    stderr = proc.stderr.read()
+    assert rc == 130, "".join(lines)[-3000:] + stderr[-2000:]
+    statuses = {p.stem: json.loads(p.read_text())["status"] for p in out.glob("*-s0.json")}
+    assert statuses["tf-mlp-s0"] == "ok" and statuses["tf-cnn-s0"] == "ok"
+    assert statuses.get("torch-mlp-s0") in (None, "interrupted", "failed")
+    assert "Interrupted" in (out / "report.md").read_text()
+
+    proc = subprocess.run([sys.executable, "-m", "compare", "--resume", str(out)], capture_output=True, text=True,
+                          env=child_env(), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.stdout.count("not re-run") == 2 and "[3/4] torch mlp: -m torch_impl" in proc.stdout
+    doc = json.loads((out / "results.json").read_text())
+    assert [(r["backend"], r["model"], r["status"]) for r in doc["runs"]] == [
+        ("tf", "mlp", "ok"), ("tf", "cnn", "ok"), ("torch", "mlp", "ok"), ("torch", "cnn", "ok")]
+    parity = doc["comparison"]["parity"]
+    assert parity["mlp"]["max_abs_logit_diff"] < 1e-5 and parity["cnn"]["max_abs_logit_diff"] < 1e-5  # issue 5's bound
+    assert set(doc["summary"]) == {"tf", "torch"}
+    for name in ("results.csv", "report.md", "curves.png", "throughput.png", "init-mlp-s0.npz", "init-cnn-s0.npz"):
+        assert (out / name).is_file(), name
+    assert "steps to beat MLP" in proc.stdout and "parity" in proc.stdout
+    # both backends trained the same model from the same weights on the same batches: same curve within 1e-3
+    runs = {(r["backend"], r["model"]): r for r in doc["runs"]}
+    for model in ("mlp", "cnn"):
+        a = [p["test_accuracy"] for p in runs[("tf", model)]["curve"]]
+        b = [p["test_accuracy"] for p in runs[("torch", model)]["curve"]]
+        np.testing.assert_allclose(a, b, atol=2e-3)  # 2 of 1,000 test digits: float summation order only

@@ -1,0 +1,211 @@
+"""The harness's orchestration without training: a fake launcher stands in for the backends' child
+processes (it writes what they would write), so run order, shared initial weights, crashes, Ctrl-C and
+--resume are checked in seconds. `launch` and the signal forwarding are checked on tiny real children."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+import pytest
+
+from compare import runner
+from compare.__main__ import run_comparison
+from compare.runner import Outcome, Plan, StopControl, launch, train_command
+from data import arch, weights as neutral
+from data.contract import ConfigError
+
+TINY = ["--dataset", "mnist", "--steps", "20", "--eval-every", "10", "--batch-size", "32"]
+
+
+def _value(cmd, flag):
+    return cmd[cmd.index(flag) + 1]
+
+
+class FakeBackends:
+    """Plays the child processes: the probe writes logits and a peak, a training run writes a RunResult
+    (MLP final accuracy 0.90; the CNN reaches 0.95 at step 20). `crash` runs leave no JSON and die by
+    SIGSEGV; the run numbered `stop_at` (1-based) is "interrupted" by a Ctrl-C."""
+
+    def __init__(self, crash=(), stop_at=None):
+        self.crash, self.stop_at = set(crash), stop_at
+        self.launched, self.probes = [], []
+
+    def __call__(self, cmd, prefix, log_stem, control=None, echo=print):
+        if cmd[1] == "-c":  # the probe: python -c SCRIPT backend jobs.json peak.json ...
+            backend, jobs_file, peak_file = cmd[3], cmd[4], cmd[5]
+            self.probes.append(backend)
+            for job in json.loads(open(jobs_file).read())["jobs"]:
+                offset = 2.0 ** -20 if backend == "torch" else 0.0  # exact in float32
+                np.savez(job["out"], logits=np.full((4, 10), 0.5 + offset, np.float32))
+            json.dump({"backend": backend, "device": "cpu", "peak_flops": 1e11, "matmul_n": 1024,
+                       "precision": "32"}, open(peak_file, "w"))
+            return Outcome(0, 0.1)
+        backend = cmd[2].split("_")[0]
+        model, seed, out = _value(cmd, "--model"), int(_value(cmd, "--seed")), _value(cmd, "--json")
+        assert os.path.isfile(_value(cmd, "--init-file")), "the shared initial weights exist before the run"
+        self.launched.append((backend, model, seed))
+        if (backend, model, seed) in self.crash:
+            return Outcome(-11, 0.2, ["Fatal Python error: Segmentation fault"])
+        status = "ok"
+        if self.stop_at == len(self.launched):
+            control._handle(signal.SIGINT, None)  # Ctrl-C while this child runs
+            status = "interrupted"
+        acc = {"mlp": [0.85, 0.90], "cnn": [0.80, 0.95]}[model]
+        curve = [{"step": s, "seconds": 0.5 * (i + 1), "test_loss": 0.3, "test_accuracy": a}
+                 for i, (s, a) in enumerate(zip((10, 20), acc))]
+        result = {"backend": backend, "model": model, "dataset": "mnist", "data_source": "fake", "status": status,
+                  "message": "", "config": {"seed": seed}, "versions": {"python": "3"}, "device": "cpu",
+                  "threads": 2, "params": 1, "flops_per_sample": 1e6, "curve": curve, "train_losses": [],
+                  "final": {"steps": 20, "test_loss": 0.3, "test_accuracy": acc[-1], "train_seconds": 1.0,
+                            "wall_seconds": 1.5},
+                  "throughput": {"train_samples_per_s": 1000.0, "infer_samples_per_s": 5000.0, "warmup_s": 0.2,
+                                 "timed_steps": 16}}
+        with open(out, "w") as f:
+            json.dump(result, f)
+        return Outcome(130 if status == "interrupted" else 0, 1.0, [], status == "interrupted")
+
+
+def _results(folder):
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_every_pair_runs_once_in_order_from_the_shared_init(tmp_path):
+    fake, out = FakeBackends(), tmp_path / "run"
+    assert run_comparison(TINY + ["--out", str(out)], launcher=fake) == 0
+    assert fake.launched == [("tf", "mlp", 0), ("tf", "cnn", 0), ("torch", "mlp", 0), ("torch", "cnn", 0)]
+    assert fake.probes == ["tf", "torch"]
+    for model in ("mlp", "cnn"):  # drawn once per model and seed with data.weights' Keras rules
+        stored = neutral.load(out / f"init-{model}-s0.npz")
+        drawn = neutral.initial_weights(arch.build_layers(model, (28, 28, 1), 10), 0)
+        assert all(np.array_equal(stored[k], drawn[k]) for k in drawn)
+    doc = _results(out)
+    assert doc["summary"]["tf"]["steps_to_beat_mlp"] == 20 and doc["summary"]["torch"]["seconds_to_beat_mlp"] == 1.0
+    assert doc["comparison"]["parity"]["cnn"]["max_abs_logit_diff"] == 2.0 ** -20
+    for name in ("results.csv", "report.md", "curves.png", "throughput.png", "comparison.json"):
+        assert (out / name).is_file(), name
+
+
+def test_a_crashed_child_is_reported_and_the_others_still_run(tmp_path):
+    fake, out = FakeBackends(crash={("torch", "mlp", 0)}), tmp_path / "run"
+    assert run_comparison(TINY + ["--out", str(out)], launcher=fake) == 1
+    assert len(fake.launched) == 4
+    crashed = json.loads((out / "torch-mlp-s0.json").read_text())
+    assert crashed["status"] == "failed" and "SIGSEGV" in crashed["message"]
+    assert crashed["stderr_tail"] == ["Fatal Python error: Segmentation fault"]
+    assert "Segmentation fault" in (out / "report.md").read_text()
+
+
+def test_interrupt_keeps_finished_runs_and_resume_skips_them(tmp_path, capsys):
+    out = tmp_path / "run"
+    first = FakeBackends(stop_at=3)  # Ctrl-C while the third run trains
+    assert run_comparison(TINY + ["--out", str(out)], launcher=first) == 130
+    assert first.launched == [("tf", "mlp", 0), ("tf", "cnn", 0), ("torch", "mlp", 0)]
+    assert "Interrupted" in (out / "report.md").read_text()
+    assert [r["status"] for r in _results(out)["runs"]] == ["ok", "ok", "interrupted"]
+
+    second = FakeBackends()
+    assert run_comparison(["--resume", str(out)], launcher=second) == 0
+    assert second.launched == [("torch", "mlp", 0), ("torch", "cnn", 0)]  # the finished two are not re-run
+    assert second.probes == []  # parity and peak were stored by the first pass
+    assert "kept from" in capsys.readouterr().out
+    assert [r["status"] for r in _results(out)["runs"]] == ["ok"] * 4
+
+
+def test_resume_refuses_different_settings(tmp_path):
+    out = tmp_path / "run"
+    run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends(stop_at=1))
+    with pytest.raises(ConfigError, match="--steps 20"):
+        run_comparison(["--resume", str(out), "--steps", "30"], launcher=FakeBackends())
+    with pytest.raises(ConfigError, match="no comparison.json"):
+        run_comparison(["--resume", str(tmp_path / "nothing")], launcher=FakeBackends())
+    with pytest.raises(ConfigError, match="--resume"):  # --out onto an existing comparison
+        run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends())
+
+
+def test_seeds_repeat_every_run(tmp_path):
+    fake, out = FakeBackends(), tmp_path / "run"
+    assert run_comparison(TINY + ["--seeds", "0,1", "--backends", "tf", "--out", str(out)], launcher=fake) == 0
+    assert fake.launched == [("tf", "mlp", 0), ("tf", "cnn", 0), ("tf", "mlp", 1), ("tf", "cnn", 1)]
+    assert (out / "init-cnn-s1.npz").is_file()
+    summary = _results(out)["summary"]["tf"]["models"]["cnn"]
+    assert summary["seeds"] == 2 and summary["per_seed"]["1"]["steps"] == 20
+    assert _results(out)["comparison"]["parity"] == {}  # one backend: nothing to compare logits with
+
+
+def _plan(tmp_path, **flags) -> Plan:
+    run_flags = {"dataset": "mnist", "steps": 20, "epochs": None, "batch_size": 32, "optimizer": "adam",
+                 "lr": 0.001, "schedule": "constant", "eval_every": 10, "threads": 2, "precision": "32",
+                 "data_dir": None, "adam_impl": "keras", "momentum": 0.9, "nesterov": False, "verify": True}
+    run_flags.update(flags)
+    return Plan("mnist", ["tf", "torch"], ["mlp", "cnn"], [0], "shared", run_flags, tmp_path, 20, 125, (28, 28, 1), 10)
+
+
+def test_train_command_passes_the_shared_settings(tmp_path):
+    cmd = train_command(_plan(tmp_path), "tf", "cnn", 3)
+    assert cmd[:3] == [sys.executable, "-m", "tf_impl"]
+    assert _value(cmd, "--model") == "cnn" and _value(cmd, "--seed") == "3"
+    assert _value(cmd, "--steps") == "20" and _value(cmd, "--eval-every") == "10" and _value(cmd, "--threads") == "2"
+    assert _value(cmd, "--init-file") == str(tmp_path / "init-cnn-s3.npz")
+    assert _value(cmd, "--json") == str(tmp_path / "tf-cnn-s3.json") and cmd[-1] == "--no-progress"
+    assert "--momentum" not in cmd and "--nesterov" not in cmd and "--adam-impl" not in cmd  # defaults stay implicit
+    sgd = train_command(_plan(tmp_path, optimizer="sgd", nesterov=True, momentum=0.8, verify=False,
+                              adam_impl="torch"), "torch", "mlp", 0)
+    assert "--nesterov" in sgd and _value(sgd, "--momentum") == "0.8" and "--no-verify" in sgd
+    assert _value(sgd, "--adam-impl") == "torch"
+    native = train_command(_plan(tmp_path), "torch", "mlp", 0)
+    assert "--init-file" in native
+    plan = _plan(tmp_path)
+    plan.init = "native"
+    assert "--init-file" not in train_command(plan, "torch", "mlp", 0)
+
+
+# --- real children ----------------------------------------------------------------------------------------
+
+def test_launch_prefixes_lines_and_reports_exit_status(tmp_path):
+    lines = []
+    script = "import sys; print('tf | step 10'); print('plain'); print('boom', file=sys.stderr); sys.exit(5)"
+    outcome = launch([sys.executable, "-c", script], "tf    cnn", tmp_path / "logs" / "x", echo=lines.append)
+    assert lines == ["tf    cnn | step 10", "tf    cnn | plain"]
+    assert outcome.returncode == 5 and outcome.stderr_tail == ["boom"] and outcome.describe() == "exit status 5"
+    assert "step 10" in (tmp_path / "logs" / "x.out.log").read_text()
+
+
+def test_launch_names_the_signal_that_killed_a_child(tmp_path):
+    script = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    outcome = launch([sys.executable, "-c", script], "p", tmp_path / "k", echo=lambda s: None)
+    assert outcome.returncode == -9 and "SIGKILL" in outcome.describe()
+
+
+def test_ctrl_c_is_forwarded_once_to_the_child(tmp_path):
+    """The child lives in its own session (a terminal's Ctrl-C reaches only the harness); the harness
+    forwards one SIGINT, and the child exits on its own terms after writing its result."""
+    script = ("import signal, sys, time\n"
+              "def stop(*a):\n"
+              "    print('stopping'); sys.exit(130)\n"
+              "signal.signal(signal.SIGINT, stop)\n"
+              "print('ready')\n"
+              "time.sleep(30)\n")
+    seen = []
+
+    def echo(line):
+        seen.append(line)
+        if line.endswith("ready"):
+            os.kill(os.getpid(), signal.SIGINT)  # what a Ctrl-C does to the harness
+
+    with StopControl() as control:
+        outcome = launch([sys.executable, "-c", script], "p", tmp_path / "c", control, echo)
+    assert control.requests == 1 and outcome.stopped and outcome.returncode == 130
+    assert seen == ["p | ready", "p | stopping"]
+    assert outcome.seconds < 20
+
+
+def test_load_finished_accepts_only_ok_and_diverged(tmp_path):
+    for status in ("ok", "diverged", "interrupted", "failed"):
+        (tmp_path / f"{status}.json").write_text(json.dumps({"status": status}))
+    (tmp_path / "half.json").write_text('{"status": "o')
+    kept = [s for s in ("ok", "diverged", "interrupted", "failed", "half")
+            if runner.load_finished(tmp_path / f"{s}.json") is not None]
+    assert kept == ["ok", "diverged"]
