@@ -173,10 +173,13 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
     run_flags.update(steps=args.steps, epochs=epochs, eval_every=eval_every,
                      threads=args.threads or os.cpu_count() or 1)
     out = Path(args.out) if args.out else None
+    # the children look for the data in the same order; when this process already fell back to the 5k
+    # subset, downloads failed here, so the children skip them instead of each waiting on the network again
+    env = {"KLC_OFFLINE": "1"} if data.is_subset else {}
     plan = Plan(dataset=args.dataset, backends=list(args.backends), models=models, seeds=seeds, init=args.init,
                 run_flags=run_flags, out=out, total_steps=total, steps_per_epoch=spe,
                 input_shape=tuple(spec.shape), num_classes=spec.num_classes,
-                widths=tuple(args.widths) if args.widths else None)
+                widths=tuple(args.widths) if args.widths else None, env=env)
     return plan, data, n_train
 
 

@@ -106,6 +106,15 @@ def device_note(results: list, context: dict) -> str | None:
     return None
 
 
+def source_note(results: list, context: dict) -> str | None:
+    """Say so when a run read its data from another source than the harness (e.g. one fell back to the subset)."""
+    expected = context.get("data_source")
+    others = sorted({r["data_source"] for r in results if r.get("data_source") and r["data_source"] != expected})
+    if not others or not expected:
+        return None
+    return f"some runs read their data from {', '.join(others)}, not {expected}: their accuracies are not comparable"
+
+
 def subset_warning(context: dict) -> str | None:
     if not context.get("is_subset"):
         return None
@@ -188,9 +197,9 @@ def render_terminal(console, results: list, context: dict) -> None:
         console.print(Text(f" {warning} ", style="bold white on red"))
     for label, text in header_lines(context):
         console.print(f"{label:<8} {text}", markup=False, highlight=False)
-    note = device_note(results, context)
-    if note:
-        console.print(Text(f"note     {note}", style="bold yellow"))
+    for note in (device_note(results, context), source_note(results, context)):
+        if note:
+            console.print(Text(f"note     {note}", style="bold yellow"))
     table = Table(show_edge=False, header_style="bold", pad_edge=False, box=None, padding=(0, 1))
     for i, col in enumerate(COLUMNS):
         table.add_column(col, justify="left" if i < 3 else "right", no_wrap=i < 3)
@@ -295,9 +304,9 @@ def markdown(results: list, context: dict) -> str:
     if context.get("interrupted"):
         lines += ["> **Interrupted**: this report covers the runs that finished; continue with "
                   f"`python -m compare --resume {context.get('folder')}`.", ""]
-    note = device_note(results, context)
-    if note:
-        lines += [f"> **Note:** {note}", ""]
+    for note in (device_note(results, context), source_note(results, context)):
+        if note:
+            lines += [f"> **Note:** {note}", ""]
     for label, text in header_lines(context):
         lines.append(f"- **{label}**: {text}")
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] * 3 + ["--:"] * (len(COLUMNS) - 3)) + "|"]

@@ -64,6 +64,7 @@ class Plan:
     input_shape: tuple
     num_classes: int
     widths: tuple | None = None
+    env: dict = field(default_factory=dict)  # extra environment for every child (e.g. KLC_OFFLINE=1)
 
     @property
     def eval_every(self) -> int:
@@ -87,8 +88,8 @@ def init_path(folder: Path, model: str, seed: int) -> Path:
     return Path(folder) / f"init-{model}-s{seed}.npz"
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
+def child_env(extra: dict | None = None) -> dict:
+    env = dict(os.environ, **(extra or {}))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter stays out of the logs
     env["PYTHONUNBUFFERED"] = "1"  # evaluation lines arrive as they are printed
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -192,7 +193,7 @@ def _tail(path: Path, n: int = STDERR_TAIL_LINES) -> list:
 
 
 def launch(cmd: list, prefix: str, log_stem: Path, control: StopControl | None = None,
-           echo=print) -> Outcome:
+           echo=print, env: dict | None = None) -> Outcome:
     """Run `cmd`, echoing each stdout line as "<prefix> | <line>" and keeping stdout and stderr in
     <log_stem>.out.log / .err.log. Returns when the child has exited."""
     log_stem = Path(log_stem)
@@ -202,7 +203,7 @@ def launch(cmd: list, prefix: str, log_stem: Path, control: StopControl | None =
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
-                                env=child_env(), start_new_session=True)
+                                env=child_env(env), start_new_session=True)
         if control is not None:
             control.child = proc
             if control.stopped:  # a stop arrived between runs: do not let this one train
@@ -329,7 +330,7 @@ def probe(plan: Plan, test_images: np.ndarray, control: StopControl | None = Non
         peak_file = folder / f"peak-{backend}.json"
         cmd = [sys.executable, "-c", PROBE_SCRIPT, backend, str(jobs_file), str(peak_file),
                plan.run_flags.get("precision", "32"), json.dumps(PEAK_MATMUL_N), str(PEAK_BUDGET_S)]
-        outcome = launcher(cmd, f"{backend:<5} probe", folder / f"probe-{backend}", control, echo)
+        outcome = launcher(cmd, f"{backend:<5} probe", folder / f"probe-{backend}", control, echo, env=plan.env)
         if outcome.returncode == 0 and peak_file.is_file():
             peaks[backend] = json.loads(peak_file.read_text())
         else:
@@ -393,12 +394,12 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
             results.append(kept)
             continue
         if control is not None and control.stopped:
-            break
+            continue  # no new run starts; finished ones further on are still collected
         json_path.unlink(missing_ok=True)  # an interrupted or failed earlier attempt
         cmd = train_command(plan, backend, model, seed)
         echo(f"{label}: {' '.join(Path(c).name if c == sys.executable else c for c in cmd[1:])}")
         prefix = f"{backend:<5} {model:<4}" + (f" s{seed}" if len(plan.seeds) > 1 else "")
-        outcome = launcher(cmd, prefix, Path(plan.out) / "logs" / name, control, echo)
+        outcome = launcher(cmd, prefix, Path(plan.out) / "logs" / name, control, echo, env=plan.env)
         result = None
         if json_path.is_file():
             try:
@@ -417,6 +418,4 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
             if result.get("status") != "ok":
                 echo(f"{label}: {result.get('status')}: {result.get('message')}")
         results.append(result)
-        if control is not None and control.stopped:
-            break
     return results

@@ -260,3 +260,10 @@ def test_terminal_table():
     for word in ("steps to beat MLP", "time to beat", "train samples/s", "infer samples/s", "MFU", "warm-up", "wall"):
         assert word in text
     assert "not within budget" in text and "parity" in text and "--resume runs/x" in text
+
+
+def test_source_note_when_a_run_read_other_data():
+    runs = four_runs()
+    assert report.source_note(runs, fake_context()) is None
+    runs[3]["data_source"] = "mnist (5k subset)"
+    assert "mnist (5k subset)" in report.source_note(runs, fake_context())

@@ -33,7 +33,7 @@ class FakeBackends:
         self.crash, self.stop_at = set(crash), stop_at
         self.launched, self.probes = [], []
 
-    def __call__(self, cmd, prefix, log_stem, control=None, echo=print):
+    def __call__(self, cmd, prefix, log_stem, control=None, echo=print, env=None):
         if cmd[1] == "-c":  # the probe: python -c SCRIPT backend jobs.json peak.json ...
             backend, jobs_file, peak_file = cmd[3], cmd[4], cmd[5]
             self.probes.append(backend)
