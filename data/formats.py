@@ -73,7 +73,8 @@ def parse_idx(content: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{name}: truncated IDX header ({len(content)} of {header} bytes)")
     dims = tuple(int(d) for d in np.frombuffer(content, ">u4", ndim, 4))
     expected = math.prod(dims) * dtype.itemsize  # Python ints: four 32-bit dims cannot overflow
-    if expected > MAX_IDX_BYTES:
+    # an empty dimension beside huge ones is a corrupt header too (numpy refuses such a shape)
+    if expected > MAX_IDX_BYTES or math.prod(d for d in dims if d) * dtype.itemsize > MAX_IDX_BYTES:
         raise DataError(f"{name}: IDX dimensions {dims} claim {expected:,} bytes; refusing")
     if len(content) - header != expected:
         raise DataError(f"{name}: IDX dimensions {dims} need {expected:,} data bytes, "

@@ -136,6 +136,20 @@ def op_batches(job):
     write_json_atomic(job["out"], {"hashes": hashes})
 
 
+def op_lrs(job):
+    """The learning rate the optimizer applies at each requested step (0-based update index)."""
+    from .train import make_optimizer
+    cfg = RunConfig(**job["config"])
+    model = _model(job)
+    optimizer = make_optimizer(cfg, job["total_steps"])
+    optimizer.build(model.trainable_variables)
+    lrs = []
+    for step in job["steps"]:
+        optimizer.iterations.assign(step)
+        lrs.append(float(np.asarray(optimizer.learning_rate)))
+    write_json_atomic(job["out"], {"lrs": lrs})
+
+
 def op_params(job):
     from .models import count_params
     write_json_atomic(job["out"], {"params": count_params(_model(job))})

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import RunConfig, check_budget, lr_table, new_result, versions
+from data.contract import ConfigError, RunConfig, check_budget, lr_table, new_result, versions
 from data.loop import Recorder, execute, install_signal_handlers, progress, run_chunks
 from data.sources import load
 from data.stream import make_stream
@@ -216,7 +216,10 @@ def latest_checkpoint(folder) -> tuple[int, dict, dict] | None:
 def run(cfg: RunConfig) -> int:
     """Train one model as configured; write the RunResult; return the exit code."""
     data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
-    stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
+    try:
+        stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
+    except ValueError as e:  # batch larger than the (limited) training set, bad split
+        raise ConfigError(str(e)) from None
     total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
     layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)
     install_signal_handlers()

@@ -150,6 +150,23 @@ def op_batches(job):
     write_json_atomic(job["out"], {"hashes": hashes})
 
 
+def op_lrs(job):
+    """The learning rate the optimizer applies at each requested step (0-based update index)."""
+    import warnings
+
+    from .optim import make_optimizer
+    cfg = RunConfig(**job["config"])
+    opt, sched = make_optimizer(cfg, _model(job).parameters(), job["total_steps"])
+    want, lrs = set(job["steps"]), {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stepping the schedule without optimizer steps, on purpose
+        for step in range(max(want) + 1):
+            if step in want:
+                lrs[step] = opt.param_groups[0]["lr"]
+            sched.step()
+    write_json_atomic(job["out"], {"lrs": [lrs[s] for s in job["steps"]]})
+
+
 def op_params(job):
     from .models import count_params
     write_json_atomic(job["out"], {"params": count_params(_model(job))})

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import RunConfig, check_budget, new_result, versions
+from data.contract import ConfigError, RunConfig, check_budget, new_result, versions
 from data.loop import Diverged, Recorder, boundaries, execute, install_signal_handlers, progress, run_chunks
 from data.sources import load
 from data.stream import make_stream
@@ -159,15 +159,32 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
             loss, acc = float(pl_module.test_loss.compute()), float(pl_module.test_acc.compute())
             rec.add_eval(loss, acc, time.perf_counter() - self.tv, len(r.stream.test_labels))
 
+    class StepCheckpoint(L.Callback):
+        """Lightning checkpoint every K steps, written after that step's evaluation when there is one
+        (as ModelCheckpoint does on validation end), so the saved curve includes it."""
+
+        def _save(self, trainer):
+            Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(Path(cfg.checkpoint_dir) / f"step-{trainer.global_step:07d}.ckpt")
+            for old in sorted(Path(cfg.checkpoint_dir).glob("step-*.ckpt"))[:-2]:
+                old.unlink(missing_ok=True)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            step = trainer.global_step
+            if step % cfg.checkpoint_every == 0 and not (cfg.eval_every and step % cfg.eval_every == 0):
+                self._save(trainer)
+
+        def on_validation_end(self, trainer, pl_module):
+            if trainer.state.fn == "fit" and trainer.global_step % cfg.checkpoint_every == 0:
+                self._save(trainer)
+
     callbacks = [RecorderCallback()]
     if cfg.checkpoint_dir and cfg.checkpoint_every:
-        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=cfg.checkpoint_dir, filename="step-{step:07d}", every_n_train_steps=cfg.checkpoint_every,
-            save_top_k=-1, auto_insert_metric_name=False))
+        callbacks.append(StepCheckpoint())
     bar = progress(cfg.progress, rec.total, rec.step)
     trainer = L.Trainer(
         accelerator="auto", devices=cfg.devices, precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
-        max_steps=rec.total, max_epochs=-1, logger=False, enable_checkpointing=bool(len(callbacks) > 1),
+        max_steps=rec.total, max_epochs=-1, logger=False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
         val_check_interval=cfg.eval_every or None, check_val_every_n_epoch=None,
         limit_val_batches=1.0 if cfg.eval_every else 0, deterministic=cfg.deterministic or None,
@@ -205,7 +222,10 @@ def restore_result(rec: Recorder, state: dict | None, step: int) -> None:
 
 def run(cfg: RunConfig) -> int:
     data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
-    stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
+    try:
+        stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
+    except ValueError as e:  # batch larger than the (limited) training set, bad split
+        raise ConfigError(str(e)) from None
     total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
     layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)
     install_signal_handlers()

@@ -1,0 +1,165 @@
+"""Behaviour of the two backend CLIs, the same test for each (`backend` parametrized): flags and
+errors, the RunResult, learning, schedules, checkpoint resume, interruption, divergence."""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from data.contract import RunConfig, lr_at
+
+from conftest import ROOT, child_env, run_module
+
+BACKENDS = {"tf": "tf_impl", "torch": "torch_impl"}
+LOOPS = [("tf", "custom"), ("tf", "fit"), ("torch", "lightning"), ("torch", "raw")]
+SMALL = ["--dataset", "mnist", "--train-limit", "2048", "--batch-size", "32", "--threads", "2", "--no-progress"]
+
+
+# --- flags ----------------------------------------------------------------------------------------
+
+BAD_FLAGS = [
+    (["--steps", "0"], "--steps"), (["--steps", "-3"], "--steps"), (["--batch-size", "0"], "--batch-size"),
+    (["--lr", "nan"], "--lr"), (["--lr", "-1e-3"], "--lr"), (["--optimizer", "adagrad"], "--optimizer"),
+    (["--schedule", "linear"], "--schedule"), (["--dataset", "imagenet"], "--dataset"), (["--model", "resnet"], "--model"),
+    (["--eval-every", "x"], "--eval-every"), (["--steps", "5", "--epochs", "1"], "--epochs"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flags,named", BAD_FLAGS)
+def test_bad_flag_one_line_exit_2(backend, flags, named):
+    proc = run_module(BACKENDS[backend], *flags, "--no-progress", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and named in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_names_list_the_valid_ones():
+    proc = run_module("tf_impl", "--dataset", "imagenet", timeout=60)
+    assert "mnist" in proc.stderr and "fashion_mnist" in proc.stderr and "cifar10" in proc.stderr
+    proc = run_module("torch_impl", "--model", "resnet", timeout=60)
+    assert "'mlp'" in proc.stderr and "'cnn'" in proc.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flags,message", [
+    (["--batch-size", "4096"], "larger than the training set"),
+    (["--steps", "10", "--eval-every", "20"], "--eval-every 20 is larger than the run (10 steps)"),
+])
+def test_budget_errors(backend, flags, message):
+    proc = run_module(BACKENDS[backend], *SMALL, *flags, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_flags_identical_in_both_backends():
+    """Same flags, same help: both CLIs are built by data.contract.build_parser."""
+    a = run_module("tf_impl", "--help", timeout=60).stdout
+    b = run_module("torch_impl", "--help", timeout=60).stdout
+    flags = lambda text: sorted(set(w.strip(",[]") for w in text.split() if w.startswith("--")))  # noqa: E731
+    assert flags(a) == flags(b) and "--eval-every" in flags(a)
+
+
+# --- schedules ------------------------------------------------------------------------------------
+
+def test_lr_at_chosen_steps():
+    cfg = RunConfig(lr=0.1, schedule="cosine", warmup_steps=10)
+    assert lr_at(cfg, 0, 110) == pytest.approx(0.01)  # warm-up: lr * (step + 1) / warmup
+    assert lr_at(cfg, 9, 110) == pytest.approx(0.1)
+    assert lr_at(cfg, 60, 110) == pytest.approx(0.05)  # halfway through the 100 cosine steps
+    assert lr_at(cfg, 110, 110) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(RunConfig(lr=0.1, schedule="exponential", decay_rate=0.5, decay_steps=10), 5, 100) == pytest.approx(0.1 * 0.5 ** 0.5)
+    assert lr_at(RunConfig(lr=0.1, schedule="step", decay_rate=0.5, decay_steps=10), 25, 100) == pytest.approx(0.025)
+    assert lr_at(RunConfig(lr=0.1), 1234, 10) == 0.1
+
+
+def test_backends_apply_the_same_schedule(tmp_path):
+    steps = [0, 1, 5, 9, 10, 50, 99]
+    expected = {}
+    jobs = []
+    for sched in ("constant", "cosine", "exponential", "step"):
+        cfg = RunConfig(lr=0.1, schedule=sched, warmup_steps=5, decay_steps=20, decay_rate=0.5).to_dict()
+        expected[sched] = [lr_at(RunConfig(**cfg), s, 100) for s in steps]
+        jobs.append({"op": "lrs", "model": "mlp", "input_shape": [28, 28, 1], "num_classes": 10, "config": cfg,
+                     "total_steps": 100, "steps": steps, "out": str(tmp_path / f"lrs_{sched}_BK.json")})
+    for backend in BACKENDS:
+        spec = {"jobs": [json.loads(json.dumps(j).replace("_BK", f"_{backend}")) for j in jobs]}
+        (tmp_path / f"{backend}.json").write_text(json.dumps(spec))
+        run_module(f"{BACKENDS[backend]}.jobs", tmp_path / f"{backend}.json", check=True)
+        for sched in expected:
+            got = json.loads((tmp_path / f"lrs_{sched}_{backend}.json").read_text())["lrs"]
+            # Keras holds the rate in float32: 1e-7 relative
+            np.testing.assert_allclose(got, expected[sched], rtol=1e-6, err_msg=f"{backend} {sched}")
+
+
+# --- training -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend,loop", LOOPS)
+def test_small_run_learns_and_writes_result(tmp_path, backend, loop):
+    out = tmp_path / "r.json"
+    proc = run_module(BACKENDS[backend], *SMALL, "--model", "mlp", "--steps", "60", "--eval-every", "30",
+                      "--loop", loop, "--json", out, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    for key in ("backend", "model", "dataset", "data_source", "status", "config", "versions", "device",
+                "threads", "params", "flops_per_sample", "curve", "final", "throughput"):
+        assert key in r, key
+    assert r["backend"] == backend and r["status"] == "ok" and r["params"] == 235_146 and r["threads"] == 2
+    assert [p["step"] for p in r["curve"]] == [30, 60]
+    assert len(r["train_losses"]) == 60 and r["final"]["steps"] == 60
+    assert np.mean(r["train_losses"][-10:]) < 0.7 * np.mean(r["train_losses"][:5])
+    assert r["final"]["test_accuracy"] > 0.3  # 60 small steps: well above chance (0.1), not yet good
+    t = r["throughput"]
+    assert t["train_samples_per_s"] > 0 and t["infer_samples_per_s"] > 0 and t["timed_steps"] > 0
+    assert 0 < r["curve"][0]["seconds"] < r["curve"][1]["seconds"]
+    assert "step     30/60" in proc.stdout
+
+
+def _run_and_interrupt_after(backend, args, ckpt_dir, pattern, timeout=120):
+    """Start a run, wait until a checkpoint file matching `pattern` exists, send SIGINT."""
+    proc = subprocess.Popen([sys.executable, "-m", BACKENDS[backend], *map(str, args)], cwd=ROOT, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not list(ckpt_dir.glob(pattern)):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
+def test_resume_from_step_200_matches_uninterrupted(tmp_path, backend, loop):
+    common = [*SMALL, "--model", "cnn", "--steps", "400", "--eval-every", "200", "--deterministic",
+              "--loop", loop, "--widths", "8,16,32"]
+    run_module(BACKENDS[backend], *common, "--save-weights", tmp_path / "full.npz", check=True, timeout=300)
+    ckpt = tmp_path / "ckpt"
+    args = [*common, "--checkpoint-dir", ckpt, "--checkpoint-every", "200", "--json", tmp_path / "part.json"]
+    code, _, err = _run_and_interrupt_after(backend, args, ckpt, "step-0000200.*")
+    part = json.loads((tmp_path / "part.json").read_text())
+    assert code == 130 and part["status"] == "interrupted", f"exit {code}: {err[-1500:]}"
+    assert part["final"]["steps"] >= 200 and part["curve"][0]["step"] == 200  # the partial curve is kept
+    run_module(BACKENDS[backend], *args, "--resume", "--save-weights", tmp_path / "resumed.npz", check=True, timeout=300)
+    resumed = json.loads((tmp_path / "part.json").read_text())
+    assert resumed["status"] == "ok" and resumed["final"]["steps"] == 400
+    assert len(resumed["train_losses"]) == 400 and [p["step"] for p in resumed["curve"]] == [200, 400]
+    a, b = np.load(tmp_path / "full.npz"), np.load(tmp_path / "resumed.npz")
+    diff = max(np.abs(a[k] - b[k]).max() for k in a.files)
+    assert diff <= 1e-6, f"resumed weights differ from the uninterrupted run by {diff:.3g}"
+
+
+@pytest.mark.parametrize("backend,loop", LOOPS)
+def test_divergence_stops_with_status(tmp_path, backend, loop):
+    out = tmp_path / "r.json"
+    proc = run_module(BACKENDS[backend], *SMALL, "--model", "mlp", "--steps", "60", "--eval-every", "20",
+                      "--optimizer", "sgd", "--lr", "1e9", "--loop", loop, "--json", out, timeout=300)
+    r = json.loads(out.read_text())
+    assert proc.returncode == 3, proc.stderr[-1500:]
+    assert r["status"] == "diverged" and "at step" in r["message"] and "last finite loss" in r["message"]
+    assert all(math.isfinite(v) for v in r["train_losses"])
+    assert len([l for l in proc.stderr.splitlines() if "diverged" in l]) == 1
