@@ -150,7 +150,7 @@ def beat_line(context: dict) -> str:
     k = (context.get("plan") or {}).get("eval_every")
     return (f"the first evaluated step at which the model's test accuracy exceeds the MLP's final test accuracy "
             f"(same backend, budget, seed; a tie is not a beat); resolution {k} steps (the evaluation interval); "
-            f"time to beat = training seconds to that step, evaluations excluded")
+            f"time to beat = training seconds up to that step (warm-up included, evaluations excluded)")
 
 
 def header_lines(context: dict) -> list:
@@ -429,8 +429,9 @@ def plot_curves(path, results: list, context: dict) -> None:
                     label="first beat of the MLP" if first_beat else None)
             if len([k for k in beats if k[0] == backend and beats[k][0] is not None]) <= 2:
                 secs = f", {seconds:.1f} s" if seconds is not None else ""
-                ax.annotate(f"{model} beats MLP\nat step {step}{secs}", (step, acc), xytext=(12, -28),
+                ax.annotate(f"{model} beats MLP\nat step {step}{secs}", (step, acc), xytext=(14, -34),
                             textcoords="offset points", fontsize=8.5,
+                            bbox={"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "0.75"},
                             arrowprops={"arrowstyle": "-", "color": "0.4", "linewidth": 0.8})
             first_beat = False
         ax.set_title({"tf": "tf.keras", "torch": "PyTorch Lightning"}.get(backend, backend))
