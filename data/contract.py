@@ -49,6 +49,7 @@ class RunConfig:
     decay_rate: float = 0.5  # exponential / step decay factor per decay_steps
     eval_every: int = 100  # steps between test-set evaluations (drives steps-to-beat-MLP); 0 = end only
     eval_batch_size: int = 256
+    target_accuracy: float | None = None  # stop at the first evaluation reaching this (time-to-accuracy runs)
     seed: int = 0  # data order and shared initial weights
     threads: int = 0  # intra-op threads; 0 = all cores
     init: str = "shared"  # shared = numpy glorot draw both backends load; native = framework defaults
@@ -168,6 +169,7 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--decay-rate", type=_positive_float, default=d.decay_rate, help=f"(default: {d.decay_rate})")
     p.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every,
                    help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every})")
+    p.add_argument("--target-accuracy", type=_finite_nonneg, help="stop at the first evaluation with test accuracy >= this")
     p.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size, help=f"(default: {d.eval_batch_size})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"data order and shared init (default: {d.seed})")
     p.add_argument("--threads", type=_nonneg_int, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")
@@ -254,12 +256,15 @@ def lr_table(cfg: RunConfig, total_steps: int) -> list:
 
 # --- results -----------------------------------------------------------------------------------------
 
-def versions(*modules: str) -> dict:
+def versions(*packages: str) -> dict:
+    """Installed versions of python, numpy and `packages` (from package metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
     out = {"python": platform.python_version()}
-    for name in ("numpy",) + modules:
-        mod = sys.modules.get(name)
-        if mod is not None:
-            out[name] = getattr(mod, "__version__", "?")
+    for name in ("numpy",) + packages:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
     return out
 
 

@@ -26,6 +26,10 @@ class Diverged(RuntimeError):
         self.step = step
 
 
+class TargetReached(Exception):
+    """Raised by Recorder.add_eval when --target-accuracy is met: the run ends early, status ok."""
+
+
 def warmup_steps(total: int, start: int = 0) -> int:
     """Steps excluded from the throughput: enough to cover tracing and the first allocations."""
     return min(total - start, max(1, min(10, (total - start) // 5)))
@@ -99,6 +103,9 @@ class Recorder:
         self.log(f"step {self.step:6d}/{self.total} | train_loss {self.last_finite if self.last_finite is not None else float('nan'):.4f} "
                  f"| test_loss {test_loss:.4f} | test_acc {test_accuracy:.4f} | "
                  f"{(tput or 0):,.0f} samples/s")
+        if self.cfg.target_accuracy is not None and test_accuracy >= self.cfg.target_accuracy:
+            raise TargetReached(f"reached test accuracy {test_accuracy:.4f} >= {self.cfg.target_accuracy} "
+                                f"at step {self.step} after {self.train_seconds:.1f} s of training")
         return point
 
     def samples_per_s(self) -> float | None:
@@ -158,6 +165,8 @@ def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None) -> int:
     status, message, code = "ok", "", EXIT_OK
     try:
         body()
+    except TargetReached as e:
+        message = str(e)
     except Diverged as e:
         status, message, code = "diverged", str(e), EXIT_DIVERGED
     except KeyboardInterrupt:

@@ -228,7 +228,7 @@ def run(cfg: RunConfig) -> int:
     r = Run(cfg, stream, total, layers)
     result = new_result(cfg, BACKEND)
     result.update(data_source=data.label if data.is_subset else data.source, dataset=data.label,
-                  versions=versions("tensorflow", "keras"), device=device_name(r.tf),
+                  versions={**versions("keras"), "tensorflow": r.tf.__version__}, device=device_name(r.tf),
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
                   forward_flops_per_sample=arch.forward_flops(layers))
     start = 0

@@ -11,7 +11,7 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, check_budget, new_result, versions
-from data.loop import Diverged, Recorder, boundaries, execute, install_signal_handlers, progress, run_chunks
+from data.loop import Recorder, boundaries, execute, install_signal_handlers, progress, run_chunks
 from data.sources import load
 from data.stream import make_stream
 
@@ -205,8 +205,6 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
             bar.stop()
     if trainer.interrupted:
         raise KeyboardInterrupt
-    if isinstance(getattr(trainer, "_klc_error", None), Diverged):
-        raise trainer._klc_error
     if not rec.result["curve"] or rec.result["curve"][-1]["step"] != rec.step:
         trainer.limit_val_batches = 1.0
         trainer.validate(module, datamodule=dm, verbose=False)
@@ -232,7 +230,6 @@ def run(cfg: RunConfig) -> int:
     print(f"torch | {data.label} from {data.source} | {cfg.model} | {total} steps of {cfg.batch_size} | "
           f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop}", flush=True)
     r = Run(cfg, stream, total, layers)
-    import lightning
     result = new_result(cfg, BACKEND)
     result.update(data_source=data.label if data.is_subset else data.source, dataset=data.label,
                   versions=versions("torch", "lightning", "torchmetrics"), device=device_name(r.torch),
@@ -266,5 +263,4 @@ def run(cfg: RunConfig) -> int:
         print(f"torch | done: {f['steps']} steps, test_acc {f['test_accuracy']:.4f}, "
               f"{rec.result['throughput']['train_samples_per_s'] or 0:,.0f} train samples/s, "
               f"{rec.result['throughput']['infer_samples_per_s'] or 0:,.0f} infer samples/s", flush=True)
-    del lightning
     return code

@@ -1,0 +1,48 @@
+"""Shared plumbing: run one backend training as a child process and read its RunResult."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = {"tf": "tf_impl", "torch": "torch_impl"}
+
+
+def train(backend: str, *flags, timeout: float = 1800) -> dict:
+    """Run `python -m <backend> flags... --json tmp` and return its RunResult (raises on failure)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        proc = subprocess.run([sys.executable, "-m", MODULES[backend], *map(str, flags), "--no-progress",
+                               "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+        if proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"{backend} {' '.join(map(str, flags))} exited {proc.returncode}: {proc.stderr[-800:]}")
+        return json.loads(out.read_text())
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def write_json(path, obj) -> None:
+    from data.contract import write_json_atomic
+    write_json_atomic(path, obj)
+    print(f"wrote {path}")
+
+
+def table(rows: list, headers: list) -> str:
+    """A plain fixed-width table (pastes into the README as is)."""
+    cells = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = lambda r: "| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"  # noqa: E731
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
+
+
+def machine() -> str:
+    import platform
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"

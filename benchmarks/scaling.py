@@ -1,0 +1,72 @@
+"""Scaling, both backends, both models: train and inference samples/s against batch size
+(32 to 1024); epoch time against training-set size (10k, 30k, 60k: it should grow linearly);
+1 thread against 2. Each point is one training process (fixed number of steps, warm-up excluded).
+
+    python -m benchmarks.scaling [--dataset fashion_mnist] [--parts batch,size,threads] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+
+from .common import machine, table, train, write_json
+
+BACKENDS = {"tf": "custom", "torch": "lightning"}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--parts", default="batch,size,threads")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default="bench-out/scaling.json")
+    args = p.parse_args(argv)
+    base = ["--dataset", args.dataset, "--eval-every", 0]
+    out = {"machine": machine(), "date": str(datetime.date.today()), "dataset": args.dataset}
+    parts = args.parts.split(",")
+    if "batch" in parts:
+        rows, res = [], []
+        for model in ("mlp", "cnn"):
+            for batch in (32, 64, 128, 256, 512, 1024):
+                steps = max(30, min(200, (60 if model == "cnn" else 300) * 128 // batch))
+                for backend, loop in BACKENDS.items():
+                    r = train(backend, *base, "--model", model, "--batch-size", batch, "--steps", steps,
+                              "--threads", args.threads, "--loop", loop)
+                    t = r["throughput"]
+                    res.append({"backend": backend, "model": model, "batch": batch, "steps": steps,
+                                "train": t["train_samples_per_s"], "infer": t["infer_samples_per_s"]})
+                    rows.append([backend, model, batch, f"{t['train_samples_per_s']:,.0f}", f"{t['infer_samples_per_s']:,.0f}"])
+                    print(rows[-1], flush=True)
+        print(table(rows, ["backend", "model", "batch", "train samples/s", "infer samples/s"]))
+        out["batch"] = res
+    if "size" in parts:
+        rows, res = [], []
+        for backend, loop in BACKENDS.items():
+            for n in (10_000, 30_000, 60_000):
+                r = train(backend, *base, "--model", "cnn", "--batch-size", 128, "--epochs", 1,
+                          "--train-limit", n, "--threads", args.threads, "--loop", loop)
+                secs = r["final"]["train_seconds"]
+                res.append({"backend": backend, "train_size": n, "epoch_seconds": secs})
+                rows.append([backend, "cnn", f"{n:,}", f"{secs:.2f}", f"{secs / n * 1e6:.1f}"])
+                print(rows[-1], flush=True)
+        print(table(rows, ["backend", "model", "train samples", "epoch train s", "us / sample"]))
+        out["size"] = res
+    if "threads" in parts:
+        rows, res = [], []
+        for model in ("mlp", "cnn"):
+            for backend, loop in BACKENDS.items():
+                tput = {}
+                for threads in (1, 2):
+                    r = train(backend, *base, "--model", model, "--batch-size", 128,
+                              "--steps", 100 if model == "cnn" else 400, "--threads", threads, "--loop", loop)
+                    tput[threads] = r["throughput"]["train_samples_per_s"]
+                res.append({"backend": backend, "model": model, "1": tput[1], "2": tput[2]})
+                rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])
+                print(rows[-1], flush=True)
+        print(table(rows, ["backend", "model", "1 thread", "2 threads", "speed-up"]))
+        out["threads"] = res
+    write_json(args.json, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Time to accuracy (DAWNBench's measure): steps and training seconds for each backend's CNN to
+reach 99 % test accuracy on MNIST and 90 % on Fashion-MNIST, mean +- std over seeds. Evaluation
+every 50 steps (the resolution); evaluation time is not counted.
+
+    python -m benchmarks.time_to_accuracy [--seeds 0,1,2] [--max-epochs 6] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+
+from .common import machine, table, train, write_json
+
+TARGETS = {"mnist": 0.99, "fashion_mnist": 0.90}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default="mnist,fashion_mnist")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--max-epochs", type=float, default=6)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-dir", help="folder with the datasets (else the usual sources)")
+    p.add_argument("--json", default="bench-out/time_to_accuracy.json")
+    args = p.parse_args(argv)
+    rows, res = [], []
+    for dataset in args.datasets.split(","):
+        for backend in ("tf", "torch"):
+            steps, secs, misses = [], [], 0
+            for seed in map(int, args.seeds.split(",")):
+                flags = ["--dataset", dataset, "--model", "cnn", "--epochs", args.max_epochs, "--seed", seed,
+                         "--eval-every", args.eval_every, "--target-accuracy", TARGETS[dataset], "--threads", args.threads]
+                if args.data_dir:
+                    flags += ["--data-dir", args.data_dir]
+                r = train(backend, *flags)
+                hit = next((pt for pt in r["curve"] if pt["test_accuracy"] >= TARGETS[dataset]), None)
+                if hit is None:
+                    misses += 1
+                else:
+                    steps.append(hit["step"])
+                    secs.append(hit["seconds"])
+                res.append({"dataset": r["dataset"], "backend": backend, "seed": seed, "hit": hit})
+                print(dataset, backend, seed, hit, flush=True)
+            fmt = lambda xs, f: f"{statistics.mean(xs):{f}} +- {statistics.stdev(xs) if len(xs) > 1 else 0:{f}}" if xs else "-"  # noqa: E731
+            rows.append([dataset, backend, f"{TARGETS[dataset]:.0%}", fmt(steps, ".0f"), fmt(secs, ".1f"),
+                         f"{len(steps)}/{len(steps) + misses}"])
+    print(f"CNN, Adam 1e-3, batch 128, eval every {args.eval_every} steps, {args.threads} threads; {machine()}; {datetime.date.today()}")
+    print(table(rows, ["dataset", "backend", "target", "steps (mean +- std)", "train seconds", "reached"]))
+    write_json(args.json, {"machine": machine(), "date": str(datetime.date.today()), "runs": res, "config": vars(args)})
+
+
+if __name__ == "__main__":
+    main()
