@@ -419,6 +419,9 @@ def plot_curves(path, results: list, context: dict) -> None:
             ref_acc.append(ref)
             ax.axhline(ref, color=MODEL_COLORS["mlp"], linestyle="--", linewidth=1,
                        label=f"MLP final {ref:.2f} %" + (" (mean)" if len(mlp_final) > 1 else ""))
+            for k, acc in enumerate(mlp_final if len(mlp_final) > 1 else []):  # each seed's own bar to beat
+                ax.axhline(100 * acc, color=MODEL_COLORS["mlp"], linestyle=":", linewidth=0.8, alpha=0.6,
+                           label="MLP final, each seed" if k == 0 else None)
         first_beat = True
         for (b, model, seed), (step, seconds) in beats.items():
             if b != backend or step is None:
@@ -426,7 +429,8 @@ def plot_curves(path, results: list, context: dict) -> None:
             run = next(r for r in runs if r["model"] == model and (r.get("config") or {}).get("seed", 0) == seed)
             acc = next(100 * p["test_accuracy"] for p in run["curve"] if p["step"] == step)
             ax.plot([step], [acc], marker="*", markersize=14, color="black", linestyle="none", zorder=5,
-                    label="first beat of the MLP" if first_beat else None)
+                    label=("first beat of the MLP" + (" (each seed vs its own MLP)" if len(mlp_final) > 1 else ""))
+                    if first_beat else None)
             if len([k for k in beats if k[0] == backend and beats[k][0] is not None]) <= 2:
                 secs = f", {seconds:.1f} s" if seconds is not None else ""
                 ax.annotate(f"{model} beats MLP\nat step {step}{secs}", (step, acc), xytext=(14, -34),
