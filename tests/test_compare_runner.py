@@ -209,3 +209,34 @@ def test_load_finished_accepts_only_ok_and_diverged(tmp_path):
     kept = [s for s in ("ok", "diverged", "interrupted", "failed", "half")
             if runner.load_finished(tmp_path / f"{s}.json") is not None]
     assert kept == ["ok", "diverged"]
+
+
+# --- the default budget ---------------------------------------------------------------------------------
+
+def _fake_mnist(folder, n_train=1000, n_test=100):
+    from conftest import write_idx
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("flags, total, passed", [
+    ([], 300, ("--steps", "300")),  # 7 steps an epoch: the default is at least 300 steps
+    (["--batch-size", "2"], 500, ("--epochs", "1.0")),  # 500 steps an epoch: the default is one epoch
+    (["--epochs", "2"], 14, ("--epochs", "2.0")),
+    (["--steps", "40"], 40, ("--steps", "40")),
+])
+def test_default_budget_is_one_epoch_but_at_least_300_steps(tmp_path, flags, total, passed):
+    from compare.__main__ import build_parser, make_plan
+    data_dir = _fake_mnist(tmp_path / "mnist")
+    parser = build_parser()
+    plan, data, n_train = make_plan(parser.parse_args(["--dataset", "mnist", "--data-dir", str(data_dir),
+                                                       "--no-verify"] + flags), parser)
+    assert n_train == 1000 and plan.total_steps == total
+    plan.out = tmp_path
+    cmd = train_command(plan, "tf", "mlp", 0)
+    assert _value(cmd, passed[0]) == passed[1] and "--no-verify" in cmd
+    assert plan.eval_every == min(25, total)
