@@ -227,7 +227,11 @@ def run_comparison(argv: list, launcher=None) -> int:
     plan.out = folder
     folder.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    if not args.resume:
+    shown_argv = list(argv)
+    if args.resume:  # the report shows the command that set the comparison up
+        record = json.loads((folder / "comparison.json").read_text())
+        shown_argv, started = record.get("argv", shown_argv), record.get("started", started)
+    else:
         write_json_atomic(folder / "comparison.json", {"args": {k: _jsonable(v) for k, v in vars(args).items()},
                                                        "argv": list(argv), "started": started})
     t0 = time.perf_counter()
@@ -254,7 +258,8 @@ def run_comparison(argv: list, launcher=None) -> int:
                 "devices": {b: p.get("device") for b, p in (probe_result.get("peaks") or {}).items()},
                 "host": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
                 "started": started, "wall_seconds": round(time.perf_counter() - t0, 1),
-                "interrupted": interrupted, "folder": str(folder), "argv": list(argv),
+                "interrupted": interrupted, "folder": str(folder), "argv": shown_argv,
+                "resumed": bool(args.resume),
             }
             report.write_files(folder, results, context)
             report.render_terminal(console(), results, context)

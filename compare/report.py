@@ -371,7 +371,8 @@ def markdown(results: list, context: dict) -> str:
             lines.append(" ".join(["python"] + [str(c) for c in r["command"][1:]]))
     lines += ["```", ""]
     if context.get("wall_seconds") is not None:
-        lines.append(f"Whole comparison: {context['wall_seconds']:.0f} s; started {context.get('started')}.")
+        which = "This --resume invocation" if context.get("resumed") else "Whole comparison"
+        lines.append(f"{which}: {context['wall_seconds']:.0f} s; comparison started {context.get('started')}.")
     return "\n".join(lines) + "\n"
 
 
