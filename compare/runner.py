@@ -132,7 +132,7 @@ def train_command(plan: Plan, backend: str, model: str, seed: int) -> list:
 class StopControl:
     """SIGINT/SIGTERM handling while children run. The children live in their own session, so a
     terminal's Ctrl-C reaches only this process, which forwards exactly one SIGINT (the child then
-    writes its "interrupted" result); a second Ctrl-C kills the child."""
+    writes its "interrupted" result); a second Ctrl-C kills the child; a third stops the harness at once."""
 
     def __init__(self):
         self.requests = 0
@@ -154,6 +154,8 @@ class StopControl:
         if self.requests == 1:
             print("\ncompare: stopping after the current run's result is written (Ctrl-C again to kill it)",
                   file=sys.stderr, flush=True)
+        elif self.requests >= 3:  # the user insists: stop this process too, without the report
+            raise KeyboardInterrupt
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
