@@ -1,7 +1,7 @@
 """The side-by-side harness: the same models in tf.keras and PyTorch Lightning, trained one after another in
 child processes from the same data stream, seed and initial weights, then a table, a report and pictures.
 
-    python -m compare --dataset mnist                       both backends, mlp and cnn, 1 epoch, Adam 1e-3
+    python -m compare --dataset mnist                       both backends, mlp and cnn, 1 epoch (>= 300 steps), Adam 1e-3
     python -m compare --dataset fashion_mnist --seeds 0,1,2  every run three times: mean ± std
     python -m compare --resume runs/2026-11-29T15-00-00      finish an interrupted comparison
     python -m compare convert --model cnn --dataset mnist --from model.keras --to model.ckpt
