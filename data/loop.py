@@ -3,6 +3,11 @@ evaluations, checkpoints), per-step losses, divergence, the test curve, throughp
 RunResult. The tf custom loop, the torch raw loop and the Lightning callback all feed a Recorder,
 so "samples/s", "seconds" and "steps-to-beat" mean the same thing in every backend.
 
+TensorBoard: given a `writer` (data.tensorboard.EventWriter), the Recorder logs the same tags from
+every backend: train/loss and train/learning_rate per step (the rate that step's update used, from
+data.contract.lr_at), train/samples_per_s at each chunk end after warm-up, test/loss and
+test/accuracy at each evaluation.
+
 Timing rule: the first `warmup` steps (tracing, compilation, allocator warm-up) are timed apart
 as `warmup_s`; train samples/s = batch_size * timed_steps / time of the steps after warm-up;
 evaluation is never inside a timed interval. Each interval ends with a host sync (losses are read).
@@ -15,7 +20,7 @@ import time
 
 import numpy as np
 
-from .contract import RunConfig, finite_or_none
+from .contract import RunConfig, finite_or_none, lr_at
 
 
 class Diverged(RuntimeError):
@@ -55,8 +60,10 @@ def install_signal_handlers() -> None:
 class Recorder:
     """Collects one run's measurements and produces its RunResult fields."""
 
-    def __init__(self, cfg: RunConfig, result: dict, total_steps: int, start_step: int = 0, log=print):
+    def __init__(self, cfg: RunConfig, result: dict, total_steps: int, start_step: int = 0, log=print,
+                 writer=None):
         self.cfg, self.result, self.total = cfg, result, total_steps
+        self.writer = writer  # a data.tensorboard.EventWriter, or None
         self.start = self.step = start_step
         self.warmup = warmup_steps(total_steps, start_step)
         self.train_seconds = 0.0  # training time so far (evaluation excluded)
@@ -77,6 +84,7 @@ class Recorder:
         bad = np.flatnonzero(~np.isfinite(losses))
         if len(bad):
             k = int(bad[0])
+            self._log_steps(first, losses[:k])
             self.result["train_losses"].extend(float(v) for v in losses[:k])
             self.step = first + k
             self.train_seconds += seconds
@@ -90,6 +98,17 @@ class Recorder:
         else:
             self.timed_seconds += seconds
             self.timed_steps += len(losses)
+        self._log_steps(first, losses, self.samples_per_s() if self.timed_steps else None)
+
+    def _log_steps(self, first: int, losses, samples_per_s=None) -> None:
+        if self.writer is None:
+            return
+        for i, v in enumerate(losses):  # the loss of step first+i+1 and the learning rate its update used
+            self.writer.scalars({"train/loss": v, "train/learning_rate": lr_at(self.cfg, first + i, self.total)},
+                                first + i + 1)
+        if samples_per_s is not None:
+            self.writer.scalar("train/samples_per_s", samples_per_s, first + len(losses))
+        self.writer.flush()
 
     def add_eval(self, test_loss: float, test_accuracy: float, infer_seconds: float, n: int) -> dict:
         point = {"step": self.step, "seconds": round(self.train_seconds, 4),
@@ -99,6 +118,9 @@ class Recorder:
         else:
             self.result["curve"].append(point)
         self.result["throughput"]["infer_samples_per_s"] = n / infer_seconds if infer_seconds > 0 else None
+        if self.writer is not None:
+            self.writer.scalars({"test/loss": test_loss, "test/accuracy": test_accuracy}, self.step)
+            self.writer.flush()
         tput = self.samples_per_s()
         self.log(f"step {self.step:6d}/{self.total} | train_loss {self.last_finite if self.last_finite is not None else float('nan'):.4f} "
                  f"| test_loss {test_loss:.4f} | test_acc {test_accuracy:.4f} | "
@@ -116,6 +138,8 @@ class Recorder:
         return None
 
     def finish(self, status: str, message: str = "") -> dict:
+        if self.writer is not None:
+            self.writer.close()
         r = self.result
         r["status"], r["message"] = status, message
         r["throughput"].update(train_samples_per_s=self.samples_per_s(), warmup_s=round(self.warmup_s, 4),

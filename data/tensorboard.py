@@ -1,0 +1,261 @@
+"""TensorBoard event files without TensorBoard: a writer for scalars and a reader, numpy-free and
+framework-free, so both backends log identical tags through data.loop.Recorder.
+
+    w = EventWriter("logs/mnist/tf-cnn");  w.scalar("train/loss", 0.41, step=25);  w.close()
+    read_scalars("logs/mnist/tf-cnn")  ->  {"train/loss": [(25, 0.41)], ...}
+    python -m data.tensorboard logs/    (a summary of every run folder under logs/)
+
+The format, as TensorBoard reads it (tensorboard/backend/event_processing/event_file_loader.py):
+each record is TFRecord-framed,
+    uint64 length (little-endian) | uint32 masked_crc32c(length bytes) | data | uint32 masked_crc32c(data)
+where masked(crc) = ((crc >> 15 | crc << 17) + 0xA282EAD8) mod 2^32 and crc32c is the Castagnoli CRC.
+The data is a serialized tensorflow.Event protobuf, encoded here by hand:
+    Event:   1 wall_time (double) | 2 step (int64) | 3 file_version (string, first record) | 5 summary
+    Summary: 1 value (repeated)
+    Value:   1 tag (string) | 2 simple_value (float)
+TensorBoard shows a folder's event files as one run; files named `*tfevents*` are picked up.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+FILE_VERSION = "brain.Event:2"  # what TensorFlow's own writers put in the first record
+
+# --- crc32c (Castagnoli, reflected polynomial 0x82F63B78), table-driven ------------------------------
+
+def _crc_table() -> tuple:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return tuple(table)
+
+
+_TABLE = _crc_table()
+
+
+def crc32c(data: bytes) -> int:
+    """crc32c(b"123456789") == 0xE3069283 (the standard check value)."""
+    crc = 0xFFFFFFFF
+    table = _TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+# --- protobuf wire format: just what Event needs ---------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    n &= 0xFFFFFFFFFFFFFFFF  # int64 fields: negatives take ten bytes, as protobuf encodes them
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _key(field: int, wire_type: int) -> bytes:
+    return _varint(field << 3 | wire_type)
+
+
+def _len_delimited(field: int, payload: bytes) -> bytes:
+    return _key(field, 2) + _varint(len(payload)) + payload
+
+
+def encode_event(wall_time: float, step: int, scalars: dict | None = None, file_version: str | None = None) -> bytes:
+    """A serialized Event with `scalars` ({tag: value}) as its summary, or with a file_version."""
+    out = _key(1, 1) + struct.pack("<d", wall_time) + _key(2, 0) + _varint(step)
+    if file_version is not None:
+        out += _len_delimited(3, file_version.encode())
+    if scalars:
+        values = b"".join(_len_delimited(1, _len_delimited(1, tag.encode()) + _key(2, 5) + struct.pack("<f", value))
+                          for tag, value in scalars.items())
+        out += _len_delimited(5, values)
+    return out
+
+
+def _fields(buf: bytes):
+    """Yield (field number, wire type, value) over one message: ints for varints, bytes otherwise."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _read_varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _read_varint(buf, i)
+        elif wire == 1:
+            value, i = buf[i: i + 8], i + 8
+        elif wire == 2:
+            size, i = _read_varint(buf, i)
+            value, i = buf[i: i + size], i + size
+        elif wire == 5:
+            value, i = buf[i: i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire} (field {field})")
+        if i > n:
+            raise ValueError("protobuf message ends inside a field")
+        yield field, wire, value
+
+
+def _read_varint(buf: bytes, i: int) -> tuple:
+    shift = result = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError("protobuf message ends inside a varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def decode_event(data: bytes) -> dict:
+    """{"wall_time", "step", "file_version" (or None), "scalars": {tag: value}} of a serialized Event."""
+    event = {"wall_time": 0.0, "step": 0, "file_version": None, "scalars": {}}
+    for field, wire, value in _fields(data):
+        if field == 1 and wire == 1:
+            event["wall_time"] = struct.unpack("<d", value)[0]
+        elif field == 2 and wire == 0:
+            event["step"] = value - (1 << 64) if value >> 63 else value
+        elif field == 3 and wire == 2:
+            event["file_version"] = value.decode()
+        elif field == 5 and wire == 2:
+            for vfield, vwire, v in _fields(value):
+                if vfield != 1 or vwire != 2:
+                    continue
+                tag, simple = None, None
+                for f, w, x in _fields(v):
+                    if f == 1 and w == 2:
+                        tag = x.decode()
+                    elif f == 2 and w == 5:
+                        simple = struct.unpack("<f", x)[0]
+                if tag is not None and simple is not None:
+                    event["scalars"][tag] = simple
+    return event
+
+
+# --- records ---------------------------------------------------------------------------------------
+
+def frame(data: bytes) -> bytes:
+    """One TFRecord: length, its masked crc, the data, the data's masked crc."""
+    header = struct.pack("<Q", len(data))
+    return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
+
+
+def read_records(path: str | os.PathLike):
+    """Yield each record's data. A truncated last record (a writer still running, or killed) ends the
+    file quietly, as in TensorBoard; a checksum that does not match raises ValueError."""
+    blob = Path(path).read_bytes()
+    i = 0
+    while i + 12 <= len(blob):
+        header = blob[i: i + 8]
+        (length,) = struct.unpack("<Q", header)
+        (crc,) = struct.unpack("<I", blob[i + 8: i + 12])
+        if crc != masked_crc32c(header):
+            raise ValueError(f"{path}: record at byte {i}: length checksum does not match; not an event file or corrupt")
+        end = i + 12 + length + 4
+        if end > len(blob):
+            return
+        data = blob[i + 12: i + 12 + length]
+        (crc,) = struct.unpack("<I", blob[end - 4: end])
+        if crc != masked_crc32c(data):
+            raise ValueError(f"{path}: record at byte {i}: data checksum does not match; the file is corrupt")
+        yield data
+        i = end
+
+
+# --- writer and reader -----------------------------------------------------------------------------
+
+class EventWriter:
+    """Appends scalar events to a new file `events.out.tfevents.<time>.<host>.<pid>.klc` in `logdir`."""
+
+    def __init__(self, logdir: str | os.PathLike):
+        self.logdir = Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        self.path = self.logdir / f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}.klc"
+        self._file = open(self.path, "ab")
+        self._file.write(frame(encode_event(now, 0, file_version=FILE_VERSION)))
+        self._file.flush()
+
+    def scalar(self, tag: str, value: float, step: int, wall_time: float | None = None) -> None:
+        self.scalars({tag: value}, step, wall_time)
+
+    def scalars(self, values: dict, step: int, wall_time: float | None = None) -> None:
+        """Several tags at one step, one event (non-finite values are written as they are)."""
+        if self._file is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        self._file.write(frame(encode_event(time.time() if wall_time is None else wall_time, int(step),
+                                            {k: float(v) for k, v in values.items()})))
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def event_files(logdir: str | os.PathLike) -> list:
+    """The event files directly in `logdir`, oldest name first (TensorBoard's order)."""
+    d = Path(logdir)
+    return sorted(p for p in d.iterdir() if p.is_file() and "tfevents" in p.name) if d.is_dir() else []
+
+
+def read_events(path: str | os.PathLike) -> list:
+    return [decode_event(data) for data in read_records(path)]
+
+
+def read_scalars(logdir: str | os.PathLike) -> dict:
+    """{tag: [(step, value), ...]} over every event file in `logdir`, in file then record order."""
+    out: dict = {}
+    for path in event_files(logdir):
+        for event in read_events(path):
+            for tag, value in event["scalars"].items():
+                out.setdefault(tag, []).append((event["step"], value))
+    return out
+
+
+def run_dir(root: str | os.PathLike, dataset: str, backend: str, model: str) -> Path:
+    """Where a run logs: DIR/<dataset>/<backend>-<model>/ (one TensorBoard shows both backends side by side)."""
+    return Path(root) / dataset / f"{backend}-{model}"
+
+
+def main(argv: list) -> int:
+    """python -m data.tensorboard DIR: every run folder under DIR with its tags, points and last value."""
+    if len(argv) != 1:
+        print("usage: python -m data.tensorboard DIR", file=sys.stderr)
+        return 2
+    root = Path(argv[0])
+    folders = sorted({p.parent for p in root.rglob("*tfevents*")}) if root.is_dir() else []
+    if not folders:
+        print(f"python -m data.tensorboard: no event files under {root}", file=sys.stderr)
+        return 1
+    for folder in folders:
+        print(folder.relative_to(root) if folder != root else folder)
+        for tag, points in sorted(read_scalars(folder).items()):
+            step, value = points[-1]
+            print(f"  {tag:24s} {len(points):6d} points, last step {step}: {value:.6g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
