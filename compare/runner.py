@@ -251,48 +251,10 @@ def draw_initial_weights(plan: Plan, seeds=None) -> list:
 
 # --- probes: parity logits and the matmul peak, one child per backend ---------------------------------------
 
-# Runs in a child with exactly one framework: the backend's job runner (logits from the shared init on
-# the parity batch), then the fp32 (or bf16) matmul peak on the device that framework sees. On GPUs each
-# framework keeps its own default matmul precision (TensorFlow allows TF32, torch does not), which is
-# also what its training run uses.
-PROBE_SCRIPT = r'''
-import json, sys, time
-backend, jobs_file, out_file, precision = sys.argv[1:5]
-sizes, budget = json.loads(sys.argv[5]), float(sys.argv[6])
-if backend == "tf":
-    from tf_impl.jobs import main
-    main([jobs_file])
-    import tensorflow as tf
-    from tf_impl.train import device_name
-    device = device_name(tf)
-    n = sizes["gpu" if device != "cpu" else "cpu"]
-    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
-    with tf.device("/GPU:0" if device != "cpu" else "/CPU:0"):
-        a, b = tf.cast(tf.random.uniform((n, n)), dtype), tf.cast(tf.random.uniform((n, n)), dtype)
-    step = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
-    run = lambda: float(step())  # reading the scalar is the host sync
-else:
-    from torch_impl.jobs import main
-    main([jobs_file])
-    import torch
-    from torch_impl.train import device_name
-    device = device_name(torch)
-    n = sizes["gpu" if device != "cpu" else "cpu"]
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    where = "cuda" if device != "cpu" else "cpu"
-    a, b = torch.rand(n, n, device=where, dtype=dtype), torch.rand(n, n, device=where, dtype=dtype)
-    run = lambda: float((a @ b).float().sum())  # reading the scalar is the host sync
-run(); run()  # warm-up: tracing, allocations, kernel selection
-times, stop = [], time.perf_counter() + budget
-while len(times) < 3 or (time.perf_counter() < stop and len(times) < 100):
-    t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
-best = min(times)
-json.dump({"backend": backend, "device": device, "precision": precision, "matmul_n": n,
-           "peak_flops": 2.0 * n ** 3 / best, "best_s": best, "median_s": sorted(times)[len(times) // 2],
-           "reps": len(times)}, open(out_file, "w"))
-print(f"{backend} | device {device} | {'bf16' if precision == 'bf16' else 'fp32'} matmul {n}x{n}: "
-      f"{2.0 * n ** 3 / best / 1e9:,.1f} GFLOP/s peak (best of {len(times)})")
-'''
+# Each probe is one child with exactly one framework: the backend's job runner computes the logits
+# from the shared init on the parity batch, then the fp32 (or bf16) matmul peak on the device that
+# framework sees. On GPUs each framework keeps its own default matmul precision (TensorFlow allows
+# TF32, torch does not), which is also what its training run uses.
 
 
 def parity_inputs(plan: Plan, test_images: np.ndarray) -> Path:
@@ -327,11 +289,12 @@ def probe(plan: Plan, test_images: np.ndarray, control: StopControl | None = Non
                  "widths": list(plan.widths) if plan.widths else None,
                  "weights": str(init_path(plan.out, m, parity_seed)), "inputs": str(inputs),
                  "out": str(folder / f"logits-{backend}-{m}.npz")} for m in plan.models] if with_parity else []
+        peak_file = folder / f"peak-{backend}.json"
+        jobs.append({"op": "peak", "precision": plan.run_flags.get("precision", "32"), "n_cpu": PEAK_MATMUL_N["cpu"],
+                     "n_gpu": PEAK_MATMUL_N["gpu"], "budget_s": PEAK_BUDGET_S, "out": str(peak_file)})
         jobs_file = folder / f"jobs-{backend}.json"
         write_json_atomic(jobs_file, {"threads": plan.threads, "deterministic": False, "jobs": jobs})
-        peak_file = folder / f"peak-{backend}.json"
-        cmd = [sys.executable, "-c", PROBE_SCRIPT, backend, str(jobs_file), str(peak_file),
-               plan.run_flags.get("precision", "32"), json.dumps(PEAK_MATMUL_N), str(PEAK_BUDGET_S)]
+        cmd = [sys.executable, "-m", f"{backend}_impl.jobs", str(jobs_file)]
         outcome = launcher(cmd, f"{backend:<5} probe", folder / f"probe-{backend}", control, echo, env=plan.env)
         if outcome.returncode == 0 and peak_file.is_file():
             peaks[backend] = json.loads(peak_file.read_text())

@@ -67,8 +67,8 @@ class RunConfig:
     deterministic: bool = False
     precision: str = "32"  # "32" or "bf16"
     loop: str = ""  # tf: custom | fit; torch: lightning | raw (empty = the backend's default)
-    devices: int = 1
-    tensorboard: str | None = None
+    devices: int = 1  # data-parallel replicas (Lightning DDP / tf.distribute.MirroredStrategy); batch_size stays global
+    tensorboard: str | None = None  # log scalars under DIR/<dataset>/<backend>-<model>/
     progress: bool = True
     debug: bool = False
     extra: dict = field(default_factory=dict)
@@ -133,7 +133,7 @@ def _positive_float(text: str) -> float:
     return v
 
 
-def _widths(text: str) -> tuple:
+def parse_widths(text: str) -> tuple:
     try:
         out = tuple(int(t) for t in text.split(","))
     except ValueError:
@@ -176,7 +176,7 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--init", choices=("shared", "native"), default=d.init,
                    help="shared: numpy glorot draw both backends load; native: the framework's own (default: shared)")
     p.add_argument("--init-file", help="start from this neutral weights .npz (implies --init shared)")
-    p.add_argument("--widths", type=_widths, help="mlp: hidden widths (256,128); cnn: filters then dense (32,64,128)")
+    p.add_argument("--widths", type=parse_widths, help="mlp: hidden widths (256,128); cnn: filters then dense (32,64,128)")
     p.add_argument("--data-dir", help="folder holding the dataset's files (else $KLC_DATA_DIR, cache, system, download)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="accept files in --data-dir that fail the registry's checksums (your own data; reported as unverified)")
@@ -212,6 +212,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise ConfigError("--resume needs --checkpoint-dir")
     if cfg.val_fraction and not cfg.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be below 1, got {cfg.val_fraction}")
+    if cfg.batch_size % cfg.devices:
+        raise ConfigError(f"--batch-size {cfg.batch_size} does not split over --devices {cfg.devices}: the global "
+                          f"batch is cut into equal per-device shares; use a multiple of {cfg.devices}")
     return cfg
 
 

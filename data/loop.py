@@ -203,3 +203,19 @@ def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None) -> int:
     if code:
         print(f"{rec.result['backend']}: {status}: {message}", file=sys.stderr)
     return code
+
+
+def time_peak(run, n: int, device: str, precision: str, budget_s: float = 1.5) -> dict:
+    """Matmul peak as a framework reaches it: `run()` does one n x n x n matmul and syncs.
+    Two warm-up calls, then repeats for `budget_s` (at least 3, at most 100); best time counts."""
+    run()
+    run()
+    times, stop = [], time.perf_counter() + budget_s
+    while len(times) < 3 or (time.perf_counter() < stop and len(times) < 100):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    best = min(times)
+    return {"device": device, "precision": precision, "matmul_n": n, "peak_flops": 2.0 * n ** 3 / best,
+            "best_s": best, "median_s": sorted(times)[len(times) // 2], "reps": len(times)}
+

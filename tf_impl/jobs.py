@@ -150,6 +150,23 @@ def op_lrs(job):
     write_json_atomic(job["out"], {"lrs": lrs})
 
 
+def op_peak(job):
+    """fp32 (or bf16) matmul peak on the device TensorFlow sees (what utilisation is measured against)."""
+    import tensorflow as tf
+
+    from data.loop import time_peak
+
+    from .train import device_name
+    device = device_name(tf)
+    n = job.get("n_gpu", 8192) if device != "cpu" else job.get("n_cpu", 1024)
+    dtype = tf.bfloat16 if job.get("precision") == "bf16" else tf.float32
+    with tf.device("/GPU:0" if device != "cpu" else "/CPU:0"):
+        a, b = tf.cast(tf.random.uniform((n, n)), dtype), tf.cast(tf.random.uniform((n, n)), dtype)
+    step = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
+    result = time_peak(lambda: float(step()), n, device, job.get("precision", "32"), job.get("budget_s", 1.5))
+    write_json_atomic(job["out"], {"backend": "tf", **result})  # float() above is the host sync
+
+
 def op_params(job):
     from .models import count_params
     write_json_atomic(job["out"], {"params": count_params(_model(job))})

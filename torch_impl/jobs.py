@@ -167,6 +167,22 @@ def op_lrs(job):
     write_json_atomic(job["out"], {"lrs": [lrs[s] for s in job["steps"]]})
 
 
+def op_peak(job):
+    """fp32 (or bf16) matmul peak on the device torch sees (what utilisation is measured against)."""
+    import torch
+
+    from data.loop import time_peak
+
+    from .train import device_name
+    device = device_name(torch)
+    n = job.get("n_gpu", 8192) if device != "cpu" else job.get("n_cpu", 1024)
+    dtype = torch.bfloat16 if job.get("precision") == "bf16" else torch.float32
+    where = "cuda" if device != "cpu" else "cpu"
+    a, b = torch.rand(n, n, device=where, dtype=dtype), torch.rand(n, n, device=where, dtype=dtype)
+    result = time_peak(lambda: float((a @ b).float().sum()), n, device, job.get("precision", "32"), job.get("budget_s", 1.5))
+    write_json_atomic(job["out"], {"backend": "torch", **result})  # float() above is the host sync
+
+
 def op_params(job):
     from .models import count_params
     write_json_atomic(job["out"], {"params": count_params(_model(job))})
