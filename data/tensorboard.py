@@ -79,8 +79,13 @@ def _len_delimited(field: int, payload: bytes) -> bytes:
 
 
 def encode_event(wall_time: float, step: int, scalars: dict | None = None, file_version: str | None = None) -> bytes:
-    """A serialized Event with `scalars` ({tag: value}) as its summary, or with a file_version."""
-    out = _key(1, 1) + struct.pack("<d", wall_time) + _key(2, 0) + _varint(step)
+    """A serialized Event with `scalars` ({tag: value}) as its summary, or with a file_version.
+    Fields left at their default (0) are omitted, as proto3 serializers do: the bytes equal protobuf's."""
+    out = b""
+    if wall_time:
+        out += _key(1, 1) + struct.pack("<d", wall_time)
+    if step:
+        out += _key(2, 0) + _varint(step)
     if file_version is not None:
         out += _len_delimited(3, file_version.encode())
     if scalars:

@@ -3,9 +3,16 @@ batched evaluation with keras.metrics, checkpoints, and `model.fit` as the refer
 
 The whole training set lives in one tensor; each compiled call gathers its batches by the
 indices `data.stream` hands out (same order as torch), so no tf.data pipeline sits in the step.
+
+--devices N (N > 1): tf.distribute.MirroredStrategy over N GPUs, or N logical CPU devices. Each step's
+global batch of stream indices is cut in N equal slices, replica r takes slice r; the loss is scaled
+by the global batch (tf.nn.compute_average_loss) and Keras's optimizer sums the replicas' gradients,
+so a step computes what the one-device step computes. Each replica holds its own copy of the
+training set (on its device, as the one-device path does). Evaluation runs on the first replica.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -18,12 +25,13 @@ from data.contract import ConfigError, RunConfig, check_budget, lr_table, new_re
 from data.loop import Recorder, execute, install_signal_handlers, progress, run_chunks
 from data.sources import load
 from data.stream import make_stream
+from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "tf"
 
 
 def configure(cfg: RunConfig):
-    """Threads, determinism and precision: must run before TensorFlow executes anything."""
+    """Threads, determinism, precision and logical devices: must run before TensorFlow executes anything."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
@@ -35,7 +43,24 @@ def configure(cfg: RunConfig):
         keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.precision == "bf16" else "float32")
+    if cfg.devices > 1 and not tf.config.list_physical_devices("GPU"):
+        cpu = tf.config.list_physical_devices("CPU")[0]  # one host, N logical devices sharing its threads
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cfg.devices)
     return tf, keras
+
+
+def make_strategy(tf, devices: int):
+    """MirroredStrategy over `devices` GPUs (NCCL all-reduce) or logical CPUs; None for one device."""
+    if devices == 1:
+        return None
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        if len(gpus) < devices:
+            raise ConfigError(f"--devices {devices}: only {len(gpus)} GPU(s) visible to TensorFlow")
+        return tf.distribute.MirroredStrategy([d.name for d in gpus[:devices]])
+    cpus = tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in cpus[:devices]],
+                                          cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def make_optimizer(cfg: RunConfig, total_steps: int):
@@ -77,13 +102,15 @@ class Run:
         from .models import build_model
         from .weights import from_neutral
         self.cfg, self.stream, self.total = cfg, stream, total_steps
-        self.model = build_model(cfg.model, stream.train_images.shape[1:], int(stream.train_labels.max()) + 1
-                                 if False else layers[-1].units, cfg.widths, cfg.precision)
-        if cfg.init == "shared":
-            init = neutral.load(cfg.init_file, layers) if cfg.init_file else neutral.initial_weights(layers, cfg.seed)
-            from_neutral(self.model, init)
-        self.optimizer = make_optimizer(cfg, total_steps)
-        self.optimizer.build(self.model.trainable_variables)
+        self.strategy = make_strategy(tf, cfg.devices)
+        with self.strategy.scope() if self.strategy else contextlib.nullcontext():  # variables mirrored per replica
+            self.model = build_model(cfg.model, stream.train_images.shape[1:], layers[-1].units, cfg.widths,
+                                     cfg.precision)
+            if cfg.init == "shared":
+                init = neutral.load(cfg.init_file, layers) if cfg.init_file else neutral.initial_weights(layers, cfg.seed)
+                from_neutral(self.model, init)
+            self.optimizer = make_optimizer(cfg, total_steps)
+            self.optimizer.build(self.model.trainable_variables)
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.x_train = tf.constant(stream.train_images)  # (N, H, W, C) float32, gathered per step
         self.y_train = tf.constant(stream.train_labels)  # (N,) int64
@@ -109,6 +136,8 @@ class Run:
             return losses.stack()
 
         per_sample = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+        if self.strategy is not None:
+            train_steps = self._distributed_train_steps(per_sample)
 
         @tf.function(input_signature=[tf.TensorSpec([None, *stream.test_images.shape[1:]], tf.float32),
                                       tf.TensorSpec([None], tf.int64)])
@@ -118,6 +147,46 @@ class Run:
             self.acc_metric.update_state(labels, logits)
 
         self.train_steps, self.test_step = train_steps, test_step
+
+    def _distributed_train_steps(self, per_sample):
+        """train_steps under MirroredStrategy: same signature and losses (the global batch mean)."""
+        tf, strategy, model, optimizer = self.tf, self.strategy, self.model, self.optimizer
+        batch, n = self.cfg.batch_size, self.cfg.devices
+        share = batch // n  # samples per replica and step
+        x_train, y_train = self.x_train, self.y_train
+        # each replica's own copy of the training set, placed on its device
+        x_dist = strategy.experimental_distribute_values_from_function(lambda ctx: tf.identity(x_train))
+        y_dist = strategy.experimental_distribute_values_from_function(lambda ctx: tf.identity(y_train))
+
+        def replica_step(x, y, step_indices):  # step_indices: (B,), the whole global batch
+            r = tf.distribute.get_replica_context().replica_id_in_sync_group
+            mine = step_indices[r * share: (r + 1) * share]  # (B/N,): this replica's slice, in stream order
+            images, labels = tf.gather(x, mine), tf.gather(y, mine)  # (B/N, H, W, C), (B/N,)
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                loss = tf.nn.compute_average_loss(per_sample(labels, logits), global_batch_size=batch)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))  # Keras all-reduces (sums) grads
+            return tf.cast(loss, tf.float32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, batch], tf.int64)])
+        def train_steps(indices):  # (k, B): k optimizer steps in one call
+            losses = tf.TensorArray(tf.float32, size=tf.shape(indices)[0])
+            for i in tf.range(tf.shape(indices)[0]):
+                per_replica = strategy.run(replica_step, args=(x_dist, y_dist, indices[i]))
+                losses = losses.write(i, strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+            return losses.stack()  # (k,) global-batch mean losses
+
+        return train_steps
+
+    def dtypes(self) -> dict:
+        """What the precision setting does, read off real tensors: layer compute dtype, logits, loss."""
+        images = self.x_train[:2]
+        logits = self.model(images, training=False)
+        loss = self.loss_fn(self.y_train[:2], logits)
+        first = next(l for l in self.model.layers if l.trainable_weights)
+        return {"variables": str(first.variable_dtype), "compute": str(first.compute_dtype),
+                "logits": logits.dtype.name, "loss": loss.dtype.name}
 
     def train_chunk(self, indices: np.ndarray) -> np.ndarray:
         return self.train_steps(self.tf.constant(indices, self.tf.int64)).numpy()
@@ -215,6 +284,8 @@ def latest_checkpoint(folder) -> tuple[int, dict, dict] | None:
 
 def run(cfg: RunConfig) -> int:
     """Train one model as configured; write the RunResult; return the exit code."""
+    if cfg.devices > 1 and cfg.loop == "fit":
+        raise ConfigError(f"--devices {cfg.devices} runs the custom loop under MirroredStrategy; drop --loop fit")
     data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
     try:
         stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
@@ -224,13 +295,15 @@ def run(cfg: RunConfig) -> int:
     layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)
     install_signal_handlers()
     print(f"tf | {data.label} from {data.source} | {cfg.model} | {total} steps of {cfg.batch_size} | "
-          f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop}", flush=True)
+          f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop} | precision {cfg.precision} | "
+          f"devices {cfg.devices}", flush=True)
     r = Run(cfg, stream, total, layers)
     result = new_result(cfg, BACKEND)
     result.update(data_source=data.label if data.is_subset else data.source, dataset=data.label,
                   versions={**versions("keras"), "tensorflow": r.tf.__version__}, device=device_name(r.tf),
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
-                  forward_flops_per_sample=arch.forward_flops(layers))
+                  forward_flops_per_sample=arch.forward_flops(layers), devices=r.strategy.num_replicas_in_sync if r.strategy else 1,
+                  per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
     start = 0
     if cfg.resume:
         restored = r.restore_checkpoint()
@@ -238,7 +311,8 @@ def run(cfg: RunConfig) -> int:
             start, meta = restored
             result["train_losses"], result["curve"] = meta["train_losses"], meta["curve"]
             print(f"tf | resumed from step {start}", flush=True)
-    rec = Recorder(cfg, result, total, start, log=lambda s: print(f"tf | {s}", flush=True))
+    writer = EventWriter(run_dir(cfg.tensorboard, cfg.dataset, BACKEND, cfg.model)) if cfg.tensorboard else None
+    rec = Recorder(cfg, result, total, start, log=lambda s: print(f"tf | {s}", flush=True), writer=writer)
     if start:
         rec.train_seconds = meta.get("train_seconds", 0.0)
     ckpt = (lambda step: r.save_checkpoint(step, rec)) if cfg.checkpoint_dir and cfg.checkpoint_every else None

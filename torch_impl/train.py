@@ -1,10 +1,21 @@
 """Training for the Lightning port: Trainer setup, the callback that measures exactly what
 tf_impl measures (data.loop.Recorder), checkpoints, and the raw PyTorch loop as reference.
+
+--devices N (N > 1): Lightning DDP (gloo on CPU, NCCL on GPUs). Lightning re-launches this command
+once per extra rank; every rank cuts each step's global batch of stream indices into N equal
+slices and trains on slice `rank` (the mean over B/N samples; DDP averages the gradients, so a step
+computes what the one-device step computes). Per-step losses are averaged across ranks before they
+are recorded; evaluation batches are dealt round-robin to the ranks and the metrics synced. Only
+rank 0 prints, writes the JSON, the TensorBoard events, the weights and deletes old checkpoints.
+
+--precision bf16: autocast (Lightning "bf16-mixed") with the last Linear layer kept in float32, as
+Keras's mixed policy keeps it; logits and loss are float32.
 """
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +25,7 @@ from data.contract import ConfigError, RunConfig, check_budget, new_result, vers
 from data.loop import Recorder, boundaries, execute, install_signal_handlers, progress, run_chunks
 from data.sources import load
 from data.stream import make_stream
+from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
 
@@ -22,6 +34,8 @@ def configure(cfg: RunConfig):
     """Threads and determinism, before torch does any parallel work."""
     import torch
     n = cfg.resolved_threads()
+    if cfg.devices > 1 and not torch.cuda.is_available():
+        n = max(1, n // cfg.devices)  # DDP on CPU: the ranks share the cores
     torch.set_num_threads(n)
     try:
         torch.set_num_interop_threads(min(2, n))
@@ -37,6 +51,24 @@ def device_name(torch) -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
+def process_rank() -> int:
+    """This process's global rank: 0, or what Lightning's DDP launcher (or torchrun) put in the environment."""
+    return int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0)
+
+
+def keep_head_float32(model, torch) -> None:
+    """Run the last Linear layer in float32 outside autocast (Keras's mixed policy does the same for
+    the last layer). Done per instance, so the state_dict and its names do not change."""
+    head = [m for m in model.net.children() if isinstance(m, torch.nn.Linear)][-1]
+    forward = head.forward
+
+    def float32_forward(x):
+        with torch.autocast(x.device.type, enabled=False):
+            return forward(x.float())  # (B, F) bf16 -> float32 -> (B, classes) float32 logits
+
+    head.forward = float32_forward
+
+
 class Run:
     """Model, optimizer, tensors; the raw loop's steps and the shared evaluation."""
 
@@ -47,8 +79,11 @@ class Run:
         from .optim import make_optimizer
         from .weights import from_neutral
         self.cfg, self.stream, self.total = cfg, stream, total_steps
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        local_rank = int(os.environ.get("LOCAL_RANK") or 0) if cfg.devices > 1 else 0
+        self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         self.model = build_model(cfg.model, stream.train_images.shape[1:], layers[-1].units, cfg.widths)
+        if cfg.precision == "bf16":
+            keep_head_float32(self.model, torch)
         if cfg.init == "shared":
             init = neutral.load(cfg.init_file, layers) if cfg.init_file else neutral.initial_weights(layers, cfg.seed)
             from_neutral(self.model, init)
@@ -94,6 +129,26 @@ class Run:
         from .weights import to_neutral
         return to_neutral(self.model)
 
+    def dtypes(self) -> dict:
+        """What the precision setting does, read off real tensors: first layer's output, logits, loss."""
+        torch, F = self.torch, self.torch.nn.functional
+        first = next(m for m in self.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+        seen = {}
+
+        def note(module, inputs, output):  # a forward hook; returns None so the output is unchanged
+            seen["compute"] = output.dtype
+
+        hook = first.register_forward_hook(note)
+        try:
+            with torch.no_grad(), self.autocast:
+                logits = self.model(self.x_train[:2])
+                loss = F.cross_entropy(logits.float(), self.y_train[:2])
+        finally:
+            hook.remove()
+        name = lambda dt: str(dt).replace("torch.", "")  # noqa: E731
+        return {"variables": name(first.weight.dtype), "compute": name(seen["compute"]), "logits": name(logits.dtype),
+                "loss": name(loss.dtype)}
+
     # --- raw-loop checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, step: int, rec: Recorder) -> None:
         torch = self.torch
@@ -132,7 +187,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
     cfg, torch = r.cfg, r.torch
     module = LitClassifier(r.model, cfg, r.total, r.model.spec[-1].units)
     module.result_state = lambda: result_state(rec)
-    dm = StreamDataModule(r.stream, r.total, cfg.eval_batch_size)
+    dm = (StreamDataModule if cfg.devices == 1 else sharded_datamodule())(r.stream, r.total, cfg.eval_batch_size)
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))
 
     class RecorderCallback(L.Callback):
@@ -140,13 +195,17 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         losses: list = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            rec.result["per_device_batch"] = len(batch[1])  # what this rank trains on: batch_size / devices
             if self.t0 is None:
                 self.t0, self.losses = time.perf_counter(), []
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.losses.append(outputs["loss"].detach())
             if trainer.global_step in marks:
-                losses = torch.stack(self.losses).float().cpu().numpy()  # host sync ends the interval
+                losses = torch.stack(self.losses).float()
+                if trainer.world_size > 1:  # each rank's loss is its share's mean: the global mean is their mean
+                    losses = trainer.strategy.reduce(losses, reduce_op="mean")
+                losses = losses.cpu().numpy()  # host sync ends the interval
                 rec.add_steps(losses, time.perf_counter() - self.t0)
                 self.t0 = None
                 if bar is not None:
@@ -165,9 +224,10 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
 
         def _save(self, trainer):
             Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(Path(cfg.checkpoint_dir) / f"step-{trainer.global_step:07d}.ckpt")
-            for old in sorted(Path(cfg.checkpoint_dir).glob("step-*.ckpt"))[:-2]:
-                old.unlink(missing_ok=True)
+            trainer.save_checkpoint(Path(cfg.checkpoint_dir) / f"step-{trainer.global_step:07d}.ckpt")  # rank 0 writes
+            if trainer.is_global_zero:
+                for old in sorted(Path(cfg.checkpoint_dir).glob("step-*.ckpt"))[:-2]:
+                    old.unlink(missing_ok=True)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step
@@ -182,8 +242,12 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
     if cfg.checkpoint_dir and cfg.checkpoint_every:
         callbacks.append(StepCheckpoint())
     bar = progress(cfg.progress, rec.total, rec.step)
+    strategy = "auto"
+    if cfg.devices > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+        strategy = DDPStrategy(process_group_backend="nccl" if torch.cuda.is_available() else "gloo")
     trainer = L.Trainer(
-        accelerator="auto", devices=cfg.devices, precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
+        accelerator="auto", devices=cfg.devices, strategy=strategy, precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
         max_steps=rec.total, max_epochs=-1, logger=False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
         val_check_interval=cfg.eval_every or None, check_val_every_n_epoch=None,
@@ -195,7 +259,8 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         if found:
             ckpt_path = str(found[-1])
             state = torch.load(ckpt_path, weights_only=False, map_location="cpu")
-            restore_result(rec, state.get("klc_result"), state["global_step"])
+            restore_result(rec, state.get("klc_result"), state["global_step"],
+                           say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None))
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its own shutdown
@@ -210,15 +275,68 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         trainer.validate(module, datamodule=dm, verbose=False)
 
 
-def restore_result(rec: Recorder, state: dict | None, step: int) -> None:
+def sharded_datamodule():
+    """StreamDataModule for DDP: rank r trains on slice r of each global batch and evaluates every
+    N-th test batch (the metrics are synced across ranks when computed)."""
+    from .datamodule import StepBatches, StreamDataModule, TestBatches
+
+    class RankShare:
+        """The stream as one rank sees it: step_indices cut to the rank's share of each batch."""
+
+        def __init__(self, stream, rank: int, world: int):
+            share = stream.batch_size // world
+            self.stream, self.lo, self.hi = stream, rank * share, (rank + 1) * share
+
+        def step_indices(self, start: int, stop: int):
+            return self.stream.step_indices(start, stop)[:, self.lo: self.hi]  # (k, B) -> (k, B/N)
+
+    class RankTestBatches(TestBatches):
+        def __init__(self, x, y, batch_size: int, rank: int, world: int):
+            super().__init__(x, y, batch_size)
+            self.rank, self.world = rank, world
+
+        def __len__(self):
+            return len(range(self.rank, super().__len__(), self.world))
+
+        def __iter__(self):
+            for i, batch in enumerate(super().__iter__()):
+                if i % self.world == self.rank:
+                    yield batch
+
+    class ShardedDataModule(StreamDataModule):
+        def train_dataloader(self):
+            x, y, _, _ = self.tensors
+            trainer = self.trainer
+            share = RankShare(self.stream, trainer.global_rank, trainer.world_size)
+            return StepBatches(share, x, y, self.total, start=lambda: trainer.global_step)
+
+        def val_dataloader(self):
+            _, _, x, y = self.tensors
+            return RankTestBatches(x, y, self.eval_batch_size, self.trainer.global_rank, self.trainer.world_size)
+
+    return ShardedDataModule
+
+
+def say_flushed(text: str) -> None:
+    print(text, flush=True)
+
+
+def restore_result(rec: Recorder, state: dict | None, step: int, log=say_flushed) -> None:
     if state:
         rec.result["train_losses"], rec.result["curve"] = state["train_losses"], state["curve"]
         rec.train_seconds = state["train_seconds"]
     rec.start = rec.step = step
-    print(f"torch | resumed from step {step}", flush=True)
+    log(f"torch | resumed from step {step}")
 
 
 def run(cfg: RunConfig) -> int:
+    if cfg.devices > 1 and cfg.loop == "raw":
+        raise ConfigError(f"--devices {cfg.devices} runs Lightning DDP; the raw loop is the one-device reference, "
+                          f"drop --loop raw")
+    rank = process_rank() if cfg.devices > 1 else 0
+    if rank:  # a DDP rank Lightning launched: trains in step, writes and prints nothing
+        cfg = replace(cfg, json=None, save_weights=None, tensorboard=None, progress=False)
+    say = say_flushed if rank == 0 else (lambda s: None)
     data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
     try:
         stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
@@ -227,19 +345,21 @@ def run(cfg: RunConfig) -> int:
     total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
     layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)
     install_signal_handlers()
-    print(f"torch | {data.label} from {data.source} | {cfg.model} | {total} steps of {cfg.batch_size} | "
-          f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop}", flush=True)
+    say(f"torch | {data.label} from {data.source} | {cfg.model} | {total} steps of {cfg.batch_size} | "
+        f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop} | precision {cfg.precision} | "
+        f"devices {cfg.devices}")
     r = Run(cfg, stream, total, layers)
     result = new_result(cfg, BACKEND)
     result.update(data_source=data.label if data.is_subset else data.source, dataset=data.label,
                   versions=versions("torch", "lightning", "torchmetrics"), device=device_name(r.torch),
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
-                  forward_flops_per_sample=arch.forward_flops(layers))
-    rec = Recorder(cfg, result, total, 0, log=lambda s: print(f"torch | {s}", flush=True))
+                  forward_flops_per_sample=arch.forward_flops(layers), devices=cfg.devices, per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
+    writer = EventWriter(run_dir(cfg.tensorboard, cfg.dataset, BACKEND, cfg.model)) if cfg.tensorboard else None
+    rec = Recorder(cfg, result, total, 0, log=lambda s: say(f"torch | {s}"), writer=writer)
     ckpt = None
     if cfg.loop == "raw":
         if cfg.resume and (restored := r.restore_checkpoint()) is not None:
-            restore_result(rec, restored[1], restored[0])
+            restore_result(rec, restored[1], restored[0], say)
             rec.warmup = min(rec.warmup, total - rec.step)
         if cfg.checkpoint_dir and cfg.checkpoint_every:
             ckpt = lambda step: r.save_checkpoint(step, rec)  # noqa: E731
@@ -259,7 +379,7 @@ def run(cfg: RunConfig) -> int:
     if cfg.save_weights:
         neutral.save(cfg.save_weights, r.export_weights())
     f = rec.result["final"]
-    if f["test_accuracy"] is not None:
+    if f["test_accuracy"] is not None and rank == 0:
         print(f"torch | done: {f['steps']} steps, test_acc {f['test_accuracy']:.4f}, "
               f"{rec.result['throughput']['train_samples_per_s'] or 0:,.0f} train samples/s, "
               f"{rec.result['throughput']['infer_samples_per_s'] or 0:,.0f} infer samples/s", flush=True)
