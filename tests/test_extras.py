@@ -1,0 +1,214 @@
+"""The extras of issue 9, tested in both backends (always as child processes): TensorBoard event
+files (written by data.tensorboard through the Recorder, read back here), bf16 mixed precision,
+data parallelism (--devices 2: Lightning DDP on gloo, MirroredStrategy on two logical CPUs)
+against the one-device run, and CIFAR-10/100 end to end through `python -m compare`.
+
+Every run is tiny (MNIST or its 5k subset, 2,048 training samples, batch 32, 30 steps)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data import tensorboard as tb
+
+from conftest import child_env, run_module
+from data_fixtures import cifar_batch, cifar_tarball
+
+BACKENDS = {"tf": "tf_impl", "torch": "torch_impl"}
+SMALL = ["--dataset", "mnist", "--train-limit", "2048", "--batch-size", "32", "--threads", "2", "--no-progress"]
+CNN_SMALL = ["--model", "cnn", "--widths", "8,16,32"]
+TAGS = {"train/loss", "train/learning_rate", "train/samples_per_s", "test/loss", "test/accuracy"}
+
+
+def _train(tmp_path, backend, *flags, name="r") -> tuple[dict, str]:
+    out = tmp_path / f"{name}.json"
+    proc = run_module(BACKENDS[backend], *SMALL, *flags, "--json", out, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}"
+    return json.loads(out.read_text()), proc.stdout
+
+
+# --- the event-file format (no framework, no child) ---------------------------------------------------
+
+# Bytes written by TensorBoard's own RecordWriter and protobuf classes (tensorboard 2.21, read once and
+# pinned): Event(wall_time=123.5, step=7, summary{a: 1.25, bb: -3.0}), framed.
+TB_RECORD = bytes.fromhex("220000000000000078113dfd090000000000e05e4010072a150a080a0161150000a03f0a090a02626215"
+                          "000040c063ab5e09")
+TB_VERSION_RECORD = bytes.fromhex("1800000000000000a37f4b2209000000000000f03f1a0d627261696e2e4576656e743a3286bf577a")
+
+
+def test_crc32c_check_value():
+    assert tb.crc32c(b"123456789") == 0xE3069283  # the CRC-32C catalogue's check value
+    assert tb.crc32c(b"") == 0
+
+
+def test_records_are_byte_identical_to_tensorboards():
+    assert tb.frame(tb.encode_event(123.5, 7, {"a": 1.25, "bb": -3.0})) == TB_RECORD
+    assert tb.frame(tb.encode_event(1.0, 0, file_version="brain.Event:2")) == TB_VERSION_RECORD
+    assert tb.encode_event(2.0, -5).hex() == "09000000000000004010fbffffffffffffffff01"  # int64 step: ten bytes
+
+
+def test_writer_reader_round_trip(tmp_path):
+    w = tb.EventWriter(tmp_path / "run")
+    w.scalar("train/loss", 2.5, 1)
+    w.scalars({"test/loss": 0.75, "test/accuracy": 0.875}, 2**40)
+    w.close()
+    assert w.path.name.startswith("events.out.tfevents.") and w.path.name.endswith(".klc")
+    events = tb.read_events(w.path)
+    assert events[0]["file_version"] == "brain.Event:2" and events[0]["scalars"] == {}
+    assert tb.read_scalars(tmp_path / "run") == {"train/loss": [(1, 2.5)], "test/loss": [(2**40, 0.75)],
+                                                 "test/accuracy": [(2**40, 0.875)]}
+
+
+def test_reader_tolerates_a_truncated_tail_and_refuses_a_bad_checksum(tmp_path):
+    path = tmp_path / "events.out.tfevents.1.host.klc"
+    path.write_bytes(TB_VERSION_RECORD + TB_RECORD + TB_RECORD[:-7])  # a writer killed mid-record
+    assert [e["step"] for e in tb.read_events(path)] == [0, 7]
+    bad = bytearray(TB_RECORD)
+    bad[20] ^= 1  # one bit inside the event data
+    path.write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="data checksum"):
+        tb.read_events(path)
+
+
+# --- TensorBoard scalars from both backends -----------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tensorboard_scalars_read_back(tmp_path, backend):
+    logs = tmp_path / "logs"
+    r, _ = _train(tmp_path, backend, "--model", "mlp", "--steps", "30", "--eval-every", "15", "--schedule", "cosine",
+                  "--tensorboard", logs)
+    run = logs / "mnist" / f"{backend}-mlp"
+    assert len(tb.event_files(run)) == 1, sorted(p.name for p in logs.rglob("*"))
+    scalars = tb.read_scalars(run)
+    assert set(scalars) == TAGS
+    steps = lambda tag: [s for s, _ in scalars[tag]]  # noqa: E731
+    assert steps("train/loss") == steps("train/learning_rate") == list(range(1, 31))
+    assert steps("test/loss") == steps("test/accuracy") == [15, 30]
+    assert steps("train/samples_per_s")[-1] == 30
+    f32 = lambda xs: np.asarray(xs, np.float32)  # noqa: E731  (simple_value is a float32)
+    np.testing.assert_array_equal(f32([v for _, v in scalars["train/loss"]]), f32(r["train_losses"]))
+    np.testing.assert_array_equal(f32([v for _, v in scalars["test/accuracy"]]),
+                                  f32([p["test_accuracy"] for p in r["curve"]]))
+    lrs = [v for _, v in scalars["train/learning_rate"]]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] < 1e-5 and lrs == sorted(lrs, reverse=True)  # cosine to ~0
+    assert scalars["train/samples_per_s"][-1][1] == pytest.approx(r["throughput"]["train_samples_per_s"], rel=1e-6)
+
+
+# --- bf16 -------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_bf16_trains_with_float32_logits_and_loss(tmp_path, backend, model):
+    flags = CNN_SMALL if model == "cnn" else ["--model", "mlp"]
+    r, out = _train(tmp_path, backend, *flags, "--steps", "30", "--eval-every", "30", "--precision", "bf16")
+    assert r["status"] == "ok" and r["precision"] == "bf16" and r["config"]["precision"] == "bf16"
+    assert r["dtypes"] == {"variables": "float32", "compute": "bfloat16", "logits": "float32", "loss": "float32"}
+    losses = r["train_losses"]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses  # it learns
+    assert "precision bf16" in out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fp32_reports_float32_compute(tmp_path, backend):
+    r, _ = _train(tmp_path, backend, "--model", "mlp", "--steps", "2", "--eval-every", "0")
+    assert r["precision"] == "32" and set(r["dtypes"].values()) == {"float32"}
+
+
+# --- data parallelism -------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_devices_match_one_device(tmp_path, backend):
+    """Same global batch of 32: two replicas of 16 (DDP ranks / MirroredStrategy replicas) give the
+    one-device run's per-step losses; only rank 0 prints and writes."""
+    common = ["--model", "mlp", "--steps", "30", "--eval-every", "15"]
+    one, _ = _train(tmp_path, backend, *common, name="one")
+    two, out = _train(tmp_path, backend, *common, "--devices", "2", "--tensorboard", tmp_path / "logs", name="two")
+    assert (one["devices"], one["per_device_batch"]) == (1, 32)
+    assert (two["devices"], two["per_device_batch"]) == (2, 16)
+    assert len(two["train_losses"]) == 30
+    diff = np.abs(np.asarray(one["train_losses"]) - np.asarray(two["train_losses"]))
+    assert diff.max() < 1e-3, f"per-step loss differs by up to {diff.max():.3g} (step {diff.argmax() + 1})"
+    for a, b in zip(one["curve"], two["curve"], strict=True):
+        assert a["step"] == b["step"] and abs(a["test_accuracy"] - b["test_accuracy"]) < 1e-3
+        assert abs(a["test_loss"] - b["test_loss"]) < 1e-3
+    assert out.count(" done: ") == 1 and out.count("step     15/30") == 1, out
+    assert len(tb.event_files(tmp_path / "logs" / "mnist" / f"{backend}-mlp")) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flags,named", [
+    (["--batch-size", "33", "--devices", "2"], "--devices 2"),
+    (["--devices", "2", "--loop", "LOOP"], "--loop"),
+])
+def test_devices_refusals_one_line_exit_2(backend, flags, named):
+    loop = {"tf": "fit", "torch": "raw"}[backend]
+    flags = [loop if f == "LOOP" else f for f in flags]
+    proc = run_module(BACKENDS[backend], "--dataset", "mnist", "--steps", "5", "--no-progress", *flags, timeout=120)
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and "absl::InitializeLog" not in l
+             and not l.startswith("I0000")]
+    assert proc.returncode == 2 and len(lines) == 1 and named in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --- CIFAR end to end -------------------------------------------------------------------------------
+
+def _cifar_dir(tmp_path: Path, name: str) -> Path:
+    """A small pickle-format tarball in the real one's layout: 320 train and 100 test images."""
+    folder = tmp_path / f"{name}-data"
+    folder.mkdir()
+    if name == "cifar10":
+        labels = lambda n: {"labels": list(np.arange(n) % 10)}  # noqa: E731
+        batches = {f"data_batch_{i}": cifar_batch(64, labels(64), seed=i) for i in range(1, 6)}
+        batches["test_batch"] = cifar_batch(100, labels(100), seed=9)
+        cifar_tarball(folder / "cifar-10-python.tar.gz", "cifar-10-batches-py", batches)
+    else:
+        labels = lambda n: {"fine_labels": list(np.arange(n) % 100), "coarse_labels": list(np.arange(n) % 20)}  # noqa: E731
+        cifar_tarball(folder / "cifar-100-python.tar.gz", "cifar-100-python",
+                      {"train": cifar_batch(320, labels(320), seed=1), "test": cifar_batch(100, labels(100), seed=2)})
+    return folder
+
+
+def _compare(tmp_path, name, *flags) -> dict:
+    out = tmp_path / f"{name}-run"
+    proc = run_module("compare", "--dataset", name, "--data-dir", _cifar_dir(tmp_path, name), "--no-verify",
+                      "--steps", "10", "--batch-size", "32", "--eval-every", "5", "--threads", "2", "--out", out,
+                      *flags, env=child_env(KLC_OFFLINE=1), timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads((out / "results.json").read_text()) | {"_report": (out / "report.md").read_text()}
+
+
+@pytest.mark.slow
+def test_cifar10_fixture_through_compare(tmp_path):
+    results = _compare(tmp_path, "cifar10")
+    runs = results["runs"]
+    assert sorted((r["backend"], r["model"]) for r in runs) == [("tf", "cnn"), ("tf", "mlp"), ("torch", "cnn"),
+                                                               ("torch", "mlp")]
+    for r in runs:
+        assert r["status"] == "ok" and r["dataset"] == "cifar10" and r["final"]["steps"] == 10, r["message"]
+        assert "unverified" in r["data_source"] and len(r["curve"]) == 2
+    cnn = {r["backend"]: r for r in runs if r["model"] == "cnn"}
+    assert cnn["tf"]["params"] == cnn["torch"]["params"]  # 32x32x3 inputs: same model in both
+    # same data, same initial weights: the two ports take the same first steps
+    np.testing.assert_allclose(cnn["tf"]["train_losses"][:3], cnn["torch"]["train_losses"][:3], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_cifar100_bf16_through_compare_reports_precision(tmp_path):
+    results = _compare(tmp_path, "cifar100", "--models", "mlp", "--precision", "bf16")
+    runs = results["runs"]
+    assert len(runs) == 2 and all(r["status"] == "ok" and r["precision"] == "bf16" for r in runs)
+    assert all(r["dataset"] == "cifar100" and r["dtypes"]["compute"] == "bfloat16" for r in runs)
+    assert "bf16 mixed precision" in results["_report"]
+
+
+def test_cifar_missing_says_how_to_supply_the_tarball(tmp_path):
+    proc = run_module("compare", "--dataset", "cifar10", "--steps", "5",
+                      env=child_env(KLC_OFFLINE=1, KLC_CACHE_DIR=tmp_path / "cache", KLC_DATA_DIR=""), timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "cifar-10-python.tar.gz" in proc.stderr and "--data-dir" in proc.stderr, proc.stderr
