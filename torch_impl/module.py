@@ -20,7 +20,7 @@ class LitClassifier(L.LightningModule):
     def __init__(self, backbone: torch.nn.Module, cfg: RunConfig, total_steps: int, num_classes: int):
         super().__init__()
         self.backbone, self.cfg, self.total_steps = backbone, cfg, total_steps
-        self.test_acc = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_loss = torchmetrics.MeanMetric()
         self.result_state = None  # the run's losses/curve so far, carried in checkpoints
 
