@@ -183,6 +183,10 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--train-limit", type=_positive_int, help="use only the first N training samples")
     p.add_argument("--val-fraction", type=_finite_nonneg, default=0.0, help="evaluate on this held-out share of train")
     p.add_argument("--precision", choices=("32", "bf16"), default=d.precision, help="(default: 32)")
+    p.add_argument("--devices", type=_positive_int, default=d.devices,
+                   help="data-parallel replicas: Lightning DDP / tf MirroredStrategy; --batch-size stays the global "
+                        "batch and must divide by N (default: 1)")
+    p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard scalars under DIR/<dataset>/<backend>-<model>/")
     if loops:
         p.add_argument("--loop", choices=loops, default=loops[0], help=f"training loop (default: {loops[0]})")
         p.add_argument("--json", help="write the RunResult JSON here")
@@ -191,8 +195,6 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
         p.add_argument("--checkpoint-every", type=_nonneg_int, default=0, help="steps between checkpoints (default: 0, none)")
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
         p.add_argument("--deterministic", action="store_true", help="seeded, deterministic kernels")
-        p.add_argument("--devices", type=_positive_int, default=1, help="data-parallel replicas (default: 1)")
-        p.add_argument("--tensorboard", help="write TensorBoard scalars under DIR/<dataset>/<backend>-<model>/")
         p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
         p.add_argument("--debug", action="store_true", help="show tracebacks")
 

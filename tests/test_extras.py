@@ -156,6 +156,18 @@ def test_devices_refusals_one_line_exit_2(backend, flags, named):
     assert "Traceback" not in proc.stderr
 
 
+def test_compare_passes_devices_and_tensorboard_on(tmp_path):
+    from compare.runner import Plan, train_command
+    flags = {"dataset": "mnist", "steps": 20, "epochs": None, "batch_size": 32, "eval_every": 10, "threads": 2,
+             "precision": "32", "devices": 2, "tensorboard": "logs"}
+    plan = Plan("mnist", ["tf", "torch"], ["mlp"], [0], "shared", flags, tmp_path, 20, 64, (28, 28, 1), 10)
+    for backend in BACKENDS:
+        cmd = train_command(plan, backend, "mlp", 0)
+        assert cmd[cmd.index("--devices") + 1] == "2" and cmd[cmd.index("--tensorboard") + 1] == "logs"
+    assert "--devices" not in train_command(Plan(**{**plan.__dict__, "run_flags": {**flags, "devices": 1,
+                                                                                    "tensorboard": None}}), "tf", "mlp", 0)
+
+
 # --- CIFAR end to end -------------------------------------------------------------------------------
 
 def _cifar_dir(tmp_path: Path, name: str) -> Path:
@@ -185,7 +197,7 @@ def _compare(tmp_path, name, *flags) -> dict:
 
 @pytest.mark.slow
 def test_cifar10_fixture_through_compare(tmp_path):
-    results = _compare(tmp_path, "cifar10")
+    results = _compare(tmp_path, "cifar10", "--tensorboard", tmp_path / "logs")
     runs = results["runs"]
     assert sorted((r["backend"], r["model"]) for r in runs) == [("tf", "cnn"), ("tf", "mlp"), ("torch", "cnn"),
                                                                ("torch", "mlp")]
@@ -196,6 +208,9 @@ def test_cifar10_fixture_through_compare(tmp_path):
     assert cnn["tf"]["params"] == cnn["torch"]["params"]  # 32x32x3 inputs: same model in both
     # same data, same initial weights: the two ports take the same first steps
     np.testing.assert_allclose(cnn["tf"]["train_losses"][:3], cnn["torch"]["train_losses"][:3], rtol=1e-4)
+    runs_logged = sorted(str(p.relative_to(tmp_path / "logs")) for p in (tmp_path / "logs").glob("*/*"))
+    assert runs_logged == ["cifar10/tf-cnn", "cifar10/tf-mlp", "cifar10/torch-cnn", "cifar10/torch-mlp"]
+    assert tb.read_scalars(tmp_path / "logs" / "cifar10" / "torch-cnn")["test/accuracy"][-1][0] == 10
 
 
 @pytest.mark.slow
