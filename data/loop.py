@@ -182,9 +182,9 @@ def run_chunks(cfg: RunConfig, rec: Recorder, stream, train_chunk, evaluate, sav
             save_checkpoint(end)
 
 
-def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None) -> int:
+def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None, quiet: bool = False) -> int:
     """Run `body()`, turn divergence and interruption into a RunResult status, write the JSON
-    (atomically) whatever happened, and return the exit code."""
+    (atomically) whatever happened, and return the exit code. `quiet`: no status line (DDP ranks > 0)."""
     from .contract import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, write_json_atomic
     status, message, code = "ok", "", EXIT_OK
     try:
@@ -200,7 +200,7 @@ def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None) -> int:
     rec.finish(status, message)
     if cfg.json:
         write_json_atomic(cfg.json, rec.result)
-    if code:
+    if code and not quiet:
         print(f"{rec.result['backend']}: {status}: {message}", file=sys.stderr)
     return code
 

@@ -372,7 +372,7 @@ def run(cfg: RunConfig) -> int:
             lightning_fit(r, rec)
 
     try:
-        code = execute(cfg, rec, body)
+        code = execute(cfg, rec, body, quiet=rank != 0)
     finally:
         if bar is not None:
             bar.stop()
