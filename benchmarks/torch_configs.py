@@ -1,0 +1,90 @@
+"""Which PyTorch configuration trains the CNN fastest on this CPU, against a naive eager loop.
+
+Variants, alternated round by round in one process (so machine drift hits all alike), each
+training the same CNN with Adam at batch 128 on Fashion-MNIST-shaped data:
+  naive          DataLoader(TensorDataset) with per-sample collate, NCHW, torch.optim.Adam
+  gather         the project's path: whole set as one tensor, batches gathered by stream indices
+  channels_last  gather + channels_last model and inputs (oneDNN's preferred layout)
+  cl+keras_adam  channels_last + the port's KerasAdam (what torch_impl trains with)
+Prints samples/s medians and the ratio to naive.
+
+    python -m benchmarks.torch_configs [--rounds 5] [--steps 40] [--threads 2] [--model cnn]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--model", default="cnn")
+    args = p.parse_args(argv)
+    import torch
+    import torch.nn.functional as F
+
+    from torch_impl.models import build_model
+    from torch_impl.optim import KerasAdam
+    torch.set_num_threads(args.threads)
+    B, n = args.batch_size, 60_000
+    images = np.random.default_rng(0).random((n, 28, 28, 1), dtype=np.float32)  # (N, H, W, C) as data.stream gives
+    labels = torch.from_numpy(np.random.default_rng(1).integers(0, 10, n))
+    x_cl = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, C, H, W) view with channels_last strides
+    x_cf = x_cl.contiguous()  # (N, C, H, W) contiguous
+
+    def naive():
+        m = build_model(args.model, (28, 28, 1), 10)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_cf, labels), batch_size=B, shuffle=True)
+        it = iter(loader)
+        return lambda: step(m, opt, *next(it))
+
+    def gather(cl=False, keras=False):
+        m = build_model(args.model, (28, 28, 1), 10)
+        if cl:
+            m = m.to(memory_format=torch.channels_last)
+        opt = (KerasAdam if keras else torch.optim.Adam)(m.parameters(), lr=1e-3)
+        x = x_cl if cl else x_cf
+        gen = torch.Generator().manual_seed(0)
+
+        def one():
+            idx = torch.randint(0, n, (B,), generator=gen)
+            return step(m, opt, x[idx], labels[idx])
+        return one
+
+    def step(m, opt, xb, yb):
+        loss = F.cross_entropy(m(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    variants = {"naive": naive(), "gather": gather(), "channels_last": gather(cl=True),
+                "cl+keras_adam": gather(cl=True, keras=True)}
+    for fn in variants.values():  # warm-up: allocator, oneDNN primitive caches
+        for _ in range(5):
+            fn()
+    results = {k: [] for k in variants}
+    for _ in range(args.rounds):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                loss = fn()
+            loss.item()
+            results[name].append(B * args.steps / (time.perf_counter() - t0))
+    base = statistics.median(results["naive"])
+    print(f"{args.model}, batch {B}, {args.threads} threads, {args.rounds} rounds of {args.steps} steps, torch {torch.__version__}")
+    for name, xs in results.items():
+        med = statistics.median(xs)
+        print(f"{name:14s} {med:10,.0f} samples/s  {med / base:5.2f}x naive   (min {min(xs):,.0f}, max {max(xs):,.0f})")
+
+
+if __name__ == "__main__":
+    main()
