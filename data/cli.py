@@ -26,3 +26,19 @@ def run_cli(main, argv=None, prog: str = "") -> int:
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def run_jobs(argv, ops: dict, configure) -> int:
+    """The job runners' main (tf_impl.jobs, torch_impl.jobs): read {"jobs": [...]} from argv[0],
+    configure the framework once (threads, determinism), run each job's op in order."""
+    import json
+
+    from .contract import RunConfig
+    spec = json.loads(open(argv[0]).read())
+    configure(RunConfig(threads=spec.get("threads", 0), deterministic=spec.get("deterministic", True)))
+    for job in spec["jobs"]:
+        if job["op"] not in ops:
+            raise ValueError(f"unknown job op {job['op']!r}; choose from {', '.join(sorted(ops))}")
+        ops[job["op"]](job)
+    return 0
+

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import platform
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 

@@ -219,3 +219,25 @@ def time_peak(run, n: int, device: str, precision: str, budget_s: float = 1.5) -
     return {"device": device, "precision": precision, "matmul_n": n, "peak_flops": 2.0 * n ** 3 / best,
             "best_s": best, "median_s": sorted(times)[len(times) // 2], "reps": len(times)}
 
+
+def prepare(cfg: RunConfig, backend: str, say=print):
+    """What every backend does before building its model: load and verify the data, build the
+    stream, check the budget, list the layers, route SIGTERM, print the run's header line.
+    Returns (data, stream, total_steps, layers)."""
+    from . import arch
+    from .contract import ConfigError, check_budget
+    from .sources import load
+    from .stream import make_stream
+    data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
+    try:
+        stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
+    except ValueError as e:  # batch larger than the (limited) training set, bad split
+        raise ConfigError(str(e)) from None
+    total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
+    layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)
+    install_signal_handlers()
+    say(f"{backend} | {data.label} from {data.source} | {cfg.model} | {total} steps of {cfg.batch_size} | "
+        f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop} | precision {cfg.precision} | "
+        f"devices {cfg.devices}")
+    return data, stream, total, layers
+

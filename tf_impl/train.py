@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import ConfigError, RunConfig, check_budget, lr_table, new_result, versions
-from data.loop import Recorder, execute, install_signal_handlers, progress, run_chunks
-from data.sources import load
-from data.stream import make_stream
+from data.contract import ConfigError, RunConfig, lr_table, new_result, versions
+from data.loop import Recorder, execute, prepare, progress, run_chunks
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "tf"
@@ -286,17 +284,7 @@ def run(cfg: RunConfig) -> int:
     """Train one model as configured; write the RunResult; return the exit code."""
     if cfg.devices > 1 and cfg.loop == "fit":
         raise ConfigError(f"--devices {cfg.devices} runs the custom loop under MirroredStrategy; drop --loop fit")
-    data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
-    try:
-        stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
-    except ValueError as e:  # batch larger than the (limited) training set, bad split
-        raise ConfigError(str(e)) from None
-    total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
-    layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)
-    install_signal_handlers()
-    print(f"tf | {data.label} from {data.source} | {cfg.model} | {total} steps of {cfg.batch_size} | "
-          f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop} | precision {cfg.precision} | "
-          f"devices {cfg.devices}", flush=True)
+    data, stream, total, layers = prepare(cfg, BACKEND, say=lambda line: print(line, flush=True))
     r = Run(cfg, stream, total, layers)
     result = new_result(cfg, BACKEND)
     result.update(data_source=data.label if data.is_subset else data.source, dataset=data.label,

@@ -8,12 +8,12 @@ Native files: `.ckpt` is a Lightning checkpoint of LitClassifier (state_dict key
 """
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
 
 from data import arch, weights as neutral
+from data.cli import run_jobs
 from data.contract import RunConfig, write_json_atomic
 from data.stream import batch_hash
 
@@ -192,13 +192,7 @@ OPS = {name[3:]: fn for name, fn in globals().items() if name.startswith("op_")}
 
 
 def main(argv) -> int:
-    spec = json.loads(open(argv[0]).read())
-    configure(RunConfig(threads=spec.get("threads", 0), deterministic=spec.get("deterministic", True)))
-    for job in spec["jobs"]:
-        if job["op"] not in OPS:
-            raise ValueError(f"unknown job op {job['op']!r}; choose from {', '.join(sorted(OPS))}")
-        OPS[job["op"]](job)
-    return 0
+    return run_jobs(argv, OPS, configure)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import ConfigError, RunConfig, check_budget, new_result, versions
-from data.loop import Recorder, boundaries, execute, install_signal_handlers, progress, run_chunks
-from data.sources import load
-from data.stream import make_stream
+from data.contract import ConfigError, RunConfig, new_result, versions
+from data.loop import Recorder, boundaries, execute, prepare, progress, run_chunks
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -340,17 +338,7 @@ def run(cfg: RunConfig) -> int:
     if rank:  # a DDP rank Lightning launched: trains in step, writes and prints nothing
         cfg = replace(cfg, json=None, save_weights=None, tensorboard=None, progress=False)
     say = say_flushed if rank == 0 else (lambda s: None)
-    data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
-    try:
-        stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
-    except ValueError as e:  # batch larger than the (limited) training set, bad split
-        raise ConfigError(str(e)) from None
-    total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
-    layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)
-    install_signal_handlers()
-    say(f"torch | {data.label} from {data.source} | {cfg.model} | {total} steps of {cfg.batch_size} | "
-        f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop} | precision {cfg.precision} | "
-        f"devices {cfg.devices}")
+    data, stream, total, layers = prepare(cfg, BACKEND, say=say)
     r = Run(cfg, stream, total, layers)
     result = new_result(cfg, BACKEND)
     result.update(data_source=data.label if data.is_subset else data.source, dataset=data.label,
