@@ -7,7 +7,8 @@ child processes from the same data stream, seed and initial weights, then a tabl
     python -m compare convert --model cnn --dataset mnist --from model.keras --to model.ckpt
 
 Output: runs/<timestamp>/ (or --out DIR) with each RunResult, results.json, results.csv, report.md,
-curves.png and throughput.png. Exit status: 0 done, 1 a run failed, 2 bad flags, 130 interrupted.
+curves.png and throughput.png. Exit status: 0 done, 1 a run failed, 2 bad flags, 3 a run diverged (the others
+still ran and are reported), 130 interrupted.
 This process imports neither TensorFlow nor torch (see compare/runner.py).
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from data.arch import MODELS
 from data.cli import run_cli
-from data.contract import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, ConfigError, OneLineParser, RunConfig,
+from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, ConfigError, OneLineParser, RunConfig,
                            add_run_arguments, write_json_atomic)
 
 from .runner import BACKENDS, Plan
@@ -265,7 +266,9 @@ def run_comparison(argv: list, launcher=None) -> int:
             report.render_terminal(console(), results, context)
     if interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_ERROR if any(r.get("status") == "failed" for r in results) else EXIT_OK
+    if any(r.get("status") == "failed" for r in results):
+        return EXIT_ERROR
+    return EXIT_DIVERGED if any(r.get("status") == "diverged" for r in results) else EXIT_OK
 
 
 def main(argv) -> int:

@@ -285,10 +285,21 @@ def new_result(cfg: RunConfig, backend: str) -> dict:
     }
 
 
+def ensure_folder(path: str | os.PathLike) -> Path:
+    """Create the folder that will hold `path`; a clear OSError when it cannot exist."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OSError(f"cannot write {path}: {path.parent} (or a folder above it) is a file, not a folder") from None
+    except PermissionError:
+        raise OSError(f"cannot write {path}: no permission to create {path.parent}") from None
+    return path
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     """Write JSON via a temp file in the same folder and a rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = ensure_folder(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w") as f:

@@ -225,8 +225,11 @@ def prepare(cfg: RunConfig, backend: str, say=print):
     stream, check the budget, list the layers, route SIGTERM, print the run's header line.
     Returns (data, stream, total_steps, layers)."""
     from . import arch
-    from .contract import ConfigError, check_budget
+    from .contract import ConfigError, check_budget, ensure_folder
     from .sources import load
+    for target in (cfg.json, cfg.save_weights):  # fail before training, not after it
+        if target:
+            ensure_folder(target)
     from .stream import make_stream
     data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
     try:

@@ -30,10 +30,8 @@ BACKEND = "tf"
 
 def configure(cfg: RunConfig):
     """Threads, determinism, precision and logical devices: must run before TensorFlow executes anything."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-    import tensorflow as tf
+    from .quiet import import_tensorflow
+    tf, keras = import_tensorflow()
     n = cfg.resolved_threads()
     tf.config.threading.set_intra_op_parallelism_threads(n)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, n))

@@ -1,0 +1,84 @@
+"""Issue-8 cases not covered beside their code: SIGTERM mid-run, unwritable output and a failed
+write that must not leave half a JSON, and a diverged run inside a comparison."""
+from __future__ import annotations
+
+import errno
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from data.contract import write_json_atomic
+
+from conftest import ROOT, child_env, run_module
+
+SMALL = ["--dataset", "mnist", "--train-limit", "2048", "--batch-size", "32", "--threads", "2", "--no-progress"]
+
+
+@pytest.mark.parametrize("module", ["tf_impl", "torch_impl"])
+def test_sigterm_mid_run_keeps_the_partial_curve(tmp_path, module):
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", module, *SMALL, "--model", "cnn", "--steps", "5000",
+                             "--eval-every", "20", "--json", str(out)], cwd=ROOT, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    seen = ""
+    while time.time() < deadline and "step     40/5000" not in seen:  # two evaluations done
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    r = json.loads(out.read_text())
+    assert proc.returncode == 130, err[-1500:]
+    assert r["status"] == "interrupted" and [p["step"] for p in r["curve"]][:2] == [20, 40]
+    assert "Traceback" not in err and len([l for l in err.splitlines() if "interrupted" in l]) == 1
+
+
+def test_json_into_an_impossible_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_module("tf_impl", *SMALL, "--model", "mlp", "--steps", "10", "--eval-every", "10",
+                      "--json", blocker / "r.json", timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "is a file, not a folder" in lines[0] and "Traceback" not in proc.stderr
+    assert "step " not in proc.stdout  # refused before any training, so nothing computed is lost
+
+
+def test_failed_write_keeps_the_earlier_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    write_json_atomic(path, {"runs": 1})
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr("data.contract.os.fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_json_atomic(path, {"runs": 2})
+    assert json.loads(path.read_text()) == {"runs": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_unserialisable_result_leaves_the_earlier_file(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"ok": True})
+    with pytest.raises(ValueError):
+        write_json_atomic(path, {"loss": float("nan")})  # strict JSON: NaN is refused, not written
+    assert json.loads(path.read_text()) == {"ok": True} and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_diverged_run_in_a_comparison_is_reported_and_the_others_finish(tmp_path):
+    out = tmp_path / "run"
+    proc = run_module("compare", "--dataset", "mnist", "--backends", "tf", "--models", "mlp,cnn", "--steps", "20",
+                      "--eval-every", "10", "--batch-size", "32", "--train-limit", "2048", "--optimizer", "sgd",
+                      "--lr", "1e6", "--out", out, timeout=600)
+    results = json.loads((out / "results.json").read_text())
+    statuses = {r["model"]: r["status"] for r in results["runs"]}
+    assert statuses == {"mlp": "diverged", "cnn": "diverged"}, proc.stdout[-2000:]
+    assert "diverged" in (out / "report.md").read_text()
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
