@@ -250,3 +250,70 @@ def test_data_order_identical(parity, real_mnist, start):
     b = json.loads((parity / f"batches_{s}_torch.json").read_text())["hashes"]
     assert len(a) == 10 and a == b
     assert len(set(a)) == 10, "batches should all differ"
+
+
+def test_loaders_agree_with_keras_datasets(tmp_path):
+    """data/'s readers give exactly the arrays keras.datasets parses from the same files: the real
+    Fashion-MNIST when this machine has it, else small IDX files this test writes (keras.datasets.mnist
+    reads an .npz, not IDX, so Fashion-MNIST is the IDX loader both can read)."""
+    import hashlib
+    import os
+
+    from data.formats import read_idx
+
+    from conftest import real_dataset_dir, write_idx
+    folder = tmp_path / "datasets" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz"]
+    real = real_dataset_dir("fashion_mnist")
+    if real is not None:
+        for n in names:
+            os.symlink(real / n, folder / n)
+    else:
+        rng = np.random.default_rng(0)
+        write_idx(folder / names[0], rng.integers(0, 256, (96, 28, 28)))
+        write_idx(folder / names[1], rng.integers(0, 10, 96))
+        write_idx(folder / names[2], rng.integers(0, 256, (32, 28, 28)))
+        write_idx(folder / names[3], rng.integers(0, 10, 32))
+    (tmp_path / "jobs.json").write_text(json.dumps({"jobs": [{"op": "keras_dataset", "name": "fashion_mnist",
+                                                              "out": str(tmp_path / "keras.json")}]}))
+    from conftest import child_env
+    run_module("tf_impl.jobs", tmp_path / "jobs.json", check=True, env=child_env(KERAS_HOME=tmp_path))
+    got = json.loads((tmp_path / "keras.json").read_text())
+    ours = [read_idx(folder / n) for n in names]
+    assert got["shapes"] == [list(a.shape) for a in ours]
+    assert got["sha256"] == [hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() for a in ours]
+    if real is not None:  # and the full source path (verification, reshape to NHWC) keeps the same pixels
+        data = load("fashion_mnist", real)
+        assert np.array_equal(data.train_images.reshape(-1, 28, 28), ours[0])
+        assert np.array_equal(data.test_labels, ours[3])
+
+
+def test_loaders_agree_with_torchvision(tmp_path):
+    """Same check against torchvision.datasets.FashionMNIST, where torchvision is installed (the
+    optional 'vision' extra; its wheels need the CUDA torch build, so it is absent by default)."""
+    import importlib.util
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed (optional extra 'vision'; needs the CUDA torch build here)")
+    from data.formats import read_idx
+
+    from conftest import write_idx
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (64, 28, 28)), "train-labels-idx1-ubyte": rng.integers(0, 10, 64),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (16, 28, 28)), "t10k-labels-idx1-ubyte": rng.integers(0, 10, 16)}
+    for name, a in arrays.items():
+        write_idx(raw / name, a, compress=False)
+    script = ("import sys, json, torchvision; d = torchvision.datasets.FashionMNIST(sys.argv[1], train=True); "
+              "t = torchvision.datasets.FashionMNIST(sys.argv[1], train=False); "
+              "print(json.dumps([d.data.numpy().tolist(), d.targets.numpy().tolist(), t.data.numpy().tolist()]))")
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    tv_train, tv_labels, tv_test = (np.array(v) for v in json.loads(proc.stdout))
+    assert np.array_equal(tv_train, read_idx(raw / "train-images-idx3-ubyte"))
+    assert np.array_equal(tv_labels, read_idx(raw / "train-labels-idx1-ubyte"))
+    assert np.array_equal(tv_test, read_idx(raw / "t10k-images-idx3-ubyte"))

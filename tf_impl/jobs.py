@@ -167,6 +167,18 @@ def op_peak(job):
     write_json_atomic(job["out"], {"backend": "tf", **result})  # float() above is the host sync
 
 
+def op_keras_dataset(job):
+    """sha256 of the arrays keras.datasets.<name>.load_data() parses (files found under $KERAS_HOME),
+    for the loader-parity test: data/ must read the same files to the same arrays."""
+    import hashlib
+
+    import keras
+    (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, job["name"]).load_data()
+    digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()  # noqa: E731
+    write_json_atomic(job["out"], {"shapes": [list(a.shape) for a in (x_train, y_train, x_test, y_test)],
+                                   "sha256": [digest(a) for a in (x_train, y_train, x_test, y_test)]})
+
+
 def op_params(job):
     from .models import count_params
     write_json_atomic(job["out"], {"params": count_params(_model(job))})
