@@ -2,8 +2,10 @@
 
 Variants, alternated round by round in one process (so machine drift hits all alike), each
 training the same CNN with Adam at batch 128 on Fashion-MNIST-shaped data:
-  naive          DataLoader(TensorDataset) with per-sample collate, NCHW, torch.optim.Adam
-  gather         the project's path: whole set as one tensor, batches gathered by stream indices
+  naive          the textbook port: Conv -> ReLU -> MaxPool, DataLoader(TensorDataset) with
+                 per-sample collate, NCHW, torch.optim.Adam
+  gather         the port's backbone (ReLU after MaxPool: identical function, 4x fewer ReLU values),
+                 whole set as one tensor, batches gathered by index
   channels_last  gather + channels_last model and inputs (oneDNN's preferred layout)
   cl+keras_adam  channels_last + the port's KerasAdam (what torch_impl trains with)
 Prints samples/s medians and the ratio to naive.
@@ -39,8 +41,19 @@ def main(argv=None) -> None:
     x_cl = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, C, H, W) view with channels_last strides
     x_cf = x_cl.contiguous()  # (N, C, H, W) contiguous
 
+    def textbook(model):
+        """Keras's layer order written the obvious way in torch (what a first port looks like)."""
+        from torch import nn
+
+        from torch_impl.models import FlattenNHWC
+        if model == "mlp":
+            return build_model(model, (28, 28, 1), 10)
+        return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             FlattenNHWC(), nn.Linear(7 * 7 * 64, 128), nn.ReLU(), nn.Linear(128, 10))
+
     def naive():
-        m = build_model(args.model, (28, 28, 1), 10)
+        m = textbook(args.model)
         opt = torch.optim.Adam(m.parameters(), lr=1e-3)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_cf, labels), batch_size=B, shuffle=True)
         it = iter(loader)
