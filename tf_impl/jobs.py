@@ -100,7 +100,7 @@ def op_steps(job):
     from_neutral(model, neutral.load(job["weights"], _layers(job)))
     f = np.load(job["batches"])
     images, labels = f["images"].astype(dtype), f["labels"]  # (k, B, H, W, C), (k, B)
-    optimizer = make_optimizer(cfg, job.get("total_steps", len(labels)))
+    optimizer = make_optimizer(cfg, job.get("total_steps", len(labels)), dtype)
 
     @tf.function
     def train_step(x, y):

@@ -59,7 +59,7 @@ def make_strategy(tf, devices: int):
                                           cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
-def make_optimizer(cfg: RunConfig, total_steps: int):
+def make_optimizer(cfg: RunConfig, total_steps: int, dtype: str = "float32"):
     """Adam or SGD with the step-indexed schedule of data.contract.lr_at (same table torch uses)."""
     import keras
     import tensorflow as tf
@@ -67,7 +67,7 @@ def make_optimizer(cfg: RunConfig, total_steps: int):
     class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
         def __init__(self, table):
             self.table = [float(v) for v in table]
-            self._t = tf.constant(self.table, tf.float32)
+            self._t = tf.constant(self.table, dtype)  # float64 in the parity jobs: an exact lr there
 
         def __call__(self, step):  # step = optimizer.iterations, 0 for the first update
             return tf.gather(self._t, tf.minimum(tf.cast(step, tf.int32), len(self.table) - 1))

@@ -4,7 +4,8 @@ KerasAdam: Keras folds the bias correction into the step size and adds epsilon t
 sqrt(v) ("epsilon hat"):
     alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t);  m += (g - m)(1 - beta_1);  v += (g^2 - v)(1 - beta_2)
     p -= alpha * m / (sqrt(v) + epsilon)
-Keras computes the bias-correction powers from float32-rounded betas; so does this port.
+Keras computes the bias-correction powers from float32-rounded betas, and uses a float32-rounded
+SGD momentum; so does this port (found by matching Keras in float64).
 torch.optim.Adam instead divides by (sqrt(v) / sqrt(1 - beta_2^t) + eps): no constant eps makes
 the two equal. KerasSGD: Keras keeps lr inside the momentum buffer (m = momentum*m - lr*g), torch
 outside (b = momentum*b + g; p -= lr*b): equal at constant lr, different under a schedule.
@@ -70,7 +71,7 @@ class KerasSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, mom = group["lr"], group["momentum"]
+            lr, mom = group["lr"], _f32(group["momentum"])  # Keras holds momentum in float32, as it does the betas
             for p in group["params"]:
                 if p.grad is None:
                     continue
