@@ -72,3 +72,14 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("KLC_DATA_DIR", raising=False)
     monkeypatch.setenv("KLC_OFFLINE", "1")
     return cache
+
+
+def run_jobs_in_both(folder: Path, name: str, jobs: list, **spec) -> None:
+    """Run the same job list in `python -m tf_impl.jobs` and `python -m torch_impl.jobs`, one child
+    each. Output paths containing "_BK" get the backend's name ("_tf" / "_torch") in its place."""
+    import json
+    for backend in ("tf", "torch"):
+        path = Path(folder) / f"{name}_{backend}.json"
+        path.write_text(json.dumps({**spec, "jobs": json.loads(json.dumps(jobs).replace("_BK", f"_{backend}"))}))
+        run_module(f"{backend}_impl.jobs", path, check=True, timeout=600)
+

@@ -14,7 +14,7 @@ import pytest
 
 from data.contract import RunConfig, lr_at
 
-from conftest import ROOT, child_env, run_module
+from conftest import ROOT, child_env, run_jobs_in_both, run_module
 
 BACKENDS = {"tf": "tf_impl", "torch": "torch_impl"}
 LOOPS = [("tf", "custom"), ("tf", "fit"), ("torch", "lightning"), ("torch", "raw")]
@@ -88,10 +88,8 @@ def test_backends_apply_the_same_schedule(tmp_path):
         expected[sched] = [lr_at(RunConfig(**cfg), s, 100) for s in steps]
         jobs.append({"op": "lrs", "model": "mlp", "input_shape": [28, 28, 1], "num_classes": 10, "config": cfg,
                      "total_steps": 100, "steps": steps, "out": str(tmp_path / f"lrs_{sched}_BK.json")})
+    run_jobs_in_both(tmp_path, "lrs", jobs)
     for backend in BACKENDS:
-        spec = {"jobs": [json.loads(json.dumps(j).replace("_BK", f"_{backend}")) for j in jobs]}
-        (tmp_path / f"{backend}.json").write_text(json.dumps(spec))
-        run_module(f"{BACKENDS[backend]}.jobs", tmp_path / f"{backend}.json", check=True)
         for sched in expected:
             got = json.loads((tmp_path / f"lrs_{sched}_{backend}.json").read_text())["lrs"]
             # Keras holds the rate in float32: 1e-7 relative

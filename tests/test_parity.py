@@ -16,7 +16,7 @@ from data.contract import RunConfig
 from data.sources import load
 from data.stream import make_stream
 
-from conftest import run_module
+from conftest import run_jobs_in_both, run_module
 
 SHAPES = [((28, 28, 1), 10), ((32, 32, 3), 10), ((32, 32, 3), 100)]
 MODELS = ["mlp", "cnn"]
@@ -97,11 +97,7 @@ def parity(tmp_path_factory, real_mnist):
     spe = len(real_mnist.train_labels) // 128
     for start in (0, spe - 5):
         jobs.append({"op": "batches", "config": cfg, "n": 10, "start": start, "out": str(d / f"batches_{start}_BK.json")})
-    for backend in ("tf", "torch"):
-        spec = {"threads": 2, "deterministic": True,
-                "jobs": [json.loads(json.dumps(j).replace("_BK", f"_{backend}")) for j in jobs]}
-        (d / f"jobs_{backend}.json").write_text(json.dumps(spec))
-        run_module(f"{backend}_impl.jobs", d / f"jobs_{backend}.json", check=True, timeout=600)
+    run_jobs_in_both(d, "jobs", jobs, threads=2, deterministic=True)
     return d
 
 
@@ -159,10 +155,7 @@ def torch_to_keras(parity):
             tag = f"{model}_{shape[0]}_{classes}"
             jobs.append(dict(_model_job(model, shape, classes), op="logits", weights=str(parity / f"native_{tag}_torch.npz"),
                              inputs=str(parity / f"x{shape[0]}.npz"), out=str(parity / f"logits_t2k_{tag}_BK.npz")))
-    for backend in ("tf", "torch"):
-        spec = {"threads": 2, "jobs": [json.loads(json.dumps(j).replace("_BK", f"_{backend}")) for j in jobs]}
-        (parity / f"t2k_{backend}.json").write_text(json.dumps(spec))
-        run_module(f"{backend}_impl.jobs", parity / f"t2k_{backend}.json", check=True)
+    run_jobs_in_both(parity, "t2k", jobs, threads=2)
     return parity
 
 
