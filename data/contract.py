@@ -66,6 +66,7 @@ class RunConfig:
     deterministic: bool = False
     precision: str = "32"  # "32" or "bf16"
     loop: str = ""  # tf: custom | fit; torch: lightning | raw (empty = the backend's default)
+    steps_per_call: int = 32  # optimizer steps per dispatch: per tf.function call / per Lightning training_step
     devices: int = 1  # data-parallel replicas (Lightning DDP / tf.distribute.MirroredStrategy); batch_size stays global
     tensorboard: str | None = None  # log scalars under DIR/<dataset>/<backend>-<model>/
     progress: bool = True
@@ -182,6 +183,10 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--train-limit", type=_positive_int, help="use only the first N training samples")
     p.add_argument("--val-fraction", type=_finite_nonneg, default=0.0, help="evaluate on this held-out share of train")
     p.add_argument("--precision", choices=("32", "bf16"), default=d.precision, help="(default: 32)")
+    p.add_argument("--steps-per-call", type=_positive_int, default=d.steps_per_call,
+                   help="optimizer steps per dispatch, like Keras's steps_per_execution: per compiled call in the tf "
+                        "custom loop, per training_step in Lightning (one device; its evaluation and checkpoint "
+                        f"steps must fall on block ends, so blocks shrink to fit) (default: {d.steps_per_call})")
     p.add_argument("--devices", type=_positive_int, default=d.devices,
                    help="data-parallel replicas: Lightning DDP / tf MirroredStrategy; --batch-size stays the global "
                         "batch and must divide by N (default: 1)")

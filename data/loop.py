@@ -14,6 +14,7 @@ evaluation is never inside a timed interval. Each interval ends with a host sync
 """
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -48,6 +49,19 @@ def boundaries(start: int, total: int, cfg: RunConfig, warmup: int) -> list:
     if cfg.checkpoint_every:
         marks.update(range(cfg.checkpoint_every, total + 1, cfg.checkpoint_every))
     return sorted(m for m in marks if start < m <= total)
+
+
+def steps_per_block(cfg: RunConfig) -> int:
+    """Optimizer steps per Lightning training_step: at most --steps-per-call, and a divisor of the
+    evaluation and checkpoint intervals (Lightning counts val_check_interval in training_steps, so
+    those steps must end a block). DDP: 1 (DDP all-reduces once per forward of the wrapped model)."""
+    if cfg.devices > 1:
+        return 1
+    k = cfg.steps_per_call
+    every = math.gcd(cfg.eval_every, cfg.checkpoint_every)  # gcd(0, n) = n; 0 when neither is set
+    if every:
+        k = max(d for d in range(1, min(k, every) + 1) if every % d == 0)
+    return k
 
 
 def install_signal_handlers() -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from data.contract import RunConfig, lr_at
+from data.loop import steps_per_block
 
 from conftest import ROOT, child_env, run_jobs_in_both, run_module
 
@@ -117,6 +118,40 @@ def test_small_run_learns_and_writes_result(tmp_path, backend, loop):
     assert t["train_samples_per_s"] > 0 and t["infer_samples_per_s"] > 0 and t["timed_steps"] > 0
     assert 0 < r["curve"][0]["seconds"] < r["curve"][1]["seconds"]
     assert "step     30/60" in proc.stdout
+
+
+def test_steps_per_block_divides_evaluation_and_checkpoint_steps():
+    assert steps_per_block(RunConfig(eval_every=0)) == 32  # the --steps-per-call default
+    assert steps_per_block(RunConfig(eval_every=100)) == 25  # largest divisor of 100 that is <= 32
+    assert steps_per_block(RunConfig(eval_every=25)) == 25
+    assert steps_per_block(RunConfig(eval_every=100, checkpoint_every=30)) == 10  # divides gcd(100, 30)
+    assert steps_per_block(RunConfig(eval_every=97)) == 1  # a prime interval: one step per block
+    assert steps_per_block(RunConfig(eval_every=100, steps_per_call=1)) == 1
+    assert steps_per_block(RunConfig(eval_every=0, devices=2)) == 1  # DDP: one step per training_step
+
+
+@pytest.mark.parametrize("backend,loop,calls", [("tf", "custom", (1, 32)), ("torch", "lightning", (1, 7, 32))])
+def test_steps_per_call_changes_dispatch_not_numbers(tmp_path, backend, loop, calls):
+    """Blocks of 1, 7 or 21 steps per call (eval every 21 caps 32 at 21) give the same per-step losses
+    and curve (to 1e-6: same ops in the same order; --deterministic). Lightning is also held to the raw loop."""
+    runs = {}
+    for k in calls:
+        out = tmp_path / f"{k}.json"
+        run_module(BACKENDS[backend], *SMALL, "--model", "mlp", "--steps", "63", "--eval-every", "21", "--deterministic",
+                   "--loop", loop, "--steps-per-call", k, "--json", out, check=True, timeout=300)
+        runs[k] = json.loads(out.read_text())
+    if backend == "torch":
+        out = tmp_path / "raw.json"
+        run_module("torch_impl", *SMALL, "--model", "mlp", "--steps", "63", "--eval-every", "21", "--deterministic",
+                   "--loop", "raw", "--json", out, check=True, timeout=300)
+        runs["raw"] = json.loads(out.read_text())
+    ref = runs[calls[0]]
+    assert len(ref["train_losses"]) == 63 and [p["step"] for p in ref["curve"]] == [21, 42, 63]
+    for k, r in runs.items():
+        assert [p["step"] for p in r["curve"]] == [21, 42, 63], k
+        diff = np.abs(np.array(r["train_losses"]) - ref["train_losses"]).max()
+        assert diff <= 1e-6, f"{k}: per-step losses differ by {diff:.3g}"
+        assert [p["test_accuracy"] for p in r["curve"]] == pytest.approx([p["test_accuracy"] for p in ref["curve"]], abs=1e-3)
 
 
 def _run_and_interrupt_after(backend, args, ckpt_dir, pattern, timeout=120):

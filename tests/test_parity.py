@@ -93,7 +93,8 @@ def parity(tmp_path_factory, real_mnist):
                      weights=str(d / "traj_init.npz"), batches=str(d / "traj_batches.npz"), eval=str(d / "traj_eval.npz"),
                      total_steps=TRAJ_STEPS, out=str(d / "traj_BK.npz")))
     # data order: first 10 batches, and 10 across an epoch boundary, as each backend's training code gathers them
-    cfg = RunConfig(dataset="mnist", batch_size=128, seed=5).to_dict()
+    # (steps_per_call 4: torch's Lightning loader yields blocks of 4 steps, so these cross block ends too)
+    cfg = RunConfig(dataset="mnist", batch_size=128, seed=5, steps_per_call=4, eval_every=0).to_dict()
     spe = len(real_mnist.train_labels) // 128
     for start in (0, spe - 5):
         jobs.append({"op": "batches", "config": cfg, "n": 10, "start": start, "out": str(d / f"batches_{start}_BK.json")})

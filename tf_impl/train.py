@@ -185,7 +185,10 @@ class Run:
                 "logits": logits.dtype.name, "loss": loss.dtype.name}
 
     def train_chunk(self, indices: np.ndarray) -> np.ndarray:
-        return self.train_steps(self.tf.constant(indices, self.tf.int64)).numpy()
+        """Steps in calls of at most --steps-per-call each (the losses' read is the host sync)."""
+        k = self.cfg.steps_per_call
+        losses = [self.train_steps(self.tf.constant(indices[i: i + k], self.tf.int64)) for i in range(0, len(indices), k)]
+        return np.concatenate([part.numpy() for part in losses])
 
     def evaluate(self):
         """(mean test loss, test accuracy, n, seconds) over the whole evaluation split."""

@@ -23,20 +23,44 @@ def to_tensors(stream: Stream, device="cpu", channels_last: bool = True):
             images(stream.test_images), torch.from_numpy(stream.test_labels).to(device))
 
 
-class StepBatches:
-    """Iterable of training batches for global steps [start(), total): restartable at any step,
-    so a resumed run sees exactly the batches the uninterrupted run would."""
+class Block:
+    """k consecutive training batches for one training_step, gathered one at a time as they are
+    iterated (the batch in use stays in cache). Yields (images (B, C, H, W), labels (B,))."""
 
-    def __init__(self, stream: Stream, x, y, total: int, start=lambda: 0):
-        self.stream, self.x, self.y, self.total, self.start = stream, x, y, total, start
+    def __init__(self, x, y, indices):  # indices: (k, B) int64 on x's device
+        self.x, self.y, self.indices = x, y, indices
+        self.batch_size = indices.shape[1]
 
     def __len__(self):
-        return self.total - self.start()
+        return len(self.indices)
 
     def __iter__(self):
-        for idx in self.stream.step_indices(self.start(), self.total):
-            idx = torch.from_numpy(idx)
-            yield self.x[idx], self.y[idx]  # (B, C, H, W), (B,)
+        for idx in self.indices:
+            yield self.x[idx], self.y[idx]
+
+
+def block_ends(start: int, total: int, k: int) -> list:
+    """Where the blocks covering global steps [start, total) end: every multiple of k, and total."""
+    return list(range((start // k + 1) * k, total, k)) + [total] if start < total else []
+
+
+class StepBatches:
+    """Iterable of training blocks (see Block) for global steps [start(), total): restartable at any
+    step, so a resumed run sees exactly the batches the uninterrupted run would. Block ends fall on
+    multiples of k, so evaluation and checkpoint steps (multiples of k) end a block."""
+
+    def __init__(self, stream: Stream, x, y, total: int, start=lambda: 0, k: int = 1):
+        self.stream, self.x, self.y, self.total, self.start, self.k = stream, x, y, total, start, k
+
+    def __len__(self):
+        return len(block_ends(self.start(), self.total, self.k))
+
+    def __iter__(self):
+        a = start = self.start()
+        indices = torch.from_numpy(self.stream.step_indices(start, self.total)).to(self.x.device)  # (steps, B)
+        for b in block_ends(start, self.total, self.k):
+            yield Block(self.x, self.y, indices[a - start: b - start])
+            a = b
 
 
 class TestBatches:
@@ -52,19 +76,22 @@ class TestBatches:
 
 
 class StreamDataModule(L.LightningDataModule):
-    def __init__(self, stream: Stream, total_steps: int, eval_batch_size: int = 256, channels_last: bool = True):
+    def __init__(self, stream: Stream, total_steps: int, eval_batch_size: int = 256, channels_last: bool = True,
+                 steps_per_block: int = 1):
         super().__init__()
         self.stream, self.total, self.eval_batch_size, self.channels_last = stream, total_steps, eval_batch_size, channels_last
+        self.k = steps_per_block
         self.tensors = None
 
     def setup(self, stage=None):
-        if self.tensors is None:
-            self.tensors = to_tensors(self.stream, channels_last=self.channels_last)
+        if self.tensors is None:  # the whole split on the training device, once (batches are gathered there)
+            device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+            self.tensors = to_tensors(self.stream, device, channels_last=self.channels_last)
 
     def train_dataloader(self):
         x, y, _, _ = self.tensors
         trainer = self.trainer
-        return StepBatches(self.stream, x, y, self.total, start=lambda: trainer.global_step if trainer else 0)
+        return StepBatches(self.stream, x, y, self.total, start=lambda: trainer.global_step if trainer else 0, k=self.k)
 
     def val_dataloader(self):
         _, _, x, y = self.tensors

@@ -135,18 +135,21 @@ def op_batches(job):
     from data.sources import load
     from data.stream import make_stream
 
+    from data.loop import steps_per_block
+
     from .datamodule import StreamDataModule
     cfg = RunConfig(**job["config"])
     data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
     stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit)
     start, n = job.get("start", 0), job["n"]
-    dm = StreamDataModule(stream, start + n)
+    dm = StreamDataModule(stream, start + n, steps_per_block=steps_per_block(cfg))  # blocks as a run cuts them
     dm.setup("fit")
     loader = dm.train_dataloader()
     loader.start = lambda: start
     hashes = []
-    for images, labels in loader:
-        hashes.append(batch_hash(images.permute(0, 2, 3, 1).numpy(), labels.numpy()))  # back to NHWC to hash
+    for block in loader:
+        for images, labels in block:
+            hashes.append(batch_hash(images.permute(0, 2, 3, 1).numpy(), labels.numpy()))  # back to NHWC to hash
     write_json_atomic(job["out"], {"hashes": hashes})
 
 

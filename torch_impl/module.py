@@ -1,6 +1,8 @@
 """The LightningModule: organises training of a plain Backbone (no architecture in here).
 
-training_step is the five-line Keras train_step; validation runs on the evaluation split with
+training_step is Keras's train_step, written out with manual optimization because it takes a
+block of k batches and makes k optimizer steps (Keras's steps_per_execution; the datamodule decides
+k): Lightning's per-batch machinery then runs once per k steps. k = 1 is the textbook step. Validation runs on the evaluation split with
 torchmetrics accuracy and mean loss; configure_optimizers gives Keras-semantics Adam or SGD and a
 schedule stepped once per optimizer step.
 """
@@ -23,15 +25,23 @@ class LitClassifier(L.LightningModule):
         self.test_acc = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_loss = torchmetrics.MeanMetric()
         self.result_state = None  # the run's losses/curve so far, carried in checkpoints
+        self.automatic_optimization = False  # training_step steps the optimizer itself, k times per block
 
     def forward(self, images):
         return self.backbone(images)
 
     def training_step(self, batch, batch_idx):
-        images, labels = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits.float(), labels)
-        return loss
+        """batch: a datamodule.Block of k (images, labels) batches. Returns the k losses, detached."""
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        losses = []
+        for images, labels in batch:
+            loss = F.cross_entropy(self(images).float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()  # counts as one trainer.global_step
+            scheduler.step()  # schedules are counted in optimizer steps
+            losses.append(loss.detach())
+        return torch.stack(losses)
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch

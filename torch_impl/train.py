@@ -22,7 +22,7 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
-from data.loop import Recorder, boundaries, execute, prepare, progress, run_chunks
+from data.loop import Recorder, boundaries, execute, prepare, progress, run_chunks, steps_per_block
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -192,7 +192,10 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
     cfg, torch = r.cfg, r.torch
     module = LitClassifier(r.model, cfg, r.total, r.model.spec[-1].units)
     module.result_state = lambda: result_state(rec)
-    dm = (StreamDataModule if cfg.devices == 1 else sharded_datamodule())(r.stream, r.total, cfg.eval_batch_size)
+    k = steps_per_block(cfg)
+    dm = (StreamDataModule if cfg.devices == 1 else sharded_datamodule())(r.stream, r.total, cfg.eval_batch_size,
+                                                                          steps_per_block=k)
+    rec.warmup = min(rec.total - rec.step, -(-rec.warmup // k) * k)  # whole blocks
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))
 
     class RecorderCallback(L.Callback):
@@ -200,14 +203,14 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         losses: list = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            rec.result["per_device_batch"] = len(batch[1])  # what this rank trains on: batch_size / devices
+            rec.result["per_device_batch"] = batch.batch_size  # what this rank trains on: batch_size / devices
             if self.t0 is None:
                 self.t0, self.losses = time.perf_counter(), []
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.losses.append(outputs["loss"].detach())
+            self.losses.append(outputs["loss"])  # (k,) this block's losses, detached
             if trainer.global_step in marks:
-                losses = torch.stack(self.losses).float()
+                losses = torch.cat(self.losses).float()
                 if trainer.world_size > 1:  # each rank's loss is its share's mean: the global mean is their mean
                     losses = trainer.strategy.reduce(losses, reduce_op="mean")
                 losses = losses.cpu().numpy()  # host sync ends the interval
@@ -255,7 +258,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         accelerator="auto", devices=cfg.devices, strategy=strategy, precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
         max_steps=rec.total, max_epochs=-1, logger=False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
-        val_check_interval=cfg.eval_every or None, check_val_every_n_epoch=None,
+        val_check_interval=cfg.eval_every // k or None,  # counted in training_steps (blocks of k steps) check_val_every_n_epoch=None,
         limit_val_batches=1.0 if cfg.eval_every else 0, deterministic=cfg.deterministic or None,
         callbacks=callbacks, default_root_dir=cfg.checkpoint_dir or None)
     ckpt_path = None
@@ -313,7 +316,7 @@ def sharded_datamodule():
             x, y, _, _ = self.tensors
             trainer = self.trainer
             share = RankShare(self.stream, trainer.global_rank, trainer.world_size)
-            return StepBatches(share, x, y, self.total, start=lambda: trainer.global_step)
+            return StepBatches(share, x, y, self.total, start=lambda: trainer.global_step, k=1)
 
         def val_dataloader(self):
             _, _, x, y = self.tensors
