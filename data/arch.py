@@ -5,6 +5,9 @@ a layer order cannot drift between them; `data.weights` draws the shared initial
     mlp: Flatten -> Dense w0 relu -> Dense w1 relu -> Dense classes (logits)        widths (256, 128)
     cnn: Conv w0 3x3 same relu -> MaxPool 2 -> Conv w1 3x3 same relu -> MaxPool 2
          -> Flatten (NHWC order) -> Dense w2 relu -> Dense classes (logits)        widths (32, 64, 128)
+
+    dropout > 0 (off by default): a Dropout(rate) after every hidden Dense layer (inverted dropout,
+    rate = the share of units dropped in training, as keras.layers.Dropout and nn.Dropout define it).
 """
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ POOL = 2  # max-pool window and stride ('valid': odd sizes floor, as in Keras an
 @dataclass(frozen=True)
 class Layer:
     name: str  # neutral name: conv_0, dense_0, ... (parameters are "<name>/kernel", "<name>/bias")
-    kind: str  # "conv", "pool", "flatten", "dense"
+    kind: str  # "conv", "pool", "flatten", "dense", "dropout"
     units: int = 0  # output channels (conv) or units (dense)
     fan_in: int = 0  # input channels (conv) or input features (dense)
     relu: bool = False
     out_hw: tuple = ()  # spatial size after the layer (conv, pool), for FLOPs
+    rate: float = 0.0  # dropout: share of units dropped in training
 
     @property
     def kernel_shape(self) -> tuple:  # Keras layout: conv HWIO, dense (in, out)
@@ -32,10 +36,13 @@ class Layer:
 MODELS = ("mlp", "cnn")
 
 
-def build_layers(model: str, input_shape: tuple, num_classes: int, widths: tuple | None = None) -> list:
+def build_layers(model: str, input_shape: tuple, num_classes: int, widths: tuple | None = None,
+                 dropout: float = 0.0) -> list:
     """The layer list for `model` on images of `input_shape` (H, W, C) with `num_classes` outputs."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout rate must be in [0, 1), got {dropout}")
     widths = tuple(widths or DEFAULT_WIDTHS[model])
     h, w, c = input_shape
     layers = []
@@ -59,6 +66,8 @@ def build_layers(model: str, input_shape: tuple, num_classes: int, widths: tuple
         dense_widths = widths[-1:]
     for i, units in enumerate(dense_widths):
         layers.append(Layer(f"dense_{i}", "dense", units, fan_in, True))
+        if dropout:
+            layers.append(Layer(f"dropout_{i}", "dropout", rate=dropout))
         fan_in = units
     layers.append(Layer(f"dense_{len(dense_widths)}", "dense", num_classes, fan_in, False))
     return layers

@@ -54,6 +54,7 @@ class RunConfig:
     init: str = "shared"  # shared = numpy glorot draw both backends load; native = framework defaults
     init_file: str | None = None  # neutral .npz to start from (the harness passes the run's draw)
     widths: tuple | None = None  # mlp hidden widths / cnn filters then dense width
+    dropout: float = 0.0  # Dropout rate after every hidden Dense layer; 0 = none (the default)
     data_dir: str | None = None
     verify: bool = True  # False: accept files in --data-dir whose hashes are not the registry's (own data)
     train_limit: int | None = None  # use only the first N training samples
@@ -133,6 +134,13 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _dropout_rate(text: str) -> float:
+    v = _finite_nonneg(text)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"must be below 1 (the share of units dropped), got {text}")
+    return v
+
+
 def parse_widths(text: str) -> tuple:
     try:
         out = tuple(int(t) for t in text.split(","))
@@ -177,6 +185,8 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
                    help="shared: numpy glorot draw both backends load; native: the framework's own (default: shared)")
     p.add_argument("--init-file", help="start from this neutral weights .npz (implies --init shared)")
     p.add_argument("--widths", type=parse_widths, help="mlp: hidden widths (256,128); cnn: filters then dense (32,64,128)")
+    p.add_argument("--dropout", type=_dropout_rate, default=d.dropout,
+                   help="Dropout after every hidden Dense layer, this share of units dropped in training (default: 0, off)")
     p.add_argument("--data-dir", help="folder holding the dataset's files (else $KLC_DATA_DIR, cache, system, download)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="accept files in --data-dir that fail the registry's checksums (your own data; reported as unverified)")

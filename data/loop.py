@@ -251,7 +251,7 @@ def prepare(cfg: RunConfig, backend: str, say=print):
     except ValueError as e:  # batch larger than the (limited) training set, bad split
         raise ConfigError(str(e)) from None
     total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
-    layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths)
+    layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths, cfg.dropout)
     install_signal_handlers()
     say(f"{backend} | {data.label} from {data.source} | {cfg.model} | {total} steps of {cfg.batch_size} | "
         f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop} | precision {cfg.precision} | "

@@ -29,6 +29,7 @@ BAD_FLAGS = [
     (["--lr", "nan"], "--lr"), (["--lr", "-1e-3"], "--lr"), (["--optimizer", "adagrad"], "--optimizer"),
     (["--schedule", "linear"], "--schedule"), (["--dataset", "imagenet"], "--dataset"), (["--model", "resnet"], "--model"),
     (["--eval-every", "x"], "--eval-every"), (["--steps", "5", "--epochs", "1"], "--epochs"),
+    (["--dropout", "1"], "--dropout"), (["--steps-per-call", "0"], "--steps-per-call"),
 ]
 
 
@@ -120,6 +121,17 @@ def test_small_run_learns_and_writes_result(tmp_path, backend, loop):
     assert "step     30/60" in proc.stdout
 
 
+def test_dropout_goes_after_each_hidden_dense_and_adds_no_parameters():
+    from data import arch
+    for model, hidden in (("mlp", 2), ("cnn", 1)):
+        plain, dropped = arch.build_layers(model, (28, 28, 1), 10), arch.build_layers(model, (28, 28, 1), 10, dropout=0.25)
+        assert [l.kind for l in dropped if l.kind != "dropout"] == [l.kind for l in plain]
+        kinds = [l.kind for l in dropped]
+        assert kinds.count("dropout") == hidden and all(kinds[i - 1] == "dense" for i, k in enumerate(kinds) if k == "dropout")
+        assert kinds[-1] == "dense" and {l.rate for l in dropped if l.kind == "dropout"} == {0.25}
+        assert arch.count_params(dropped) == arch.count_params(plain) and arch.forward_flops(dropped) == arch.forward_flops(plain)
+
+
 def test_steps_per_block_divides_evaluation_and_checkpoint_steps():
     assert steps_per_block(RunConfig(eval_every=0)) == 32  # the --steps-per-call default
     assert steps_per_block(RunConfig(eval_every=100)) == 25  # largest divisor of 100 that is <= 32
@@ -152,6 +164,16 @@ def test_steps_per_call_changes_dispatch_not_numbers(tmp_path, backend, loop, ca
         diff = np.abs(np.array(r["train_losses"]) - ref["train_losses"]).max()
         assert diff <= 1e-6, f"{k}: per-step losses differ by {diff:.3g}"
         assert [p["test_accuracy"] for p in r["curve"]] == pytest.approx([p["test_accuracy"] for p in ref["curve"]], abs=1e-3)
+
+
+@pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning")])
+def test_dropout_run_trains_and_records_the_rate(tmp_path, backend, loop):
+    out = tmp_path / "r.json"
+    run_module(BACKENDS[backend], *SMALL, "--model", "mlp", "--steps", "60", "--eval-every", "30", "--dropout", "0.3",
+               "--loop", loop, "--json", out, check=True, timeout=300)
+    r = json.loads(out.read_text())
+    assert r["status"] == "ok" and r["config"]["dropout"] == 0.3 and r["params"] == 235_146
+    assert np.mean(r["train_losses"][-10:]) < 0.7 * np.mean(r["train_losses"][:5])
 
 
 def _run_and_interrupt_after(backend, args, ckpt_dir, pattern, timeout=120):

@@ -98,6 +98,13 @@ def parity(tmp_path_factory, real_mnist):
     spe = len(real_mnist.train_labels) // 128
     for start in (0, spe - 5):
         jobs.append({"op": "batches", "config": cfg, "n": 10, "start": start, "out": str(d / f"batches_{start}_BK.json")})
+    # dropout (off by default): the same layer semantics in both, and inert at inference
+    for model in MODELS:
+        tag = f"{model}_28_10"
+        base = dict(_model_job(model, (28, 28, 1), 10), dropout=0.25)  # not 0.5: rate and keep share must not swap unseen
+        jobs += [dict(base, op="logits", weights=str(d / f"shared_{tag}.npz"), inputs=str(d / "x28.npz"),
+                      out=str(d / f"logits_dropout_{tag}_BK.npz")),
+                 dict(base, op="dropout", seed=1, out=str(d / f"dropout_{tag}_BK.json"))]
     run_jobs_in_both(d, "jobs", jobs, threads=2, deterministic=True)
     return d
 
@@ -145,6 +152,21 @@ def test_keras_to_torch_logits(parity, model, shape, classes):
     assert tf_logits.shape == (64, classes)
     diff = np.abs(tf_logits - torch_logits).max()
     assert diff <= LOGIT_ATOL, f"{tag}: max |logit diff| {diff:.3g}"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_dropout_same_semantics_and_inert_at_inference(parity, model):
+    """--dropout 0.25 in both: at inference the logits equal the dropout-free model's (same weights);
+    in training the layer drops a quarter of the units and scales the rest by 1 / (1 - 0.25) (inverted
+    dropout). Share of zeros: 524,288 draws, std 0.0006, so +-0.005 is 8 std."""
+    tag = f"{model}_28_10"
+    plain = _load(parity / f"logits_shared_{tag}_tf.npz")["logits"]
+    for backend in ("tf", "torch"):
+        diff = np.abs(_load(parity / f"logits_dropout_{tag}_{backend}.npz")["logits"] - plain).max()
+        assert diff <= LOGIT_ATOL, f"{backend}: dropout changed inference logits by {diff:.3g}"
+        stats = json.loads((parity / f"dropout_{tag}_{backend}.json").read_text())
+        assert abs(stats["zero_share"] - 0.25) < 0.005, (backend, stats["zero_share"])
+        assert len(stats["kept"]) == 1 and stats["kept"][0] == pytest.approx(1 / 0.75, rel=1e-6), (backend, stats["kept"][:5])
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,13 @@ from .train import configure
 
 def _model(job, keras_precision="32"):
     from .models import build_model
-    return build_model(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"), keras_precision)
+    return build_model(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"), keras_precision,
+                       job.get("dropout", 0.0))
 
 
 def _layers(job):
-    return arch.build_layers(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"))
+    return arch.build_layers(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"),
+                             job.get("dropout", 0.0))
 
 
 def op_logits(job):
@@ -37,6 +39,16 @@ def op_logits(job):
     from_neutral(model, neutral.load(job["weights"], _layers(job)))
     images = np.load(job["inputs"])["images"]
     np.savez(job["out"], logits=np.asarray(model(images, training=False)))
+
+
+def op_dropout(job):
+    """The model's first Dropout layer in training mode on ones (4096, 128): share of zeros, kept values."""
+    import keras
+    model = _model(job)
+    layer = next(l for l in model.layers if isinstance(l, keras.layers.Dropout))
+    keras.utils.set_random_seed(job.get("seed", 0))
+    out = np.asarray(layer(np.ones((4096, 128), np.float32), training=True))
+    write_json_atomic(job["out"], {"zero_share": float((out == 0).mean()), "kept": sorted(set(out[out != 0].tolist()))})
 
 
 def op_export(job):

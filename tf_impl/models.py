@@ -9,9 +9,10 @@ import keras
 from data.arch import KERNEL, POOL, build_layers
 
 
-def build_model(name: str, input_shape: tuple, num_classes: int, widths=None, precision: str = "32") -> keras.Model:
+def build_model(name: str, input_shape: tuple, num_classes: int, widths=None, precision: str = "32",
+                dropout: float = 0.0) -> keras.Model:
     """A functional Keras model; logits out (no softmax). With bf16 the last layer stays float32."""
-    layers = build_layers(name, input_shape, num_classes, widths)
+    layers = build_layers(name, input_shape, num_classes, widths, dropout)
     inputs = keras.Input(shape=input_shape, name="images")  # (B, H, W, C)
     x = inputs
     for i, layer in enumerate(layers):
@@ -22,6 +23,8 @@ def build_model(name: str, input_shape: tuple, num_classes: int, widths=None, pr
             x = keras.layers.MaxPooling2D(POOL, name=layer.name)(x)  # (B, H, W, C) -> (B, H//2, W//2, C)
         elif layer.kind == "flatten":
             x = keras.layers.Flatten(name=layer.name)(x)  # NHWC order: row, column, channel
+        elif layer.kind == "dropout":
+            x = keras.layers.Dropout(layer.rate, name=layer.name)(x)  # active only with training=True
         else:
             x = keras.layers.Dense(layer.units, activation="relu" if layer.relu else None, name=layer.name,
                                    dtype="float32" if (last and precision == "bf16") else None)(x)

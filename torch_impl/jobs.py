@@ -22,11 +22,12 @@ from .train import configure
 
 def _model(job):
     from .models import build_model
-    return build_model(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"))
+    return build_model(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"), job.get("dropout", 0.0))
 
 
 def _layers(job):
-    return arch.build_layers(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"))
+    return arch.build_layers(job["model"], tuple(job["input_shape"]), job["num_classes"], job.get("widths"),
+                             job.get("dropout", 0.0))
 
 
 def _loaded(job):
@@ -47,6 +48,16 @@ def op_logits(job):
     with torch.no_grad():
         logits = model(_nchw(np.load(job["inputs"])["images"]))
     np.savez(job["out"], logits=logits.numpy())
+
+
+def op_dropout(job):
+    """The model's first Dropout layer in training mode on ones (4096, 128): share of zeros, kept values."""
+    import torch
+    model = _model(job).train()
+    layer = next(m for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    torch.manual_seed(job.get("seed", 0))
+    out = layer(torch.ones(4096, 128)).numpy()
+    write_json_atomic(job["out"], {"zero_share": float((out == 0).mean()), "kept": sorted(set(out[out != 0].tolist()))})
 
 
 def op_export(job):

@@ -41,9 +41,9 @@ class FlattenNHWC(nn.Module):
 class Backbone(nn.Module):
     """The MLP or CNN as a plain nn.Module; `self.layers` maps neutral names to modules."""
 
-    def __init__(self, name: str, input_shape: tuple, num_classes: int, widths=None):
+    def __init__(self, name: str, input_shape: tuple, num_classes: int, widths=None, dropout: float = 0.0):
         super().__init__()
-        self.spec = build_layers(name, input_shape, num_classes, widths)
+        self.spec = build_layers(name, input_shape, num_classes, widths, dropout)
         mods = []
         for i, layer in enumerate(self.spec):
             if layer.kind == "conv":
@@ -57,6 +57,8 @@ class Backbone(nn.Module):
                     mods.append((f"{prev.name}_relu", nn.ReLU()))
             elif layer.kind == "flatten":
                 mods.append((layer.name, FlattenNHWC()))
+            elif layer.kind == "dropout":
+                mods.append((layer.name, nn.Dropout(layer.rate)))  # active in train() mode only
             else:
                 mods.append((layer.name, nn.Linear(layer.fan_in, layer.units)))
                 if layer.relu:
@@ -67,8 +69,8 @@ class Backbone(nn.Module):
         return self.net(images)  # (B, C, H, W) -> (B, classes) logits
 
 
-def build_model(name: str, input_shape: tuple, num_classes: int, widths=None) -> Backbone:
-    return Backbone(name, input_shape, num_classes, widths)
+def build_model(name: str, input_shape: tuple, num_classes: int, widths=None, dropout: float = 0.0) -> Backbone:
+    return Backbone(name, input_shape, num_classes, widths, dropout)
 
 
 def count_params(model: nn.Module) -> int:

@@ -79,7 +79,7 @@ class Run:
         self.cfg, self.stream, self.total = cfg, stream, total_steps
         local_rank = int(os.environ.get("LOCAL_RANK") or 0) if cfg.devices > 1 else 0
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-        self.model = build_model(cfg.model, stream.train_images.shape[1:], layers[-1].units, cfg.widths)
+        self.model = build_model(cfg.model, stream.train_images.shape[1:], layers[-1].units, cfg.widths, cfg.dropout)
         if cfg.precision == "bf16":
             keep_head_float32(self.model, torch)
         if cfg.init == "shared":
