@@ -1,0 +1,65 @@
+"""Test accuracy at a fixed budget, per backend and seed: the end-of-run figures the backend issues
+ask for (CNN, batch 128: Fashion-MNIST after 1 epoch >= 0.86, MNIST after 3 epochs >= 0.990), for
+the plain recipe (constant Adam 1e-3) and for the cosine recipes this project recommends.
+
+Each row is one training process per (backend, seed); the table gives every seed's figure, the mean
+and the minimum, and whether the minimum meets the target (a recipe that passes on average but not
+for every seed does not count).
+
+    python -m benchmarks.accuracy [--seeds 0,1,2] [--recipes NAME,...] [--data-dir DIR] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+
+from .common import machine, table, train, write_json
+
+# name: (dataset, epochs, target, extra flags)
+RECIPES = {
+    "fashion-constant": ("fashion_mnist", 1, 0.86, ["--lr", "1e-3", "--schedule", "constant"]),
+    "fashion-cosine": ("fashion_mnist", 1, 0.86, ["--lr", "1e-3", "--schedule", "cosine"]),
+    "mnist-constant": ("mnist", 3, 0.990, ["--lr", "1e-3", "--schedule", "constant"]),
+    "mnist-cosine": ("mnist", 3, 0.990, ["--lr", "2e-3", "--schedule", "cosine"]),
+}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from {', '.join(RECIPES)}")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-dir", help="folder with the dataset files (else the usual sources)")
+    p.add_argument("--json", default="bench-out/accuracy.json")
+    args = p.parse_args(argv)
+    unknown = set(args.recipes.split(",")) - set(RECIPES)
+    if unknown:
+        p.error(f"unknown recipe {', '.join(sorted(unknown))}; choose from {', '.join(RECIPES)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows, out = [], []
+    for name in args.recipes.split(","):
+        dataset, epochs, target, extra = RECIPES[name]
+        for backend in ("tf", "torch"):
+            accs = []
+            for seed in seeds:
+                flags = ["--dataset", dataset, "--model", "cnn", "--epochs", epochs, "--batch-size", 128,
+                         "--optimizer", "adam", *extra, "--seed", seed, "--eval-every", 0, "--threads", args.threads]
+                if args.data_dir:
+                    flags += ["--data-dir", args.data_dir]
+                r = train(backend, *flags)
+                accs.append(r["final"]["test_accuracy"])
+                print(f"{name} {backend} seed {seed}: {accs[-1]:.4f} ({r['dataset']})", flush=True)
+            rows.append([name, backend, " ".join(f"{a:.4f}" for a in accs), f"{statistics.mean(accs):.4f}",
+                         f"{min(accs):.4f}", f">= {target}: {'yes' if min(accs) >= target else 'no'}"])
+            out.append({"recipe": name, "dataset": dataset, "epochs": epochs, "flags": extra, "backend": backend,
+                        "seeds": seeds, "test_accuracy": accs, "target": target, "met_by_every_seed": min(accs) >= target})
+    print()
+    print(f"CNN, batch 128, {args.threads} threads; {machine()}; {datetime.date.today()}")
+    print(table(rows, ["recipe", "backend", f"test accuracy, seeds {args.seeds}", "mean", "min", "target"]))
+    write_json(args.json, {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()),
+                           "recipes": {k: list(map(str, v[:3])) + [v[3]] for k, v in RECIPES.items()}, "results": out})
+
+
+if __name__ == "__main__":
+    main()
