@@ -2,9 +2,10 @@
 
 training_step is Keras's train_step, written out with manual optimization because it takes a
 block of k batches and makes k optimizer steps (Keras's steps_per_execution; the datamodule decides
-k): Lightning's per-batch machinery then runs once per k steps. k = 1 is the textbook step. Validation runs on the evaluation split with
-torchmetrics accuracy and mean loss; configure_optimizers gives Keras-semantics Adam or SGD and a
-schedule stepped once per optimizer step.
+k): Lightning's per-batch machinery then runs once per k steps. k = 1 is the textbook step.
+Validation runs on the evaluation split with torchmetrics accuracy and mean loss;
+configure_optimizers gives Keras-semantics Adam or SGD and a schedule that training_step steps once
+per optimizer step (its checkpoint state travels with the optimizer's).
 """
 from __future__ import annotations
 

@@ -1,6 +1,11 @@
 """Training for the Lightning port: Trainer setup, the callback that measures exactly what
 tf_impl measures (data.loop.Recorder), checkpoints, and the raw PyTorch loop as reference.
 
+Blocks: each Lightning training_step makes k optimizer steps (data.loop.steps_per_block: at most
+--steps-per-call, a divisor of the evaluation and checkpoint intervals), so Trainer's per-batch
+work is paid once per k steps; val_check_interval is counted in blocks, trainer.global_step in
+optimizer steps, and the warm-up excluded from the throughput is rounded up to whole blocks.
+
 --devices N (N > 1): Lightning DDP (gloo on CPU, NCCL on GPUs). Lightning re-launches this command
 once per extra rank; every rank cuts each step's global batch of stream indices into N equal
 slices and trains on slice `rank` (the mean over B/N samples; DDP averages the gradients, so a step
