@@ -25,6 +25,21 @@ def train(backend: str, *flags, timeout: float = 1800) -> dict:
         return json.loads(out.read_text())
 
 
+def peak(backend: str, precision: str = "32", n_cpu: int = 1024, n_gpu: int = 8192, threads: int = 0) -> dict:
+    """The backend's matmul peak through its job runner's `peak` op (the probe `python -m compare`
+    uses): {"device", "precision", "matmul_n", "peak_flops", "best_s", ...}."""
+    from data.contract import write_json_atomic
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs, out = Path(tmp) / "jobs.json", Path(tmp) / "peak.json"
+        write_json_atomic(jobs, {"threads": threads, "deterministic": False, "jobs": [
+            {"op": "peak", "precision": precision, "n_cpu": n_cpu, "n_gpu": n_gpu, "out": str(out)}]})
+        proc = subprocess.run([sys.executable, "-m", f"{MODULES[backend]}.jobs", str(jobs)], capture_output=True,
+                              text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600)
+        if proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"{backend} peak ({precision}) exited {proc.returncode}: {proc.stderr[-800:]}")
+        return json.loads(out.read_text())
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

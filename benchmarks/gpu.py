@@ -7,47 +7,16 @@ same device in the same precision (fp32 and bf16).
                              [--repeats 2] [--epochs 1] [--data-dir DIR] [--json FILE]
 
 It runs on whatever torch sees (a CUDA GPU when present, else the CPU), so it can be checked on a
-CPU before device time is spent. On the GPU, fp32 runs leave torch's TF32 defaults as they are
-(matmul off, cuDNN convolutions on) and the fp32 peak is measured with TF32 off.
+CPU before device time is spent. fp32 runs keep torch's TF32 settings at their defaults; the peaks
+come from torch_impl.jobs' `peak` op, the probe `python -m compare` uses (1024^3 on a CPU, --peak-n
+on a GPU).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
-import sys
 
-from .common import ROOT, machine, median, table, train, write_json
-
-PEAK_SCRIPT = """
-import json, sys, torch
-sys.path.insert(0, {root!r})
-from data.loop import time_peak
-dev = "cuda" if torch.cuda.is_available() else "cpu"
-n = {n} if dev == "cuda" else 1024
-name = torch.cuda.get_device_name(0) if dev == "cuda" else "cpu"
-out = {{}}
-for prec, dtype in (("32", torch.float32), ("bf16", torch.bfloat16)):
-    a = torch.randn(n, n, device=dev, dtype=dtype)
-    b = torch.randn(n, n, device=dev, dtype=dtype)
-    def run():
-        a @ b
-        if dev == "cuda":
-            torch.cuda.synchronize()
-    out[prec] = time_peak(run, n, name, prec)
-print(json.dumps(out))
-"""
-
-
-def peaks(n: int) -> dict:
-    """torch's fp32 and bf16 matmul peaks (FLOP/s) on the device, in a child process."""
-    proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT.format(root=str(ROOT), n=n)], capture_output=True,
-                          text=True, timeout=600)
-    if proc.returncode:
-        raise RuntimeError(f"peak probe failed: {proc.stderr[-800:]}")
-    import json
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
+from .common import machine, median, peak, table, train, write_json
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,9 +31,9 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", help="folder with the dataset files (else the usual sources)")
     p.add_argument("--json", default="bench-out/gpu.json")
     args = p.parse_args(argv)
-    peak = peaks(args.peak_n)
-    print(f"peak on {peak['32']['device']}: fp32 {peak['32']['peak_flops'] / 1e12:.1f} TFLOP/s, "
-          f"bf16 {peak['bf16']['peak_flops'] / 1e12:.1f} TFLOP/s", flush=True)
+    peaks = {prec: peak("torch", prec, n_gpu=args.peak_n) for prec in ("32", "bf16")}
+    print(f"peak on {peaks['32']['device']}: fp32 {peaks['32']['peak_flops'] / 1e12:.1f} TFLOP/s, "
+          f"bf16 {peaks['bf16']['peak_flops'] / 1e12:.1f} TFLOP/s", flush=True)
     budget = ["--steps", args.steps] if args.steps else ["--epochs", args.epochs]
     rows, out = [], []
     for prec in args.precisions.split(","):
@@ -84,7 +53,7 @@ def main(argv=None) -> None:
                     device, fps = a["device"], a["flops_per_sample"]
                     print(f"{prec} {model} batch {batch} rep {rep}: lightning {lit[-1]:,.0f}  raw {raw[-1]:,.0f}  "
                           f"ratio {ratios[-1]:.3f}", flush=True)
-                util = fps * median(lit) / peak[prec]["peak_flops"]
+                util = fps * median(lit) / peaks[prec]["peak_flops"]
                 rows.append([prec, model, batch, f"{median(lit):,.0f}", f"{median(raw):,.0f}", f"{median(ratios):.3f}",
                              f"{100 * util:.1f} %"])
                 out.append({"precision": prec, "model": model, "batch_size": batch, "device": device,
@@ -96,7 +65,7 @@ def main(argv=None) -> None:
     print(table(rows, ["precision", "model", "batch", "Lightning samples/s", "raw samples/s", "Lightning / raw",
                        "utilisation (Lightning, vs same-precision peak)"]))
     write_json(args.json, {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()),
-                           "peak": peak, "results": out})
+                           "peak": peaks, "results": out})
 
 
 if __name__ == "__main__":
