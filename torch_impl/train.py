@@ -200,6 +200,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
     k = steps_per_block(cfg)
     dm = (StreamDataModule if cfg.devices == 1 else sharded_datamodule())(r.stream, r.total, cfg.eval_batch_size,
                                                                           steps_per_block=k)
+    dm.tensors = (r.x_train, r.y_train, r.x_test, r.y_test)  # Run's tensors, already on this rank's device
     rec.warmup = min(rec.total - rec.step, -(-rec.warmup // k) * k)  # whole blocks
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))
 
