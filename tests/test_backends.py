@@ -208,6 +208,23 @@ def test_resume_from_step_200_matches_uninterrupted(tmp_path, backend, loop):
     assert diff <= 1e-6, f"resumed weights differ from the uninterrupted run by {diff:.3g}"
 
 
+@pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
+def test_resume_with_fewer_steps_left_than_the_evaluation_interval(tmp_path, backend, loop):
+    """Checkpoint every 100, evaluate every 200, stopped after 300: 100 steps remain, fewer than one
+    evaluation interval. Lightning must count val_check_interval over the whole run (not per pass of
+    the resumed loader, which would be refused as longer than the loader) and still evaluate at 400."""
+    ckpt = tmp_path / "ckpt"
+    args = [*SMALL, "--model", "cnn", "--widths", "8,16,32", "--steps", "400", "--eval-every", "200",
+            "--checkpoint-dir", ckpt, "--checkpoint-every", "100", "--loop", loop, "--json", tmp_path / "r.json"]
+    code, _, err = _run_and_interrupt_after(backend, args, ckpt, "step-0000300.*")
+    assert code == 130, f"exit {code}: {err[-1500:]}"
+    proc = run_module(BACKENDS[backend], *args, "--resume", timeout=300)
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert proc.returncode == 0 and r["status"] == "ok", proc.stderr[-1500:]
+    assert "resumed from step 300" in proc.stdout + proc.stderr
+    assert len(r["train_losses"]) == 400 and [p["step"] for p in r["curve"]] == [200, 400]
+
+
 @pytest.mark.parametrize("backend,loop", LOOPS)
 def test_divergence_stops_with_status(tmp_path, backend, loop):
     out = tmp_path / "r.json"

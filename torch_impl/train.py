@@ -264,7 +264,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         accelerator="auto", devices=cfg.devices, strategy=strategy, precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
         max_steps=rec.total, max_epochs=-1, logger=False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
-        val_check_interval=cfg.eval_every // k or None,  # counted in training_steps (blocks of k steps) check_val_every_n_epoch=None,
+        val_check_interval=cfg.eval_every // k or None, check_val_every_n_epoch=None,  # counted in training_steps (blocks of k steps) over the whole run
         limit_val_batches=1.0 if cfg.eval_every else 0, deterministic=cfg.deterministic or None,
         callbacks=callbacks, default_root_dir=cfg.checkpoint_dir or None)
     ckpt_path = None
