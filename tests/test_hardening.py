@@ -79,6 +79,9 @@ def test_diverged_run_in_a_comparison_is_reported_and_the_others_finish(tmp_path
                       "--lr", "1e6", "--out", out, timeout=600)
     results = json.loads((out / "results.json").read_text())
     statuses = {r["model"]: r["status"] for r in results["runs"]}
-    assert statuses == {"mlp": "diverged", "cnn": "diverged"}, proc.stdout[-2000:]
+    # the MLP diverges at step 3; the CNN (run after it) is carried out to its end whether or not its
+    # ReLUs die before the loss overflows (which depends on the data order)
+    assert statuses["mlp"] == "diverged" and statuses["cnn"] in ("ok", "diverged"), proc.stdout[-2000:]
+    assert {r["model"]: r["final"]["steps"] for r in results["runs"] if r["status"] == "ok"} in ({}, {"cnn": 20})
     assert "diverged" in (out / "report.md").read_text()
     assert proc.returncode == 3 and "Traceback" not in proc.stderr

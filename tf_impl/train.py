@@ -22,7 +22,7 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, lr_table, new_result, versions
-from data.loop import Recorder, execute, prepare, progress, run_chunks
+from data.loop import Recorder, done_line, execute, prepare, progress, run_chunks
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "tf"
@@ -308,9 +308,6 @@ def run(cfg: RunConfig) -> int:
             bar.stop()
     if cfg.save_weights:
         neutral.save(cfg.save_weights, r.export_weights())
-    f = rec.result["final"]
-    if f["test_accuracy"] is not None:
-        print(f"tf | done: {f['steps']} steps, test_acc {f['test_accuracy']:.4f}, "
-              f"{rec.result['throughput']['train_samples_per_s'] or 0:,.0f} train samples/s, "
-              f"{rec.result['throughput']['infer_samples_per_s'] or 0:,.0f} infer samples/s", flush=True)
+    if rec.result["final"]["test_accuracy"] is not None:
+        print(done_line(rec.result), flush=True)
     return code

@@ -27,7 +27,7 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
-from data.loop import Recorder, boundaries, execute, prepare, progress, run_chunks, steps_per_block
+from data.loop import Recorder, boundaries, done_line, execute, prepare, progress, run_chunks, steps_per_block
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -48,6 +48,17 @@ def configure(cfg: RunConfig):
         torch.manual_seed(cfg.seed)
         torch.use_deterministic_algorithms(True)
     return torch
+
+
+def quiet_lightning() -> None:
+    """Lightning's info lines ("GPU available: ...", the litlogger tip, "`Trainer.fit` stopped") say
+    nothing the run's own header and done line do not (the device is in the done line), and torch
+    2.13 warns about a class Lightning 2.6 uses internally (not the user's to fix). Warnings stay."""
+    import logging
+    import warnings
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def device_name(torch) -> str:
@@ -192,6 +203,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
     """Train with the Lightning Trainer; RecorderCallback measures what run_chunks measures."""
     import lightning as L
 
+    quiet_lightning()
     from .datamodule import StreamDataModule
     from .module import LitClassifier
     cfg, torch = r.cfg, r.torch
@@ -382,9 +394,6 @@ def run(cfg: RunConfig) -> int:
             bar.stop()
     if cfg.save_weights:
         neutral.save(cfg.save_weights, r.export_weights())
-    f = rec.result["final"]
-    if f["test_accuracy"] is not None and rank == 0:
-        print(f"torch | done: {f['steps']} steps, test_acc {f['test_accuracy']:.4f}, "
-              f"{rec.result['throughput']['train_samples_per_s'] or 0:,.0f} train samples/s, "
-              f"{rec.result['throughput']['infer_samples_per_s'] or 0:,.0f} infer samples/s", flush=True)
+    if rec.result["final"]["test_accuracy"] is not None and rank == 0:
+        print(done_line(rec.result), flush=True)
     return code
