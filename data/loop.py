@@ -51,13 +51,16 @@ def boundaries(start: int, total: int, cfg: RunConfig, warmup: int) -> list:
     return sorted(m for m in marks if start < m <= total)
 
 
-def steps_per_block(cfg: RunConfig) -> int:
-    """Optimizer steps per Lightning training_step: at most --steps-per-call, and a divisor of the
-    evaluation and checkpoint intervals (Lightning counts val_check_interval in training_steps, so
-    those steps must end a block). DDP: 1 (DDP all-reduces once per forward of the wrapped model)."""
+def steps_per_block(cfg: RunConfig, total: int | None = None) -> int:
+    """Optimizer steps per Lightning training_step: at most --steps-per-call, at most a quarter of a
+    `total`-step run (the warm-up excluded from the throughput is whole blocks, so a short run still
+    has timed blocks), and a divisor of the evaluation and checkpoint intervals (Lightning counts
+    val_check_interval in training_steps, so those steps must end a block). Depends on the run, not
+    on where it resumes: a resumed run cuts the same blocks. DDP: 1 (DDP all-reduces once per
+    forward of the wrapped model)."""
     if cfg.devices > 1:
         return 1
-    k = cfg.steps_per_call
+    k = cfg.steps_per_call if total is None else min(cfg.steps_per_call, max(1, total // 4))
     every = math.gcd(cfg.eval_every, cfg.checkpoint_every)  # gcd(0, n) = n; 0 when neither is set
     if every:
         k = max(d for d in range(1, min(k, every) + 1) if every % d == 0)
@@ -75,11 +78,11 @@ class Recorder:
     """Collects one run's measurements and produces its RunResult fields."""
 
     def __init__(self, cfg: RunConfig, result: dict, total_steps: int, start_step: int = 0, log=print,
-                 writer=None):
+                 writer=None, block: int = 1):
         self.cfg, self.result, self.total = cfg, result, total_steps
         self.writer = writer  # a data.tensorboard.EventWriter, or None
-        self.start = self.step = start_step
-        self.warmup = warmup_steps(total_steps, start_step)
+        self.block = block  # steps the loop reports at once at the least (Lightning: one training_step's block)
+        self.restart_at(start_step)
         self.train_seconds = 0.0  # training time so far (evaluation excluded)
         self.timed_seconds = 0.0
         self.timed_steps = 0
@@ -90,6 +93,12 @@ class Recorder:
         if start_step and result.get("train_losses"):  # resumed: losses/curve come from the checkpoint
             finite = [v for v in result["train_losses"] if v is not None]
             self.last_finite = finite[-1] if finite else None
+
+    def restart_at(self, step: int) -> None:
+        """Count from `step` (a resumed run): the warm-up is the first steps after it, in whole blocks."""
+        self.start = self.step = step
+        w = warmup_steps(self.total, step)
+        self.warmup = min(self.total - step, -(-w // self.block) * self.block)
 
     def add_steps(self, losses, seconds: float) -> None:
         """Record a chunk of consecutive steps (their losses, host-synced) and the time they took."""

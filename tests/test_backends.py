@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from data.contract import RunConfig, lr_at
-from data.loop import steps_per_block
+from data.contract import RunConfig, lr_at, new_result
+from data.loop import Recorder, steps_per_block
 
 from conftest import ROOT, child_env, run_jobs_in_both, run_module
 
@@ -140,6 +140,21 @@ def test_steps_per_block_divides_evaluation_and_checkpoint_steps():
     assert steps_per_block(RunConfig(eval_every=97)) == 1  # a prime interval: one step per block
     assert steps_per_block(RunConfig(eval_every=100, steps_per_call=1)) == 1
     assert steps_per_block(RunConfig(eval_every=0, devices=2)) == 1  # DDP: one step per training_step
+    # at most a quarter of the run, so a short run keeps timed blocks after its whole-block warm-up
+    assert steps_per_block(RunConfig(eval_every=0), total=20) == 5
+    assert steps_per_block(RunConfig(eval_every=30), total=60) == 15
+    assert steps_per_block(RunConfig(eval_every=25), total=468) == 25
+
+
+def test_recorder_warmup_is_whole_blocks_and_restarts_with_a_resume():
+    cfg = RunConfig(eval_every=25)
+    assert Recorder(cfg, new_result(cfg, "torch"), 468).warmup == 10  # the raw and tf loops: 10 steps
+    rec = Recorder(cfg, new_result(cfg, "torch"), 468, block=25)
+    assert rec.warmup == 25 and rec.start == 0
+    rec.restart_at(300)
+    assert (rec.start, rec.step, rec.warmup) == (300, 300, 25)
+    assert Recorder(cfg, new_result(cfg, "torch"), 20, block=5).warmup == 5  # 4 steps of warm-up -> one block
+    assert Recorder(cfg, new_result(cfg, "torch"), 340, 330, block=25).warmup == 10  # never past the end
 
 
 @pytest.mark.parametrize("backend,loop,calls", [("tf", "custom", (1, 32)), ("torch", "lightning", (1, 7, 32))])
@@ -223,6 +238,7 @@ def test_resume_with_fewer_steps_left_than_the_evaluation_interval(tmp_path, bac
     assert proc.returncode == 0 and r["status"] == "ok", proc.stderr[-1500:]
     assert "resumed from step 300" in proc.stdout + proc.stderr
     assert len(r["train_losses"]) == 400 and [p["step"] for p in r["curve"]] == [200, 400]
+    assert 0 < r["throughput"]["timed_steps"] <= 90  # the warm-up after the resume is excluded, the rest timed
 
 
 @pytest.mark.parametrize("backend,loop", LOOPS)

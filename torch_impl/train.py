@@ -4,7 +4,7 @@ tf_impl measures (data.loop.Recorder), checkpoints, and the raw PyTorch loop as 
 Blocks: each Lightning training_step makes k optimizer steps (data.loop.steps_per_block: at most
 --steps-per-call, a divisor of the evaluation and checkpoint intervals), so Trainer's per-batch
 work is paid once per k steps; val_check_interval is counted in blocks, trainer.global_step in
-optimizer steps, and the warm-up excluded from the throughput is rounded up to whole blocks.
+optimizer steps, and the warm-up excluded from the throughput is whole blocks (Recorder's block).
 
 --devices N (N > 1): Lightning DDP (gloo on CPU, NCCL on GPUs). Lightning re-launches this command
 once per extra rank; every rank cuts each step's global batch of stream indices into N equal
@@ -209,12 +209,19 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
     cfg, torch = r.cfg, r.torch
     module = LitClassifier(r.model, cfg, r.total, r.model.spec[-1].units)
     module.result_state = lambda: result_state(rec)
-    k = steps_per_block(cfg)
+    k = rec.block  # steps_per_block(cfg, total): the Recorder's warm-up is whole blocks
     dm = (StreamDataModule if cfg.devices == 1 else sharded_datamodule())(r.stream, r.total, cfg.eval_batch_size,
                                                                           steps_per_block=k)
     dm.tensors = (r.x_train, r.y_train, r.x_test, r.y_test)  # Run's tensors, already on this rank's device
-    rec.warmup = min(rec.total - rec.step, -(-rec.warmup // k) * k)  # whole blocks
-    marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))
+    ckpt_path = None
+    if cfg.resume:
+        found = sorted(Path(cfg.checkpoint_dir).glob("step-*.ckpt")) if Path(cfg.checkpoint_dir).is_dir() else []
+        if found:
+            ckpt_path = str(found[-1])
+            state = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+            restore_result(rec, state.get("klc_result"), state["global_step"],
+                           say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None))
+    marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))  # where the callback hands steps to the Recorder
 
     class RecorderCallback(L.Callback):
         t0 = None
@@ -279,14 +286,6 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         val_check_interval=cfg.eval_every // k or None, check_val_every_n_epoch=None,  # counted in training_steps (blocks of k steps) over the whole run
         limit_val_batches=1.0 if cfg.eval_every else 0, deterministic=cfg.deterministic or None,
         callbacks=callbacks, default_root_dir=cfg.checkpoint_dir or None)
-    ckpt_path = None
-    if cfg.resume:
-        found = sorted(Path(cfg.checkpoint_dir).glob("step-*.ckpt")) if Path(cfg.checkpoint_dir).is_dir() else []
-        if found:
-            ckpt_path = str(found[-1])
-            state = torch.load(ckpt_path, weights_only=False, map_location="cpu")
-            restore_result(rec, state.get("klc_result"), state["global_step"],
-                           say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None))
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its own shutdown
@@ -351,7 +350,7 @@ def restore_result(rec: Recorder, state: dict | None, step: int, log=say_flushed
     if state:
         rec.result["train_losses"], rec.result["curve"] = state["train_losses"], state["curve"]
         rec.train_seconds = state["train_seconds"]
-    rec.start = rec.step = step
+    rec.restart_at(step)
     log(f"torch | resumed from step {step}")
 
 
@@ -371,12 +370,12 @@ def run(cfg: RunConfig) -> int:
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
                   forward_flops_per_sample=arch.forward_flops(layers), devices=cfg.devices, per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
     writer = EventWriter(run_dir(cfg.tensorboard, cfg.dataset, BACKEND, cfg.model)) if cfg.tensorboard else None
-    rec = Recorder(cfg, result, total, 0, log=lambda s: say(f"torch | {s}"), writer=writer)
+    rec = Recorder(cfg, result, total, 0, log=lambda s: say(f"torch | {s}"), writer=writer,
+                   block=steps_per_block(cfg, total) if cfg.loop == "lightning" else 1)
     ckpt = None
     if cfg.loop == "raw":
         if cfg.resume and (restored := r.restore_checkpoint()) is not None:
             restore_result(rec, restored[1], restored[0], say)
-            rec.warmup = min(rec.warmup, total - rec.step)
         if cfg.checkpoint_dir and cfg.checkpoint_every:
             ckpt = lambda step: r.save_checkpoint(step, rec)  # noqa: E731
     bar = progress(cfg.progress, total, rec.step) if cfg.loop == "raw" else None
