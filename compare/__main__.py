@@ -24,8 +24,8 @@ from pathlib import Path
 
 from data.arch import MODELS
 from data.cli import run_cli
-from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, ConfigError, OneLineParser, RunConfig,
-                           add_run_arguments, write_json_atomic)
+from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LOOPS, ConfigError, OneLineParser,
+                           RunConfig, add_run_arguments, write_json_atomic)
 
 from .runner import BACKENDS, Plan
 
@@ -73,6 +73,12 @@ def build_parser() -> OneLineParser:
                    help=f"comma-separated (default: {','.join(DEFAULT_BACKENDS)})")
     p.add_argument("--models", type=_name_list(MODELS), default=list(DEFAULT_MODELS),
                    help=f"comma-separated; the MLP is the reference for steps-to-beat (default: {','.join(DEFAULT_MODELS)})")
+    p.add_argument("--tf-loop", choices=LOOPS["tf"], default=LOOPS["tf"][0],
+                   help="tf training loop: custom (GradientTape, compiled steps) or fit (Keras model.fit) "
+                        f"(default: {LOOPS['tf'][0]})")
+    p.add_argument("--torch-loop", choices=LOOPS["torch"], default=LOOPS["torch"][0],
+                   help="torch training loop: lightning (the Trainer) or raw (a plain PyTorch loop) "
+                        f"(default: {LOOPS['torch'][0]})")
     p.add_argument("--seeds", type=_seed_list, help="repeat every run per seed and report mean ± std, e.g. 0,1,2")
     p.add_argument("--out", help=f"run folder (default: {RUNS_DIR}/<timestamp>)")
     p.add_argument("--resume", metavar="DIR", help="continue the comparison in DIR: finished runs are kept, not re-run")
@@ -160,6 +166,13 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
         parser.error("--adam-impl torch exists only in torch_impl; add --backends torch or drop it")
     if args.val_fraction and not args.val_fraction < 1:
         parser.error(f"--val-fraction must be below 1, got {args.val_fraction}")
+    # comparisons stored before --tf-loop/--torch-loop existed ran the default loops
+    loops = {"tf": getattr(args, "tf_loop", None) or LOOPS["tf"][0],
+             "torch": getattr(args, "torch_loop", None) or LOOPS["torch"][0]}
+    if args.devices > 1:
+        single = [f"--{b}-loop {loops[b]}" for b in args.backends if loops[b] != LOOPS[b][0]]
+        if single:
+            parser.error(f"--devices {args.devices} runs the default loops (data parallel); drop {' and '.join(single)}")
 
     spec = get_spec(args.dataset)
     data = load(args.dataset, args.data_dir, verify=args.verify)
@@ -190,7 +203,7 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
     plan = Plan(dataset=args.dataset, backends=list(args.backends), models=models, seeds=seeds, init=args.init,
                 run_flags=run_flags, out=out, total_steps=total, steps_per_epoch=spe,
                 input_shape=tuple(spec.shape), num_classes=spec.num_classes,
-                widths=tuple(args.widths) if args.widths else None, env=env)
+                widths=tuple(args.widths) if args.widths else None, env=env, loops=loops)
     return plan, data, n_train
 
 
@@ -253,7 +266,8 @@ def run_comparison(argv: list, launcher=None) -> int:
                 "is_subset": data.is_subset, "train_size": n_train, "test_size": len(data.test_labels),
                 "plan": {"backends": plan.backends, "models": plan.models, "seeds": plan.seeds, "init": plan.init,
                          "total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch,
-                         "eval_every": plan.eval_every, "threads": plan.threads, "run_flags": plan.run_flags},
+                         "eval_every": plan.eval_every, "threads": plan.threads, "run_flags": plan.run_flags,
+                         "loops": {b: plan.loops[b] for b in plan.backends}},
                 "peaks": probe_result.get("peaks"), "parity": probe_result.get("parity"),
                 "probe_errors": probe_result.get("errors"),
                 "devices": {b: p.get("device") for b, p in (probe_result.get("peaks") or {}).items()},

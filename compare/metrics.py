@@ -96,7 +96,7 @@ def rows(results: list, peaks: dict | None = None) -> list:
         its_beats = [beats[(backend, model, _seed(r))] for r in runs if (backend, model, _seed(r)) in beats]
         tput = [r.get("throughput") or {} for r in done]
         out.append({
-            "backend": backend, "model": model,
+            "backend": backend, "model": model, "loop": runs[0].get("loop") or "",
             "device": runs[0].get("device") or "?",
             "n": len(runs), "seeds": [_seed(r) for r in runs], "statuses": [r.get("status") for r in runs],
             "accuracy": mean_std(final_accuracy(r) for r in done),

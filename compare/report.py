@@ -12,7 +12,7 @@ import csv
 import math
 from pathlib import Path
 
-from data.contract import write_json_atomic
+from data.contract import LOOPS, write_json_atomic
 
 from . import metrics
 
@@ -84,7 +84,10 @@ def table_cells(row: dict) -> list:
     if status:
         acc = status if acc == "–" else f"{acc} ({status})"
     steps, seconds = beat_text(row)
-    return [row["backend"], row["model"], row["device"], acc, steps, seconds,
+    backend = row["backend"]
+    if row.get("loop") and row["loop"] != LOOPS.get(backend, ("",))[0]:
+        backend += f" ({row['loop']})"  # a non-default loop: tf (fit), torch (raw)
+    return [backend, row["model"], row["device"], acc, steps, seconds,
             _pm(row["train_sps"], _count), _pm(row["infer_sps"], _count), _pm(row["mfu"], _mfu, " %"),
             _pm(row["warmup_s"], _sec, " s"), _pm(row["wall_s"], _sec, " s")]
 
@@ -171,8 +174,22 @@ def header_lines(context: dict) -> list:
                    f"{plan.get('eval_every')} steps, {seed_text}"),
         ("config", f"{opt_text} lr {flags.get('lr', 0):g} {flags.get('schedule')}, init {plan.get('init')}, "
                    f"{plan.get('threads')} threads per run, {PRECISION_TEXT.get(flags.get('precision'), flags.get('precision'))}, "
-                   f"runs one after another in separate processes"),
+                   f"{loops_text(plan)}, runs one after another in separate processes"),
     ]
+
+
+TITLES = {("tf", "custom"): "tf.keras", ("tf", "fit"): "tf.keras (model.fit)",
+          ("torch", "lightning"): "PyTorch Lightning", ("torch", "raw"): "PyTorch (raw loop)"}
+
+
+def backend_title(backend: str, loop: str | None) -> str:
+    return TITLES.get((backend, loop or LOOPS.get(backend, ("",))[0]), backend)
+
+
+def loops_text(plan: dict) -> str:
+    """'loops tf custom / torch lightning': which training loop each backend ran."""
+    loops = plan.get("loops") or {b: LOOPS[b][0] for b in plan.get("backends") or LOOPS if b in LOOPS}
+    return "loop " + " / ".join(f"{b} {loop}" for b, loop in loops.items())
 
 
 def problem_lines(results: list) -> list:
@@ -230,7 +247,7 @@ def peak_flops(context: dict) -> dict:
 
 # --- files -----------------------------------------------------------------------------------------------
 
-CSV_FIELDS = ("backend", "model", "seed", "status", "device", "threads", "params", "flops_per_sample", "steps",
+CSV_FIELDS = ("backend", "loop", "model", "seed", "status", "device", "threads", "params", "flops_per_sample", "steps",
               "test_accuracy", "test_loss", "steps_to_beat_mlp", "seconds_to_beat_mlp", "train_samples_per_s",
               "infer_samples_per_s", "mfu", "warmup_s", "train_seconds", "process_seconds", "data_source",
               "message")
@@ -244,7 +261,7 @@ def csv_rows(results: list, context: dict) -> list:
         seed = (r.get("config") or {}).get("seed", 0)
         final, tput = r.get("final") or {}, r.get("throughput") or {}
         step, seconds = beats.get((r["backend"], r["model"], seed), (None, None))
-        out.append({"backend": r["backend"], "model": r["model"], "seed": seed, "status": r.get("status"),
+        out.append({"backend": r["backend"], "loop": r.get("loop"), "model": r["model"], "seed": seed, "status": r.get("status"),
                     "device": r.get("device"), "threads": r.get("threads"), "params": r.get("params"),
                     "flops_per_sample": r.get("flops_per_sample"), "steps": final.get("steps"),
                     "test_accuracy": final.get("test_accuracy"), "test_loss": final.get("test_loss"),
@@ -295,7 +312,8 @@ def _finite(obj):
 def markdown(results: list, context: dict) -> str:
     """report.md: the table, the notes, the pictures, the configuration, devices and versions, the commands."""
     plan = context.get("plan") or {}
-    backends = " vs ".join({"tf": "tf.keras", "torch": "PyTorch Lightning"}.get(b, b)
+    loops = plan.get("loops") or {}
+    backends = " vs ".join(backend_title(b, loops.get(b))
                            for b in plan.get("backends") or dict.fromkeys(r["backend"] for r in results))
     lines = [f"# {backends} on {context.get('dataset_label')}", ""]
     warning = subset_warning(context)
@@ -439,7 +457,7 @@ def plot_curves(path, results: list, context: dict) -> None:
                             bbox={"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "0.75"},
                             arrowprops={"arrowstyle": "-", "color": "0.4", "linewidth": 0.8})
             first_beat = False
-        ax.set_title({"tf": "tf.keras", "torch": "PyTorch Lightning"}.get(backend, backend))
+        ax.set_title(backend_title(backend, runs[0].get("loop") if runs else None))
         ax.set_xlabel("optimizer step")
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

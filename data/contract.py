@@ -151,6 +151,11 @@ def parse_widths(text: str) -> tuple:
     return out
 
 
+# Each backend's training loops, its default first: the tf GradientTape loop or Keras model.fit; the
+# Lightning Trainer or a plain PyTorch loop (the references the overhead benchmarks measure against).
+LOOPS = {"tf": ("custom", "fit"), "torch": ("lightning", "raw")}
+
+
 def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     """The training flags every backend accepts (the harness reuses most of them)."""
     d = RunConfig()

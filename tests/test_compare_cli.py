@@ -45,6 +45,8 @@ def cli(argv, capsys):
     (["--init-file", "x.npz"], "--init-file"),
     (["--widths", "8,8"], "--widths"),
     (["--adam-impl", "torch"], "--adam-impl"),
+    (["--tf-loop", "lightning"], "--tf-loop"),
+    (["--devices", "2", "--torch-loop", "raw"], "drop --torch-loop raw"),
     (["--resume", "/nonexistent/klc"], "no comparison.json"),
     (["--dataset", "mnist", "--steps", "5", "--eval-every", "10"], "--eval-every 10 is larger than the run (5 steps)"),
     (["--dataset", "mnist", "--batch-size", "1000000"], "--batch-size 1000000 is larger than the training set"),

@@ -31,7 +31,7 @@ class FakeBackends:
 
     def __init__(self, crash=(), stop_at=None):
         self.crash, self.stop_at = set(crash), stop_at
-        self.launched, self.probes = [], []
+        self.launched, self.probes, self.loops = [], [], {}
 
     def __call__(self, cmd, prefix, log_stem, control=None, echo=print, env=None):
         if cmd[2].endswith(".jobs"):  # the probe: python -m <backend>_impl.jobs jobs.json (logits, peak)
@@ -49,6 +49,7 @@ class FakeBackends:
         model, seed, out = _value(cmd, "--model"), int(_value(cmd, "--seed")), _value(cmd, "--json")
         assert os.path.isfile(_value(cmd, "--init-file")), "the shared initial weights exist before the run"
         self.launched.append((backend, model, seed))
+        self.loops[backend] = _value(cmd, "--loop")
         if (backend, model, seed) in self.crash:
             return Outcome(-11, 0.2, ["Fatal Python error: Segmentation fault"])
         status = "ok"
@@ -58,7 +59,7 @@ class FakeBackends:
         acc = {"mlp": [0.85, 0.90], "cnn": [0.80, 0.95]}[model]
         curve = [{"step": s, "seconds": 0.5 * (i + 1), "test_loss": 0.3, "test_accuracy": a}
                  for i, (s, a) in enumerate(zip((10, 20), acc))]
-        result = {"backend": backend, "model": model, "dataset": "mnist", "data_source": "fake", "status": status,
+        result = {"backend": backend, "model": model, "loop": self.loops[backend], "dataset": "mnist", "data_source": "fake", "status": status,
                   "message": "", "config": {"seed": seed}, "versions": {"python": "3"}, "device": "cpu",
                   "threads": 2, "params": 1, "flops_per_sample": 1e6, "curve": curve, "train_losses": [],
                   "final": {"steps": 20, "test_loss": 0.3, "test_accuracy": acc[-1], "train_seconds": 1.0,
@@ -125,6 +126,29 @@ def test_resume_refuses_different_settings(tmp_path):
         run_comparison(["--resume", str(tmp_path / "nothing")], launcher=FakeBackends())
     with pytest.raises(ConfigError, match="--resume"):  # --out onto an existing comparison
         run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends())
+
+
+def test_each_backend_runs_the_loop_asked_for(tmp_path):
+    default, first = FakeBackends(), tmp_path / "default"
+    assert run_comparison(TINY + ["--out", str(first)], launcher=default) == 0
+    assert default.loops == {"tf": "custom", "torch": "lightning"}  # passed explicitly: the logs reproduce the run
+    assert "loop tf custom / torch lightning" in (first / "report.md").read_text()
+    fake, out = FakeBackends(), tmp_path / "run"
+    assert run_comparison(TINY + ["--tf-loop", "fit", "--torch-loop", "raw", "--out", str(out)], launcher=fake) == 0
+    assert fake.loops == {"tf": "fit", "torch": "raw"}
+    assert _results(out)["comparison"]["plan"]["loops"] == {"tf": "fit", "torch": "raw"}
+    md = (out / "report.md").read_text()
+    assert md.startswith("# tf.keras (model.fit) vs PyTorch (raw loop)") and "| tf (fit) | mlp |" in md
+    assert "| torch (raw) | cnn |" in md and "loop tf fit / torch raw" in md
+    assert (out / "results.csv").read_text().splitlines()[1].startswith("tf,fit,mlp,0,ok")
+    record = json.loads((first / "comparison.json").read_text())  # stored before these flags existed
+    del record["args"]["tf_loop"], record["args"]["torch_loop"]
+    (first / "comparison.json").write_text(json.dumps(record))
+    assert run_comparison(["--resume", str(first)], launcher=FakeBackends()) == 0  # the default loops
+    assert _results(first)["comparison"]["plan"]["loops"] == {"tf": "custom", "torch": "lightning"}
+    resumed = FakeBackends()  # a resume keeps the stored loops (and refuses others)
+    with pytest.raises(ConfigError, match="--tf-loop fit"):
+        run_comparison(["--resume", str(out), "--tf-loop", "custom"], launcher=resumed)
 
 
 def test_seeds_repeat_every_run(tmp_path):

@@ -2,12 +2,12 @@
 import sys
 
 from data.cli import run_cli
-from data.contract import build_parser, config_from_args
+from data.contract import LOOPS, build_parser, config_from_args
 
 
 def main(argv) -> int:
     parser = build_parser("python -m tf_impl", "Train the tf.keras MLP/CNN on the shared data stream.",
-                          loops=("custom", "fit"))
+                          loops=LOOPS["tf"])
     cfg = config_from_args(parser.parse_args(argv))
     if cfg.adam_impl != "keras":
         parser.error("--adam-impl torch exists only in torch_impl (Keras has one Adam)")

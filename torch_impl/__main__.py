@@ -2,12 +2,12 @@
 import sys
 
 from data.cli import run_cli
-from data.contract import build_parser, config_from_args
+from data.contract import LOOPS, build_parser, config_from_args
 
 
 def main(argv) -> int:
     parser = build_parser("python -m torch_impl", "Train the Lightning MLP/CNN on the shared data stream.",
-                          loops=("lightning", "raw"))
+                          loops=LOOPS["torch"])
     cfg = config_from_args(parser.parse_args(argv))
     from .train import run
     return run(cfg)
