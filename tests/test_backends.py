@@ -242,6 +242,19 @@ def test_resume_with_fewer_steps_left_than_the_evaluation_interval(tmp_path, bac
 
 
 @pytest.mark.parametrize("backend,loop", LOOPS)
+def test_target_accuracy_stops_at_the_first_evaluation_that_reaches_it(tmp_path, backend, loop):
+    out = tmp_path / "r.json"
+    proc = run_module(BACKENDS[backend], *SMALL, "--model", "mlp", "--steps", "300", "--eval-every", "20",
+                      "--target-accuracy", "0.8", "--loop", loop, "--json", out, timeout=300)
+    r = json.loads(out.read_text())
+    assert proc.returncode == 0 and r["status"] == "ok", proc.stderr[-1500:]
+    accs = [p["test_accuracy"] for p in r["curve"]]
+    assert accs[-1] >= 0.8 and all(a < 0.8 for a in accs[:-1])  # stopped at the first evaluation at 0.8
+    assert r["final"]["steps"] == r["curve"][-1]["step"] < 300 and len(r["train_losses"]) == r["final"]["steps"]
+    assert "reached test accuracy" in r["message"] and r["final"]["test_accuracy"] == accs[-1]
+
+
+@pytest.mark.parametrize("backend,loop", LOOPS)
 def test_divergence_stops_with_status(tmp_path, backend, loop):
     out = tmp_path / "r.json"
     proc = run_module(BACKENDS[backend], *SMALL, "--model", "mlp", "--steps", "60", "--eval-every", "20",
