@@ -27,6 +27,8 @@ OPT_CONFIGS = {
     "adam": dict(optimizer="adam", lr=1e-3),
     "sgd_momentum": dict(optimizer="sgd", lr=0.05, momentum=0.9),
     "sgd_nesterov": dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True),
+    # every Adam hyper-parameter away from its default: both backends must read --beta-1/--beta-2/--epsilon
+    "adam_betas_epsilon": dict(optimizer="adam", lr=1e-3, beta_1=0.8, beta_2=0.95, epsilon=1e-3),
 }
 OPT_STEPS, OPT_BATCH = 50, 32
 TRAJ_STEPS, TRAJ_BATCH = 200, 64
@@ -238,6 +240,15 @@ def test_optimizer_trajectory(parity, name, schedule):
     start = _load(parity / "opt_init.npz")
     moved = max(np.abs(a[f"w:{k}"] - start[k]).max() for k in start)
     assert moved > 100 * OPT_ATOL_F64, "the optimizer barely moved the weights: the comparison would be vacuous"
+
+
+@pytest.mark.parametrize("backend", ["tf", "torch"])
+def test_adam_hyperparameters_change_the_trajectory(parity, backend):
+    """The adam_betas_epsilon case above is not vacuous: in each backend its weights end far from
+    default Adam's (same lr, batches and start), so a backend that ignored the flags would fail there."""
+    a = _load(parity / f"steps_adam_constant_float64_{backend}.npz")
+    b = _load(parity / f"steps_adam_betas_epsilon_constant_float64_{backend}.npz")
+    assert max(np.abs(a[k] - b[k]).max() for k in a if k.startswith("w:")) > 100 * OPT_ATOL_F64  # measured 0.04
 
 
 @pytest.mark.parametrize("name", list(OPT_CONFIGS))
