@@ -136,14 +136,15 @@ def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
     return merged
 
 
+def held_out(data, train_limit, val_fraction) -> int:
+    """Training samples --val-fraction holds out for evaluation (data.stream.make_stream's rule); 0 without it."""
+    n = min(len(data.train_labels), train_limit or len(data.train_labels))
+    return int(round(n * val_fraction)) if val_fraction else 0
+
+
 def train_size(data, train_limit, val_fraction) -> int:
     """Samples the backends train on (data.stream.make_stream's rule, without building the arrays)."""
-    n = len(data.train_labels)
-    if train_limit:
-        n = min(n, train_limit)
-    if val_fraction:
-        n -= int(round(n * val_fraction))
-    return n
+    return min(len(data.train_labels), train_limit or len(data.train_labels)) - held_out(data, train_limit, val_fraction)
 
 
 def make_plan(args: argparse.Namespace, parser: OneLineParser):
@@ -264,6 +265,7 @@ def run_comparison(argv: list, launcher=None) -> int:
             context = {
                 "dataset": plan.dataset, "dataset_label": data.label, "data_source": data.source,
                 "is_subset": data.is_subset, "train_size": n_train, "test_size": len(data.test_labels),
+                "val_size": held_out(data, args.train_limit, args.val_fraction),
                 "plan": {"backends": plan.backends, "models": plan.models, "seeds": plan.seeds, "init": plan.init,
                          "total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch,
                          "eval_every": plan.eval_every, "threads": plan.threads, "run_flags": plan.run_flags,

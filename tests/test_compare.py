@@ -250,6 +250,14 @@ def test_pictures_survive_empty_and_failed_results(tmp_path):
     assert (tmp_path / "b" / "curves.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_header_says_when_evaluation_is_on_a_held_out_share():
+    ctx = fake_context()
+    assert "60,000 train / 10,000 test, source" in report.header_lines(ctx)[0][1]
+    ctx = fake_context(train_size=48_000, val_size=12_000)
+    ctx["plan"]["run_flags"]["val_fraction"] = 0.2
+    assert "48,000 train / 12,000 validation held out from train by --val-fraction 0.2" in report.header_lines(ctx)[0][1]
+
+
 def test_terminal_table():
     from rich.console import Console
     console = Console(record=True, width=220)
