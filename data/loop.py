@@ -236,8 +236,8 @@ def done_line(result: dict) -> str:
             f"{t['infer_samples_per_s'] or 0:,.0f} infer samples/s")
 
 
-def time_peak(run, n: int, device: str, precision: str, budget_s: float = 1.5) -> dict:
-    """Matmul peak as a framework reaches it: `run()` does one n x n x n matmul and syncs.
+def time_peak(run, n: int, device: str, precision: str, budget_s: float = 1.5, matmuls: int = 1) -> dict:
+    """Matmul peak as a framework reaches it: `run()` does `matmuls` n x n x n matmuls and syncs.
     Two warm-up calls, then repeats for `budget_s` (at least 3, at most 100); best time counts."""
     run()
     run()
@@ -247,7 +247,7 @@ def time_peak(run, n: int, device: str, precision: str, budget_s: float = 1.5) -
         run()
         times.append(time.perf_counter() - t0)
     best = min(times)
-    return {"device": device, "precision": precision, "matmul_n": n, "peak_flops": 2.0 * n ** 3 / best,
+    return {"device": device, "precision": precision, "matmul_n": n, "peak_flops": 2.0 * n ** 3 * matmuls / best,
             "best_s": best, "median_s": sorted(times)[len(times) // 2], "reps": len(times)}
 
 
