@@ -29,6 +29,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, help="train this many steps instead of --epochs (quick checks)")
     p.add_argument("--peak-n", type=int, default=8192, help="square matmul size of the GPU peak probe")
     p.add_argument("--data-dir", help="folder with the dataset files (else the usual sources)")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="accept files that fail the checksums")
     p.add_argument("--json", default="bench-out/gpu.json")
     args = p.parse_args(argv)
     peaks = {prec: peak("torch", prec, n_gpu=args.peak_n) for prec in ("32", "bf16")}
@@ -43,6 +44,8 @@ def main(argv=None) -> None:
                          "--precision", prec, "--eval-every", 0]
                 if args.data_dir:
                     flags += ["--data-dir", args.data_dir]
+                if not args.verify:
+                    flags += ["--no-verify"]
                 lit, raw, ratios, device, fps = [], [], [], "", 0
                 for rep in range(args.repeats):
                     a = train("torch", *flags, "--loop", "lightning", "--seed", rep)

@@ -1,13 +1,18 @@
 """The benchmark scripts run (they are used rarely and on borrowed machines, so rot must show here).
 Nothing here asserts on time: only that each script starts, parses its flags, and that the GPU
-check, run for a few steps on the CPU, writes the fields its README line promises."""
+check (scripts/gpu-check), run for a few steps on the CPU without the packages the accelerator
+machine lacks, writes the fields its README line promises."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_module
+from conftest import ROOT, child_env, run_module
+from data_fixtures import canonical_files, tiny_idx_arrays
 
 SCRIPTS = ["overhead", "peak", "scaling", "time_to_accuracy", "accuracy", "torch_configs", "gpu"]
 
@@ -23,12 +28,27 @@ def test_accuracy_refuses_an_unknown_recipe():
     assert proc.returncode == 2 and "unknown recipe imagenet-cosine" in proc.stderr
 
 
-def test_gpu_check_runs_on_the_cpu(tmp_path):
-    out = tmp_path / "gpu.json"
-    run_module("benchmarks.gpu", "--dataset", "mnist", "--steps", "20", "--repeats", "1", "--models", "mlp",
-               "--batches", "32", "--precisions", "32,bf16", "--json", out, check=True, timeout=600)
-    r = json.loads(out.read_text())
+def test_gpu_check_script_needs_no_tensorflow_pooch_platformdirs_or_mlxtend(tmp_path):
+    """scripts/gpu-check as the accelerator machine runs it: those packages are missing there (made
+    unimportable here by a sitecustomize), the data comes from a folder, the figures go to OUT_DIR."""
+    data, out, block = tmp_path / "data", tmp_path / "out", tmp_path / "block"
+    data.mkdir(), block.mkdir()
+    for name, blob in canonical_files(tiny_idx_arrays(n_train=320, n_test=64)).items():
+        (data / name).write_bytes(blob)
+    (block / "sitecustomize.py").write_text(
+        "import sys\nfor n in ('tensorflow', 'keras', 'pooch', 'platformdirs', 'mlxtend'):\n    sys.modules[n] = None\n")
+    env = child_env(PYTHONPATH=os.pathsep.join([str(block), str(ROOT)]), PYTHON=sys.executable)
+    env.pop("KLC_DATA_DIR", None)
+    proc = subprocess.run([str(ROOT / "scripts" / "gpu-check"), str(data), str(out), "--dataset", "mnist", "--no-verify",
+                           "--steps", "20", "--repeats", "1", "--models", "cnn", "--batches", "32", "--precisions", "32,bf16"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    r = json.loads((out / "gpu.json").read_text())
     assert set(r["peak"]) == {"32", "bf16"} and all(p["peak_flops"] > 0 for p in r["peak"].values())
-    assert [(x["precision"], x["model"], x["batch_size"]) for x in r["results"]] == [("32", "mlp", 32), ("bf16", "mlp", 32)]
+    assert [(x["precision"], x["model"], x["batch_size"]) for x in r["results"]] == [("32", "cnn", 32), ("bf16", "cnn", 32)]
     for x in r["results"]:
         assert x["device"] == "cpu" and x["ratios"][0] > 0 and 0 < x["utilisation_lightning"] < 1
+    text = (out / "gpu.txt").read_text()
+    assert text.startswith("torch ") and "| Lightning / raw |" in text
+    probe = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, env=env)
+    assert probe.returncode != 0  # the block held
