@@ -343,7 +343,7 @@ def markdown(results: list, context: dict) -> str:
               "warm-up with evaluation excluded; warm-up = seconds of the first (compiling) steps; wall = the "
               "child process's whole life (start-up, data loading, training, evaluations).", ""]
     summary = metrics.summary(results, plan.get("eval_every"))
-    if summary:
+    if any(s["models"] for s in summary.values()):  # only when a model other than the MLP ran
         lines += ["## Steps to beat the MLP", "", "| backend | model | seed | steps | seconds |", "|---|---|--:|--:|--:|"]
         for backend, s in summary.items():
             for model, m in s["models"].items():
@@ -365,9 +365,11 @@ def markdown(results: list, context: dict) -> str:
                 lines += ["", "  ```", *("  " + t for t in tail), "  ```"]
         lines.append("")
     lines += ["## Configuration", "", "| setting | value |", "|---|---|"]
-    for key in ("backends", "models", "seeds", "init", "total_steps", "steps_per_epoch", "eval_every"):
+    for key in ("backends", "loops", "models", "seeds", "init", "total_steps", "steps_per_epoch", "eval_every"):
         if key in plan:
             value = plan[key]
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
             lines.append(f"| {key} | {', '.join(map(str, value)) if isinstance(value, list) else value} |")
     for key, value in sorted((plan.get("run_flags") or {}).items()):
         if value is not None and key not in plan and key != "debug":

@@ -250,6 +250,14 @@ def test_pictures_survive_empty_and_failed_results(tmp_path):
     assert (tmp_path / "b" / "curves.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_report_md_names_the_loops_and_skips_steps_to_beat_without_a_cnn():
+    ctx = fake_context()
+    ctx["plan"]["loops"] = {"tf": "fit", "torch": "lightning"}
+    md = report.markdown(four_runs(), ctx)
+    assert "| loops | tf fit, torch lightning |" in md and "## Steps to beat the MLP" in md
+    assert "## Steps to beat the MLP" not in report.markdown([r for r in four_runs() if r["model"] == "mlp"], ctx)
+
+
 def test_header_says_when_evaluation_is_on_a_held_out_share():
     ctx = fake_context()
     assert "60,000 train / 10,000 test, source" in report.header_lines(ctx)[0][1]
