@@ -13,11 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"tf": "tf_impl", "torch": "torch_impl"}
 
 
-def train(backend: str, *flags, timeout: float = 1800) -> dict:
-    """Run `python -m <backend> flags... --json tmp` and return its RunResult (raises on failure)."""
+def train(backend: str, *flags, timeout: float = 1800, env: dict | None = None) -> dict:
+    """Run `python -m <backend> flags... --json tmp` and return its RunResult (raises on failure).
+    `env`: extra environment variables for the child."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
         proc = subprocess.run([sys.executable, "-m", MODULES[backend], *map(str, flags), "--no-progress",
                                "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
         if proc.returncode != 0 or not out.exists():

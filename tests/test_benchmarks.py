@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, child_env, run_module
 from data_fixtures import canonical_files, tiny_idx_arrays
 
-SCRIPTS = ["overhead", "peak", "scaling", "time_to_accuracy", "accuracy", "torch_configs", "gpu"]
+SCRIPTS = ["overhead", "peak", "scaling", "time_to_accuracy", "accuracy", "torch_configs", "gpu", "large_batch"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
