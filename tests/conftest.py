@@ -83,3 +83,21 @@ def run_jobs_in_both(folder: Path, name: str, jobs: list, **spec) -> None:
         path.write_text(json.dumps({**spec, "jobs": json.loads(json.dumps(jobs).replace("_BK", f"_{backend}"))}))
         run_module(f"{backend}_impl.jobs", path, check=True, timeout=600)
 
+
+
+def _untracked() -> set | None:
+    """Files in the checkout that git neither tracks nor ignores; None outside a git checkout."""
+    proc = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                          capture_output=True, text=True)
+    return set(filter(None, proc.stdout.split("\0"))) if proc.returncode == 0 else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_into_the_checkout():
+    """Tests write under tmp_path only: a file that appears in the repository (say, a run folder from a
+    misnamed --out) would end up committed. Fails the session, naming the files."""
+    before = _untracked()
+    yield
+    after = _untracked()
+    if before is not None and after is not None and after - before:
+        pytest.fail(f"tests wrote into the checkout: {sorted(after - before)[:5]}", pytrace=False)
