@@ -25,7 +25,7 @@ from pathlib import Path
 from data.arch import MODELS
 from data.cli import run_cli
 from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LOOPS, ConfigError, OneLineParser,
-                           RunConfig, add_run_arguments, write_json_atomic)
+                           RunConfig, add_run_arguments, default_loop, write_json_atomic)
 
 from .runner import BACKENDS, Plan
 
@@ -73,12 +73,10 @@ def build_parser() -> OneLineParser:
                    help=f"comma-separated (default: {','.join(DEFAULT_BACKENDS)})")
     p.add_argument("--models", type=_name_list(MODELS), default=list(DEFAULT_MODELS),
                    help=f"comma-separated; the MLP is the reference for steps-to-beat (default: {','.join(DEFAULT_MODELS)})")
-    p.add_argument("--tf-loop", choices=LOOPS["tf"], default=LOOPS["tf"][0],
-                   help="tf training loop: custom (GradientTape, compiled steps) or fit (Keras model.fit) "
-                        f"(default: {LOOPS['tf'][0]})")
-    p.add_argument("--torch-loop", choices=LOOPS["torch"], default=LOOPS["torch"][0],
-                   help="torch training loop: lightning (the Trainer) or raw (a plain PyTorch loop) "
-                        f"(default: {LOOPS['torch'][0]})")
+    for backend, what in (("tf", "custom (GradientTape, compiled steps) or fit (Keras model.fit)"),
+                          ("torch", "lightning (the Trainer) or raw (a plain PyTorch loop)")):
+        p.add_argument(f"--{backend}-loop", choices=LOOPS[backend], default=default_loop(backend),
+                       help=f"{backend} training loop: {what} (default: {default_loop(backend)})")
     p.add_argument("--seeds", type=_seed_list, help="repeat every run per seed and report mean ± std, e.g. 0,1,2")
     p.add_argument("--out", help=f"run folder (default: {RUNS_DIR}/<timestamp>)")
     p.add_argument("--resume", metavar="DIR", help="continue the comparison in DIR: finished runs are kept, not re-run")
@@ -168,10 +166,9 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
     if args.val_fraction and not args.val_fraction < 1:
         parser.error(f"--val-fraction must be below 1, got {args.val_fraction}")
     # comparisons stored before --tf-loop/--torch-loop existed ran the default loops
-    loops = {"tf": getattr(args, "tf_loop", None) or LOOPS["tf"][0],
-             "torch": getattr(args, "torch_loop", None) or LOOPS["torch"][0]}
+    loops = {b: getattr(args, f"{b}_loop", None) or default_loop(b) for b in LOOPS}
     if args.devices > 1:
-        single = [f"--{b}-loop {loops[b]}" for b in args.backends if loops[b] != LOOPS[b][0]]
+        single = [f"--{b}-loop {loops[b]}" for b in args.backends if loops[b] != default_loop(b)]
         if single:
             parser.error(f"--devices {args.devices} runs the default loops (data parallel); drop {' and '.join(single)}")
 

@@ -12,7 +12,7 @@ import csv
 import math
 from pathlib import Path
 
-from data.contract import LOOPS, write_json_atomic
+from data.contract import LOOPS, default_loop, write_json_atomic
 
 from . import metrics
 
@@ -85,7 +85,7 @@ def table_cells(row: dict) -> list:
         acc = status if acc == "–" else f"{acc} ({status})"
     steps, seconds = beat_text(row)
     backend = row["backend"]
-    if row.get("loop") and row["loop"] != LOOPS.get(backend, ("",))[0]:
+    if row.get("loop") and row["loop"] != default_loop(backend):
         backend += f" ({row['loop']})"  # a non-default loop: tf (fit), torch (raw)
     return [backend, row["model"], row["device"], acc, steps, seconds,
             _pm(row["train_sps"], _count), _pm(row["infer_sps"], _count), _pm(row["mfu"], _mfu, " %"),
@@ -185,12 +185,12 @@ TITLES = {("tf", "custom"): "tf.keras", ("tf", "fit"): "tf.keras (model.fit)",
 
 
 def backend_title(backend: str, loop: str | None) -> str:
-    return TITLES.get((backend, loop or LOOPS.get(backend, ("",))[0]), backend)
+    return TITLES.get((backend, loop or default_loop(backend)), backend)
 
 
 def loops_text(plan: dict) -> str:
     """'loops tf custom / torch lightning': which training loop each backend ran."""
-    loops = plan.get("loops") or {b: LOOPS[b][0] for b in plan.get("backends") or LOOPS if b in LOOPS}
+    loops = plan.get("loops") or {b: default_loop(b) for b in plan.get("backends") or LOOPS}
     return "loop " + " / ".join(f"{b} {loop}" for b, loop in loops.items())
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import LOOPS, RunConfig, write_json_atomic
+from data.contract import RunConfig, default_loop, write_json_atomic
 
 from .metrics import FINISHED
 
@@ -66,7 +66,7 @@ class Plan:
     num_classes: int
     widths: tuple | None = None
     env: dict = field(default_factory=dict)  # extra environment for every child (e.g. KLC_OFFLINE=1)
-    loops: dict = field(default_factory=lambda: {b: LOOPS[b][0] for b in BACKENDS})  # backend -> --loop
+    loops: dict = field(default_factory=lambda: {b: default_loop(b) for b in BACKENDS})  # backend -> --loop
 
     @property
     def eval_every(self) -> int:
@@ -113,7 +113,7 @@ def train_command(plan: Plan, backend: str, model: str, seed: int) -> list:
     """argv of one training child."""
     defaults = RunConfig().to_dict()
     cmd = [sys.executable, "-m", f"{backend}_impl", "--model", model, "--seed", str(seed),
-           "--loop", plan.loops.get(backend, LOOPS[backend][0])]
+           "--loop", plan.loops.get(backend, default_loop(backend))]
     for name in ALWAYS_PASSED:
         if plan.run_flags.get(name) is not None:
             cmd += _flag(name, plan.run_flags[name])

@@ -156,6 +156,11 @@ def parse_widths(text: str) -> tuple:
 LOOPS = {"tf": ("custom", "fit"), "torch": ("lightning", "raw")}
 
 
+def default_loop(backend: str) -> str:
+    """The loop a backend runs without --loop ('' for a backend this table does not know)."""
+    return LOOPS.get(backend, ("",))[0]
+
+
 def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     """The training flags every backend accepts (the harness reuses most of them)."""
     d = RunConfig()
