@@ -143,10 +143,9 @@ def op_steps(job):
 
 def op_batches(job):
     """Hashes of the first n batches as the Lightning datamodule's train loader yields them."""
+    from data.loop import steps_per_block
     from data.sources import load
     from data.stream import make_stream
-
-    from data.loop import steps_per_block
 
     from .datamodule import StreamDataModule
     cfg = RunConfig(**job["config"])

@@ -2,9 +2,10 @@
 tf_impl measures (data.loop.Recorder), checkpoints, and the raw PyTorch loop as reference.
 
 Blocks: each Lightning training_step makes k optimizer steps (data.loop.steps_per_block: at most
---steps-per-call, a divisor of the evaluation and checkpoint intervals), so Trainer's per-batch
-work is paid once per k steps; val_check_interval is counted in blocks, trainer.global_step in
-optimizer steps, and the warm-up excluded from the throughput is whole blocks (Recorder's block).
+--steps-per-call and a quarter of the run, a divisor of the evaluation and checkpoint intervals),
+so Trainer's per-batch work is paid once per k steps; val_check_interval is counted in blocks,
+trainer.global_step in optimizer steps, and the warm-up excluded from the throughput is whole
+blocks (Recorder's block).
 
 --devices N (N > 1): Lightning DDP (gloo on CPU, NCCL on GPUs). Lightning re-launches this command
 once per extra rank; every rank cuts each step's global batch of stream indices into N equal
