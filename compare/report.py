@@ -446,6 +446,7 @@ def plot_curves(path, results: list, context: dict) -> None:
                 ax.axhline(100 * acc, color=MODEL_COLORS["mlp"], linestyle=":", linewidth=0.8, alpha=0.6,
                            label="MLP final, each seed" if k == 0 else None)
         first_beat = True
+        at_step: dict = {}  # (model, step) -> [(seed, acc, seconds)]: seeds that beat at one step share one label
         for (b, model, seed), (step, seconds) in beats.items():
             if b != backend or step is None:
                 continue
@@ -454,13 +455,18 @@ def plot_curves(path, results: list, context: dict) -> None:
             ax.plot([step], [acc], marker="*", markersize=14, color="black", linestyle="none", zorder=5,
                     label=("first beat of the MLP" + (" (each seed vs its own MLP)" if len(mlp_final) > 1 else ""))
                     if first_beat else None)
-            if len([k for k in beats if k[0] == backend and beats[k][0] is not None]) <= 2:
-                secs = f", {seconds:.1f} s" if seconds is not None else ""
-                ax.annotate(f"{model} beats MLP\nat step {step}{secs}", (step, acc), xytext=(14, -34),
-                            textcoords="offset points", fontsize=8.5,
+            at_step.setdefault((model, step), []).append((seed, acc, seconds))
+            first_beat = False
+        if len(at_step) <= 2:
+            for (model, step), hits in at_step.items():
+                secs = sorted(s for _, _, s in hits if s is not None)
+                secs = "" if not secs else f", {secs[0]:.1f} s" if len(secs) == 1 or f"{secs[0]:.1f}" == f"{secs[-1]:.1f}" \
+                    else f", {secs[0]:.1f}-{secs[-1]:.1f} s"
+                seeds = f" (seeds {', '.join(str(s) for s, _, _ in hits)})" if len(hits) > 1 else ""
+                ax.annotate(f"{model} beats MLP\nat step {step}{secs}{seeds}", (step, max(a for _, a, _ in hits)),
+                            xytext=(14, -34), textcoords="offset points", fontsize=8.5,
                             bbox={"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "0.75"},
                             arrowprops={"arrowstyle": "-", "color": "0.4", "linewidth": 0.8})
-            first_beat = False
         ax.set_title(backend_title(backend, runs[0].get("loop") if runs else None))
         ax.set_xlabel("optimizer step")
         ax.grid(True, alpha=0.3)

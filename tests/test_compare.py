@@ -243,6 +243,20 @@ def test_report_md_and_pictures(tmp_path):
         assert blob[:8] == PNG_MAGIC and len(blob) > 10_000, name
 
 
+def test_seeds_that_beat_at_one_step_share_one_label(tmp_path, monkeypatch):
+    """Two seeds whose CNN beats the MLP at the same step got two labels drawn over each other."""
+    runs = four_runs(0) + four_runs(1)  # tf: both seeds first beat their MLP (0.95, a tie at 50) at step 75
+    runs[5]["curve"][2]["seconds"] = 2.0  # seed 1's tf CNN reaches step 75 later than seed 0's (1.5 s)
+    plt = report._pyplot()
+    shown = []
+    monkeypatch.setattr(plt, "close", lambda fig: shown.append(fig))
+    report.plot_curves(tmp_path / "curves.png", runs, fake_context(plan={**fake_context()["plan"], "seeds": [0, 1]}))
+    texts = [t.get_text() for ax in shown[0].axes for t in ax.texts]
+    assert texts == ["cnn beats MLP\nat step 75, 1.5-2.0 s (seeds 0, 1)"], texts  # torch's CNN never beats
+    stars = [line for ax in shown[0].axes for line in ax.lines if line.get_marker() == "*"]
+    assert len(stars) == 2  # each seed's own star stays
+
+
 def test_pictures_survive_empty_and_failed_results(tmp_path):
     failed = fake_result("tf", "cnn", points=(), status="failed", train_sps=None, infer_sps=None)
     report.write_files(tmp_path / "a", [], fake_context())
