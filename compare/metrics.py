@@ -65,17 +65,26 @@ def _seed(result: dict) -> int:
     return (result.get("config") or {}).get("seed", 0)
 
 
+def references(results: list) -> dict:
+    """{(backend, seed): the reference model's final accuracy} over its finished runs."""
+    return {(r["backend"], _seed(r)): final_accuracy(r) for r in results
+            if r["model"] == REFERENCE_MODEL and r.get("status") in FINISHED}
+
+
 def beat_points(results: list) -> dict:
     """{(backend, model, seed): (step, seconds)} for every non-reference model that has a reference
-    run (same backend and seed) with a final accuracy. (None, None) means: not within the budget."""
-    reference = {(r["backend"], _seed(r)): final_accuracy(r) for r in results
-                 if r["model"] == REFERENCE_MODEL and r.get("status") in FINISHED}
+    run (same backend and seed) with a final accuracy. (None, None) means: not within the budget.
+    A run that did not finish (failed, interrupted) is left out unless its curve already beat the
+    reference: whether it would have within the budget is unknown."""
+    reference = references(results)
     out = {}
     for r in results:
         key = (r["backend"], _seed(r))
         if r["model"] == REFERENCE_MODEL or reference.get(key) is None:
             continue
-        out[(r["backend"], r["model"], _seed(r))] = steps_to_beat(r.get("curve"), reference[key])
+        beat = steps_to_beat(r.get("curve"), reference[key])
+        if beat[0] is not None or r.get("status") in FINISHED:
+            out[(r["backend"], r["model"], _seed(r))] = beat
     return out
 
 
@@ -83,10 +92,12 @@ def rows(results: list, peaks: dict | None = None) -> list:
     """One row per (backend, model), in first-seen order, aggregating its seeds:
 
     {"backend", "model", "device", "n", "statuses", "seeds", "accuracy": (mean, std, n),
-     "beat_steps": (mean, std, n_beat), "beat_seconds": (...), "beat_of": n seeds with a reference,
+     "beat_steps": (mean, std, n_beat), "beat_seconds": (...), "beat_of": n seeds with a reference and
+     a known answer, "beat_unknown": n seeds with a reference whose run ended early without a beat,
      "train_sps", "infer_sps", "mfu", "warmup_s", "wall_s": (mean, std, n) each, "messages": [...]}"""
     peaks = peaks or {}
     beats = beat_points(results)
+    reference = references(results)
     groups: dict = {}
     for r in results:
         groups.setdefault((r["backend"], r["model"]), []).append(r)
@@ -103,6 +114,8 @@ def rows(results: list, peaks: dict | None = None) -> list:
             "beat_steps": mean_std(b[0] for b in its_beats),
             "beat_seconds": mean_std(b[1] for b in its_beats),
             "beat_of": len(its_beats),
+            "beat_unknown": sum(1 for r in runs if (backend, model, _seed(r)) not in beats
+                                and reference.get((backend, _seed(r))) is not None),
             "is_reference": model == REFERENCE_MODEL,
             "train_sps": mean_std(t.get("train_samples_per_s") for t in tput),
             "infer_sps": mean_std(t.get("infer_samples_per_s") for t in tput),

@@ -66,14 +66,16 @@ def beat_text(row: dict) -> tuple:
     """(steps cell, seconds cell) for steps-to-beat-MLP."""
     if row["is_reference"]:
         return "– (reference)", "–"
+    unknown = row.get("beat_unknown", 0)  # seeds whose run failed or was interrupted before beating the MLP
+    early = f"{unknown} ended early" if unknown else ""
     if row["beat_of"] == 0:
-        return "no MLP run", "–"
+        return ("– (run ended early)" if unknown == 1 else f"– ({early})") if unknown else "no MLP run", "–"
     n_beat = row["beat_steps"][2]
     if n_beat == 0:
-        return "not within budget", "–"
+        return "not within budget" + (f" ({early})" if unknown else ""), "–"
     steps = _pm(row["beat_steps"], _count)
-    if n_beat < row["beat_of"]:
-        steps += f" ({n_beat}/{row['beat_of']} seeds)"
+    if n_beat < row["beat_of"] + unknown:
+        steps += f" ({n_beat}/{row['beat_of'] + unknown} seeds" + (f", {early})" if unknown else ")")
     return steps, _pm(row["beat_seconds"], _sec, " s")
 
 

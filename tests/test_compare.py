@@ -169,6 +169,27 @@ def test_cells_for_reference_never_beat_and_bad_runs():
     assert cells["tf"][3] == "50.00 % (diverged)"
 
 
+def test_a_cnn_that_ended_early_is_not_called_not_within_budget():
+    """A failed or interrupted CNN that had not beaten the MLP yet may still have: unknown, not 'never'."""
+    mlp = fake_result("tf", "mlp", 0, ((50, 0.95),))
+    failed = fake_result("tf", "cnn", 0, points=(), status="failed", message="exit status -9")
+    cut = fake_result("tf", "cnn", 0, points=((25, 0.90),), status="interrupted")
+    for run in (failed, cut):
+        row = next(r for r in metrics.rows([mlp, run]) if r["model"] == "cnn")
+        assert report.table_cells(row)[4:6] == ["– (run ended early)", "–"]
+        assert metrics.summary([mlp, run])["tf"]["models"] == {}  # no per-seed null ("never beat")
+    beat_then_cut = fake_result("tf", "cnn", 0, points=((25, 0.96),), status="interrupted")
+    row = next(r for r in metrics.rows([mlp, beat_then_cut]) if r["model"] == "cnn")
+    assert report.table_cells(row)[4] == "25"  # a beat before the interruption is a beat
+    runs = [mlp, fake_result("tf", "cnn", 0, ((50, 0.90),)),  # seed 0 finished without a beat
+            fake_result("tf", "mlp", 1, ((50, 0.95),)), dict(failed, config={"seed": 1})]
+    row = next(r for r in metrics.rows(runs) if r["model"] == "cnn")
+    assert report.table_cells(row)[4] == "not within budget (1 ended early)"
+    runs[1] = fake_result("tf", "cnn", 0, ((50, 0.97),))
+    row = next(r for r in metrics.rows(runs) if r["model"] == "cnn")
+    assert report.table_cells(row)[4] == "50 (1/2 seeds, 1 ended early)"
+
+
 def test_cnn_without_an_mlp_run_says_so():
     row = metrics.rows([fake_result("tf", "cnn")])[0]
     assert report.table_cells(row)[4] == "no MLP run"
