@@ -151,10 +151,20 @@ def peak_line(context: dict) -> str | None:
             f"by each framework); MFU = training FLOPs/sample x train samples/s / that peak")
 
 
+def evaluation_text(plan: dict) -> str:
+    """'test evaluation every 25 steps' (--eval-every 0: only at the end), '... stopping at test acc >= 0.9'."""
+    k = plan.get("eval_every")
+    text = f"test evaluation every {k} steps" if k else "test evaluation at the end only (--eval-every 0)"
+    target = (plan.get("run_flags") or {}).get("target_accuracy")
+    return text + (f", each run stops at its first evaluation with test acc >= {target:g}" if target else "")
+
+
 def beat_line(context: dict) -> str:
     k = (context.get("plan") or {}).get("eval_every")
+    resolution = f"resolution {k} steps (the evaluation interval)" if k else \
+        "resolution: the whole run (evaluated at the end only)"
     return (f"the first evaluated step at which the model's test accuracy exceeds the MLP's final test accuracy "
-            f"(same backend, budget, seed; a tie is not a beat); resolution {k} steps (the evaluation interval); "
+            f"(same backend, budget, seed; a tie is not a beat); {resolution}; "
             f"time to beat = training seconds up to that step (warm-up included, evaluations excluded)")
 
 
@@ -174,8 +184,7 @@ def header_lines(context: dict) -> list:
     return [
         ("dataset", f"{context.get('dataset_label')}  ({context.get('train_size', 0):,} train / {evaluated}, source: "
                     f"{SUBSET_SOURCE if context.get('is_subset') else context.get('data_source')})"),
-        ("budget", f"{total} steps of {flags.get('batch_size')}{epochs}, test evaluation every "
-                   f"{plan.get('eval_every')} steps, {seed_text}"),
+        ("budget", f"{total} steps of {flags.get('batch_size')}{epochs}, {evaluation_text(plan)}, {seed_text}"),
         ("config", f"{opt_text} lr {flags.get('lr', 0):g} {flags.get('schedule')}, init {plan.get('init')}, "
                    f"{plan.get('threads')} threads per run, {PRECISION_TEXT.get(flags.get('precision'), flags.get('precision'))}, "
                    f"{loops_text(plan)}, runs one after another in separate processes"),
@@ -480,8 +489,9 @@ def plot_curves(path, results: list, context: dict) -> None:
         lower = max(0.0, min([lo] + ref_acc) - 1.5)
         axes[0][0].set_ylim(lower, min(100.0, max(all_acc + ref_acc) + 0.6))
     plan = context.get("plan") or {}
-    fig.suptitle(f"Test accuracy vs step on {context.get('dataset_label')} (evaluated every "
-                 f"{plan.get('eval_every')} steps, batch {(plan.get('run_flags') or {}).get('batch_size')})",
+    every = f"evaluated every {plan.get('eval_every')} steps" if plan.get("eval_every") else "evaluated at the end only"
+    fig.suptitle(f"Test accuracy vs step on {context.get('dataset_label')} ({every}, "
+                 f"batch {(plan.get('run_flags') or {}).get('batch_size')})",
                  fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

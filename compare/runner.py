@@ -45,7 +45,7 @@ PEAK_BUDGET_S = 1.5  # seconds of repeated matmuls per probe; the best repetitio
 ALWAYS_PASSED = ("dataset", "steps", "epochs", "batch_size", "optimizer", "lr", "schedule", "eval_every",
                  "threads", "precision", "data_dir")
 PASSED_IF_SET = ("beta_1", "beta_2", "epsilon", "momentum", "nesterov", "warmup_steps", "decay_steps",
-                 "decay_rate", "eval_batch_size", "widths", "verify", "train_limit", "val_fraction",
+                 "decay_rate", "target_accuracy", "eval_batch_size", "widths", "verify", "train_limit", "val_fraction",
                  "devices", "tensorboard", "steps_per_call", "dropout")
 TORCH_ONLY = ("adam_impl",)  # tf_impl refuses --adam-impl (Keras has one Adam)
 

@@ -301,6 +301,18 @@ def test_header_says_when_evaluation_is_on_a_held_out_share():
     assert "48,000 train / 12,000 validation held out from train by --val-fraction 0.2" in report.header_lines(ctx)[0][1]
 
 
+def test_header_says_end_only_evaluation_and_the_early_stop():
+    ctx = fake_context()
+    assert "test evaluation every 25 steps, seed 0" in report.header_lines(ctx)[1][1]
+    assert "resolution 25 steps" in report.beat_line(ctx)
+    ctx["plan"]["eval_every"] = 0  # --eval-every 0: the backends evaluate once, at the end
+    assert "test evaluation at the end only (--eval-every 0), seed 0" in report.header_lines(ctx)[1][1]
+    assert "resolution: the whole run" in report.beat_line(ctx) and "0 steps" not in report.beat_line(ctx)
+    ctx["plan"]["eval_every"] = 25
+    ctx["plan"]["run_flags"]["target_accuracy"] = 0.9
+    assert "each run stops at its first evaluation with test acc >= 0.9" in report.header_lines(ctx)[1][1]
+
+
 def test_terminal_table():
     from rich.console import Console
     console = Console(record=True, width=220)

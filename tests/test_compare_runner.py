@@ -15,7 +15,7 @@ from compare import runner
 from compare.__main__ import run_comparison
 from compare.runner import Outcome, Plan, StopControl, launch, train_command
 from data import arch, weights as neutral
-from data.contract import ConfigError
+from data.contract import ConfigError, RunConfig
 
 TINY = ["--dataset", "mnist", "--steps", "20", "--eval-every", "10", "--batch-size", "32"]
 
@@ -266,3 +266,50 @@ def test_default_budget_is_one_epoch_but_at_least_300_steps(tmp_path, flags, tot
     cmd = train_command(plan, "tf", "mlp", 0)
     assert _value(cmd, passed[0]) == passed[1] and "--no-verify" in cmd
     assert plan.eval_every == min(25, total)
+
+
+# every RunConfig flag compare accepts, with a value other than its default, and what the child must get
+FORWARDED = {
+    "dataset": (["--dataset", "mnist"], ["--dataset", "mnist"]), "steps": (["--steps", "40"], ["--steps", "40"]),
+    "batch_size": (["--batch-size", "64"], ["--batch-size", "64"]),
+    "optimizer": (["--optimizer", "sgd"], ["--optimizer", "sgd"]), "lr": (["--lr", "0.01"], ["--lr", "0.01"]),
+    "beta_1": (["--beta-1", "0.8"], ["--beta-1", "0.8"]), "beta_2": (["--beta-2", "0.99"], ["--beta-2", "0.99"]),
+    "epsilon": (["--epsilon", "1e-05"], ["--epsilon", "1e-05"]),
+    "adam_impl": (["--adam-impl", "torch"], ["--adam-impl", "torch"]),
+    "momentum": (["--momentum", "0.5"], ["--momentum", "0.5"]), "nesterov": (["--nesterov"], ["--nesterov"]),
+    "schedule": (["--schedule", "cosine"], ["--schedule", "cosine"]),
+    "warmup_steps": (["--warmup-steps", "5"], ["--warmup-steps", "5"]),
+    "decay_steps": (["--decay-steps", "30"], ["--decay-steps", "30"]),
+    "decay_rate": (["--decay-rate", "0.3"], ["--decay-rate", "0.3"]),
+    "eval_every": (["--eval-every", "20"], ["--eval-every", "20"]),
+    "target_accuracy": (["--target-accuracy", "0.9"], ["--target-accuracy", "0.9"]),
+    "eval_batch_size": (["--eval-batch-size", "128"], ["--eval-batch-size", "128"]),
+    "threads": (["--threads", "1"], ["--threads", "1"]), "widths": (["--widths", "64,32"], ["--widths", "64,32"]),
+    "dropout": (["--dropout", "0.1"], ["--dropout", "0.1"]), "verify": (["--no-verify"], ["--no-verify"]),
+    "train_limit": (["--train-limit", "900"], ["--train-limit", "900"]),
+    "val_fraction": (["--val-fraction", "0.1"], ["--val-fraction", "0.1"]),
+    "precision": (["--precision", "bf16"], ["--precision", "bf16"]),
+    "steps_per_call": (["--steps-per-call", "4"], ["--steps-per-call", "4"]),
+    "devices": (["--devices", "2"], ["--devices", "2"]),
+    "tensorboard": (["--tensorboard", "TB"], ["--tensorboard", "TB"]),
+}
+OWNED_BY_COMPARE = {"model", "seed", "init", "init_file", "resume", "debug", "data_dir", "epochs"}  # tested elsewhere
+
+
+def test_every_training_flag_compare_accepts_reaches_the_children(tmp_path):
+    """A flag compare accepts but drops is a silent lie (--target-accuracy was one): each RunConfig flag
+    in compare's parser either has its own handling or reaches the child command with its value."""
+    from compare.__main__ import build_parser, make_plan
+    parser = build_parser()
+    accepted = {a.dest for a in parser._actions} & set(RunConfig.__dataclass_fields__)
+    assert accepted - OWNED_BY_COMPARE == set(FORWARDED), "a new flag: say what the child gets"
+    data_dir = _fake_mnist(tmp_path / "mnist")
+    for dest, (given, expected) in FORWARDED.items():
+        argv = ["--data-dir", str(data_dir), "--models", "mlp", "--backends", "torch"] + given
+        if dest != "verify":
+            argv.append("--no-verify")
+        plan, _, _ = make_plan(parser.parse_args(argv), parser)
+        plan.out = tmp_path
+        cmd = train_command(plan, "torch", "mlp", 0)
+        at = [i for i in range(len(cmd)) if cmd[i:i + len(expected)] == expected]
+        assert at, f"{dest}: {' '.join(given)} did not reach the child: {cmd}"
