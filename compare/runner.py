@@ -331,8 +331,10 @@ def load_finished(path: Path) -> dict | None:
 def failed_result(plan: Plan, backend: str, model: str, seed: int, outcome: Outcome, cmd: list) -> dict:
     """A RunResult for a child that left none: its exit status and the tail of its stderr."""
     status = "interrupted" if outcome.stopped else "failed"
-    cfg = dict(plan.run_flags, model=model, seed=seed)
-    return {"backend": backend, "model": model, "dataset": plan.dataset, "data_source": None,
+    loop = plan.loops.get(backend, default_loop(backend))
+    cfg = dict(plan.run_flags, model=model, seed=seed, loop=loop)
+    return {"backend": backend, "model": model, "loop": loop, "precision": plan.run_flags.get("precision"),
+            "dataset": plan.dataset, "data_source": None,
             "status": status, "message": f"{outcome.describe()}" + (
                 f"; stderr: {outcome.stderr_tail[-1]}" if outcome.stderr_tail and status == "failed" else ""),
             "stderr_tail": outcome.stderr_tail, "command": cmd, "process_seconds": round(outcome.seconds, 3),

@@ -3,6 +3,7 @@ processes (it writes what they would write), so run order, shared initial weight
 --resume are checked in seconds. `launch` and the signal forwarding are checked on tiny real children."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -99,6 +100,17 @@ def test_a_crashed_child_is_reported_and_the_others_still_run(tmp_path):
     assert crashed["status"] == "failed" and "SIGSEGV" in crashed["message"]
     assert crashed["stderr_tail"] == ["Fatal Python error: Segmentation fault"]
     assert "Segmentation fault" in (out / "report.md").read_text()
+
+
+def test_a_crashed_first_seed_keeps_its_loop_in_the_row(tmp_path):
+    """The row's loop is read from its first run: a crashed child's stand-in result must carry it."""
+    fake, out = FakeBackends(crash={("tf", "mlp", 0)}), tmp_path / "run"
+    assert run_comparison(TINY + ["--out", str(out), "--tf-loop", "fit", "--seeds", "0,1"], launcher=fake) == 1
+    crashed = json.loads((out / "tf-mlp-s0.json").read_text())
+    assert crashed["loop"] == "fit" and crashed["config"]["loop"] == "fit" and crashed["precision"] == "32"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["loop"] for r in rows if r["backend"] == "tf"} == {"fit"}
+    assert "| tf (fit) | mlp |" in (out / "report.md").read_text()
 
 
 def test_interrupt_keeps_finished_runs_and_resume_skips_them(tmp_path, capsys):
