@@ -141,6 +141,21 @@ def _dropout_rate(text: str) -> float:
     return v
 
 
+def _decay(text: str) -> float:
+    """An Adam beta: 1 or more never forgets (Keras's bias correction divides by 1 - beta^t = 0)."""
+    v = _finite_nonneg(text)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (a moment's decay rate), got {text}")
+    return v
+
+
+def _accuracy(text: str) -> float:
+    v = _finite_nonneg(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"is a share of the test set, in [0, 1], got {text}")
+    return v
+
+
 def parse_widths(text: str) -> tuple:
     try:
         out = tuple(int(t) for t in text.split(","))
@@ -172,8 +187,8 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"(default: {d.batch_size})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"(default: {d.optimizer})")
     p.add_argument("--lr", type=_positive_float, default=d.lr, help=f"peak learning rate (default: {d.lr})")
-    p.add_argument("--beta-1", type=_finite_nonneg, default=d.beta_1, help=f"Adam (default: {d.beta_1})")
-    p.add_argument("--beta-2", type=_finite_nonneg, default=d.beta_2, help=f"Adam (default: {d.beta_2})")
+    p.add_argument("--beta-1", type=_decay, default=d.beta_1, help=f"Adam (default: {d.beta_1})")
+    p.add_argument("--beta-2", type=_decay, default=d.beta_2, help=f"Adam (default: {d.beta_2})")
     p.add_argument("--epsilon", type=_positive_float, default=d.epsilon,
                    help=f"Adam epsilon, Keras placement (default: {d.epsilon}, Keras's default)")
     p.add_argument("--adam-impl", choices=("keras", "torch"), default=d.adam_impl,
@@ -187,7 +202,7 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--decay-rate", type=_positive_float, default=d.decay_rate, help=f"(default: {d.decay_rate})")
     p.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every,
                    help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every})")
-    p.add_argument("--target-accuracy", type=_finite_nonneg, help="stop at the first evaluation with test accuracy >= this")
+    p.add_argument("--target-accuracy", type=_accuracy, help="stop at the first evaluation with test accuracy >= this")
     p.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size, help=f"(default: {d.eval_batch_size})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"data order and shared init (default: {d.seed})")
     p.add_argument("--threads", type=_nonneg_int, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")

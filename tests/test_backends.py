@@ -30,6 +30,8 @@ BAD_FLAGS = [
     (["--schedule", "linear"], "--schedule"), (["--dataset", "imagenet"], "--dataset"), (["--model", "resnet"], "--model"),
     (["--eval-every", "x"], "--eval-every"), (["--steps", "5", "--epochs", "1"], "--epochs"),
     (["--dropout", "1"], "--dropout"), (["--steps-per-call", "0"], "--steps-per-call"),
+    (["--beta-1", "1"], "--beta-1"), (["--beta-2", "1.5"], "--beta-2"),  # was a ZeroDivisionError traceback (torch)
+    (["--target-accuracy", "97"], "--target-accuracy"),  # a percentage where a share is meant: never reached
 ]
 
 
