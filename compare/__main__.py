@@ -135,9 +135,12 @@ def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
 
 
 def held_out(data, train_limit, val_fraction) -> int:
-    """Training samples --val-fraction holds out for evaluation (data.stream.make_stream's rule); 0 without it."""
-    n = min(len(data.train_labels), train_limit or len(data.train_labels))
-    return int(round(n * val_fraction)) if val_fraction else 0
+    """Training samples --val-fraction holds out for evaluation (data.stream's rule); 0 without it."""
+    from data.stream import held_out_count
+    try:
+        return held_out_count(min(len(data.train_labels), train_limit or len(data.train_labels)), val_fraction)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def train_size(data, train_limit, val_fraction) -> int:

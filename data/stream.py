@@ -71,6 +71,20 @@ class Stream:
             yield self.test_images[i: i + batch_size], self.test_labels[i: i + batch_size]
 
 
+def held_out_count(n: int, val_fraction: float) -> int:
+    """Training samples --val-fraction holds out of `n` for evaluation; 0 without it. ValueError when the
+    share rounds to nothing held out, or to nothing left to train on."""
+    if not val_fraction:
+        return 0
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    n_val = int(round(n * val_fraction))
+    if not 0 < n_val < n:
+        raise ValueError(f"--val-fraction {val_fraction:g} of {n:,} training samples holds out {n_val:,}: "
+                         f"nothing to {'evaluate on' if n_val == 0 else 'train on'}")
+    return n_val
+
+
 def make_stream(data: LoadedData, batch_size: int, seed: int, train_limit: int | None = None,
                 val_fraction: float = 0.0) -> Stream:
     """Build the stream. `train_limit` keeps the first N training samples (tests, scaling runs);
@@ -81,10 +95,8 @@ def make_stream(data: LoadedData, batch_size: int, seed: int, train_limit: int |
         x, y = x[:train_limit], y[:train_limit]
     tx, ty = data.test_images, data.test_labels
     if val_fraction:
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        n_val = held_out_count(len(y), val_fraction)
         perm = np.random.default_rng([seed, 2**31 - 1]).permutation(len(y))  # never an epoch's key
-        n_val = int(round(len(y) * val_fraction))
         val, keep = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         x, y, tx, ty = x[keep], y[keep], x[val], y[val]
     if batch_size > len(y):

@@ -93,6 +93,15 @@ def test_validation_hold_out_is_seeded_and_disjoint():
     assert not any(r.tobytes() in train_rows for r in a.test_images)
 
 
+def test_a_hold_out_that_rounds_to_nothing_is_refused():
+    """round(103 * 0.004) = 0 held out: every evaluation would divide by zero (torch) or report 0 (Keras)."""
+    with pytest.raises(ValueError, match=r"--val-fraction 0.004 of 103 training samples holds out 0: nothing to evaluate on"):
+        make_stream(_data(), BATCH, seed=0, val_fraction=0.004)
+    with pytest.raises(ValueError, match="holds out 103: nothing to train on"):
+        make_stream(_data(), BATCH, seed=0, val_fraction=0.999)
+    assert len(make_stream(_data(), BATCH, seed=0, val_fraction=0.005).test_labels) == 1
+
+
 def test_train_limit_keeps_the_first_samples():
     s = make_stream(_data(), BATCH, seed=0, train_limit=40)
     assert len(s.train_labels) == 40 and s.steps_per_epoch == 4
