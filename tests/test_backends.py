@@ -273,3 +273,34 @@ def test_divergence_stops_with_status(tmp_path, backend, loop):
     assert r["status"] == "diverged" and "at step" in r["message"] and "last finite loss" in r["message"]
     assert all(math.isfinite(v) for v in r["train_losses"])
     assert len([l for l in proc.stderr.splitlines() if "diverged" in l]) == 1
+
+
+NAN_LOSS_TF = """
+import keras, numpy as np
+mean = keras.metrics.Mean()  # tf_impl's test-loss metric
+mean.update_state(np.array([0.5, np.nan, 1.5], np.float32))
+print(float(mean.result()))
+"""
+NAN_LOSS_TORCH = """
+import torch
+from data.contract import RunConfig
+from torch_impl.module import LitClassifier
+module = LitClassifier(torch.nn.Flatten(), RunConfig(), 10, 4)  # logits = the 4 input values
+module.on_validation_epoch_start()
+images = torch.tensor([[9.0, 0, 0, 0], [float("nan"), 0, 0, 0], [0, 9.0, 0, 0]])
+module.validation_step((images, torch.tensor([0, 0, 1])), 0)
+print(float(module.test_loss.compute()), float(module.test_acc.compute()))
+"""
+
+
+def test_a_nan_test_loss_stays_nan_in_both_backends(tmp_path):
+    """torchmetrics' MeanMetric drops NaNs by default (with a warning), so a half-broken model's
+    Lightning test loss was the mean of the finite ones while Keras's Mean (and the raw loop's sum) say nan."""
+    outs = {}
+    for backend, script in (("tf", NAN_LOSS_TF), ("torch", NAN_LOSS_TORCH)):
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                              env=child_env(), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[backend] = [float(v) for v in proc.stdout.split()]
+    assert math.isnan(outs["tf"][0])
+    assert math.isnan(outs["torch"][0]), outs

@@ -24,7 +24,7 @@ class LitClassifier(L.LightningModule):
         super().__init__()
         self.backbone, self.cfg, self.total_steps = backbone, cfg, total_steps
         self.test_acc = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.test_loss = torchmetrics.MeanMetric()
+        self.test_loss = torchmetrics.MeanMetric(nan_strategy="disable")  # a NaN loss stays NaN, as in Keras's Mean (the default drops it)
         self.result_state = None  # the run's losses/curve so far, carried in checkpoints
         self.automatic_optimization = False  # training_step steps the optimizer itself, k times per block
 
