@@ -246,6 +246,10 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
                     bar.update(bar.task_ids[0], completed=rec.step)
 
         def on_validation_epoch_start(self, trainer, pl_module):
+            if not getattr(self, "warm", False):  # as Run.evaluate: kernel set-up outside the timed pass
+                with trainer.precision_plugin.val_step_context():
+                    pl_module(r.x_test[:cfg.eval_batch_size])
+                self.warm = True
             self.tv = time.perf_counter()
 
         def on_validation_epoch_end(self, trainer, pl_module):
