@@ -259,7 +259,7 @@ def run_comparison(argv: list, launcher=None) -> int:
     with runner.StopControl() as control:
         try:
             probe_result = runner.probe(plan, data.test_images, control, launcher=launcher)
-            results = runner.run_all(plan, control, launcher=launcher)
+            runner.run_all(plan, control, launcher=launcher, results=results)  # filled as runs end
         finally:
             interrupted = control.stopped
             context = {

@@ -135,7 +135,8 @@ def train_command(plan: Plan, backend: str, model: str, seed: int) -> list:
 class StopControl:
     """SIGINT/SIGTERM handling while children run. The children live in their own session, so a
     terminal's Ctrl-C reaches only this process, which forwards exactly one SIGINT (the child then
-    writes its "interrupted" result); a second Ctrl-C kills the child; a third stops the harness at once."""
+    writes its "interrupted" result); a second Ctrl-C kills the child; a third stops the harness at once
+    (the report is still written, from the runs finished so far)."""
 
     def __init__(self):
         self.requests = 0
@@ -157,7 +158,7 @@ class StopControl:
         if self.requests == 1:
             print("\ncompare: stopping after the current run's result is written (Ctrl-C again to kill it)",
                   file=sys.stderr, flush=True)
-        elif self.requests >= 3:  # the user insists: stop this process too, without the report
+        elif self.requests >= 3:  # the user insists: stop this process too (the report keeps the runs so far)
             raise KeyboardInterrupt
 
     def __enter__(self):
@@ -346,13 +347,15 @@ def failed_result(plan: Plan, backend: str, model: str, seed: int, outcome: Outc
                            "timed_steps": 0}}
 
 
-def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher=None) -> list:
+def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher=None,
+            results: list | None = None) -> list:
     """Every (seed, backend, model) run, one child at a time; finished runs already in the folder are
-    kept and skipped. Returns the RunResults in launch order (failed children included)."""
+    kept and skipped. Returns the RunResults in launch order (failed children included), appended to
+    `results` as they come, so a caller holding that list keeps them when a third Ctrl-C ends this early."""
     launcher = launcher or launch
     if plan.init == "shared":
         draw_initial_weights(plan)
-    results = []
+    results = [] if results is None else results
     runs = plan.runs()
     for i, (seed, backend, model) in enumerate(runs, 1):
         name = run_name(backend, model, seed)

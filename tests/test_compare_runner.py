@@ -113,6 +113,24 @@ def test_a_crashed_first_seed_keeps_its_loop_in_the_row(tmp_path):
     assert "| tf (fit) | mlp |" in (out / "report.md").read_text()
 
 
+def test_a_third_ctrl_c_still_reports_the_finished_runs(tmp_path):
+    """The third Ctrl-C ends the harness at once; the report written on the way out must hold the runs
+    that finished (it was written from an empty list, overwriting a resumed comparison's report)."""
+    fake, out = FakeBackends(), tmp_path / "run"
+
+    def insistent(cmd, prefix, log_stem, control=None, echo=print, env=None):
+        if not cmd[2].endswith(".jobs") and len(fake.launched) == 2:  # the third run: Ctrl-C three times
+            for _ in range(3):
+                control._handle(signal.SIGINT, None)
+        return fake(cmd, prefix, log_stem, control, echo, env)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(TINY + ["--out", str(out)], launcher=insistent)
+    assert [(r["backend"], r["model"], r["status"]) for r in _results(out)["runs"]] == [
+        ("tf", "mlp", "ok"), ("tf", "cnn", "ok")]
+    assert "| tf | cnn |" in (out / "report.md").read_text()
+
+
 def test_interrupt_keeps_finished_runs_and_resume_skips_them(tmp_path, capsys):
     out = tmp_path / "run"
     first = FakeBackends(stop_at=3)  # Ctrl-C while the third run trains
