@@ -322,6 +322,15 @@ def _finite(obj):
     return obj
 
 
+def warmup_text(results: list) -> str:
+    """'25 steps of every run' (runs since the warm-up was recorded), else 'steps'."""
+    counts = {(r.get("throughput") or {}).get("warmup_steps") for r in results if r.get("status") in metrics.FINISHED}
+    counts.discard(None)
+    if len(counts) == 1:
+        return f"{counts.pop()} steps of every run"
+    return "steps" + (f" ({', '.join(map(str, sorted(counts)))} steps, by run)" if counts else "")
+
+
 def markdown(results: list, context: dict) -> str:
     """report.md: the table, the notes, the pictures, the configuration, devices and versions, the commands."""
     plan = context.get("plan") or {}
@@ -351,8 +360,9 @@ def markdown(results: list, context: dict) -> str:
     for err in context.get("probe_errors") or []:
         lines.append(f"- **parity/peak not measured**: {err}")
     lines += ["- **columns**: test acc = final test accuracy on the whole test split; samples/s counted after "
-              "warm-up with evaluation excluded; warm-up = seconds of the first (compiling) steps; wall = the "
-              "child process's whole life (start-up, data loading, training, evaluations).", ""]
+              f"warm-up with evaluation excluded; warm-up = seconds of the first {warmup_text(results)} (tracing and "
+              "compilation included); wall = the child process's whole life (start-up, data loading, training, "
+              "evaluations).", ""]
     summary = metrics.summary(results, plan.get("eval_every"))
     if any(s["models"] for s in summary.values()):  # only when a model other than the MLP ran
         lines += ["## Steps to beat the MLP", "", "| backend | model | seed | steps | seconds |", "|---|---|--:|--:|--:|"]

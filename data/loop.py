@@ -78,10 +78,12 @@ class Recorder:
     """Collects one run's measurements and produces its RunResult fields."""
 
     def __init__(self, cfg: RunConfig, result: dict, total_steps: int, start_step: int = 0, log=print,
-                 writer=None, block: int = 1):
+                 writer=None, block: int | None = None):
         self.cfg, self.result, self.total = cfg, result, total_steps
         self.writer = writer  # a data.tensorboard.EventWriter, or None
-        self.block = block  # steps the loop reports at once at the least (Lightning: one training_step's block)
+        # Lightning's training_step takes blocks of this many steps, so its warm-up is whole blocks; every
+        # loop uses the same warm-up, so warm-up seconds and timed steps compare like for like across loops
+        self.block = block or steps_per_block(cfg, total_steps)
         self.restart_at(start_step)
         self.train_seconds = 0.0  # training time so far (evaluation excluded)
         self.timed_seconds = 0.0
@@ -166,7 +168,7 @@ class Recorder:
         r = self.result
         r["status"], r["message"] = status, message
         r["throughput"].update(train_samples_per_s=self.samples_per_s(), warmup_s=round(self.warmup_s, 4),
-                               timed_steps=self.timed_steps)
+                               warmup_steps=self.warmup, timed_steps=self.timed_steps)
         curve = r["curve"]
         last = curve[-1] if curve and curve[-1]["step"] == self.step else None
         r["final"] = {"steps": self.step, "test_loss": last["test_loss"] if last else None,

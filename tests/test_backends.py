@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -118,7 +119,8 @@ def test_small_run_learns_and_writes_result(tmp_path, backend, loop):
     assert np.mean(r["train_losses"][-10:]) < 0.7 * np.mean(r["train_losses"][:5])
     assert r["final"]["test_accuracy"] > 0.3  # 60 small steps: well above chance (0.1), not yet good
     t = r["throughput"]
-    assert t["train_samples_per_s"] > 0 and t["infer_samples_per_s"] > 0 and t["timed_steps"] > 0
+    assert t["train_samples_per_s"] > 0 and t["infer_samples_per_s"] > 0
+    assert (t["warmup_steps"], t["timed_steps"]) == (15, 45)  # every loop: 10 steps rounded up to a block of 15
     assert 0 < r["curve"][0]["seconds"] < r["curve"][1]["seconds"]
     assert "step     30/60" in proc.stdout
 
@@ -150,7 +152,10 @@ def test_steps_per_block_divides_evaluation_and_checkpoint_steps():
 
 def test_recorder_warmup_is_whole_blocks_and_restarts_with_a_resume():
     cfg = RunConfig(eval_every=25)
-    assert Recorder(cfg, new_result(cfg, "torch"), 468).warmup == 10  # the raw and tf loops: 10 steps
+    for loop in ("custom", "fit", "lightning", "raw"):  # one warm-up for every loop: like-for-like columns
+        c = replace(cfg, loop=loop)
+        assert Recorder(c, new_result(c, "torch"), 468).warmup == 25
+    assert Recorder(RunConfig(eval_every=97), new_result(cfg, "tf"), 468).warmup == 10  # blocks of 1
     rec = Recorder(cfg, new_result(cfg, "torch"), 468, block=25)
     assert rec.warmup == 25 and rec.start == 0
     rec.restart_at(300)

@@ -32,7 +32,7 @@ def fake_result(backend="tf", model="mlp", seed=0, points=((25, 0.90), (50, 0.95
                   "test_accuracy": last["test_accuracy"] if last else None, "train_seconds": 1.0,
                   "wall_seconds": 2.0},
         "throughput": {"train_samples_per_s": train_sps, "infer_samples_per_s": infer_sps, "warmup_s": 0.4,
-                       "timed_steps": 40},
+                       "warmup_steps": 10, "timed_steps": 40},
         "process_seconds": 6.5,
     }
 
@@ -256,6 +256,7 @@ def test_report_md_and_pictures(tmp_path):
     assert "| backend | model | device | test acc | steps to beat MLP |" in md
     assert "NOT the full MNIST" in md and "NVIDIA H200" in md
     assert "resolution 25 steps" in md
+    assert "warm-up = seconds of the first 10 steps of every run" in md
     assert "![test accuracy against step](curves.png)" in md and "(throughput.png)" in md
     assert "3.0e-07 (mlp)" in md
     assert "Segmentation fault" in md and "SIGSEGV" in md

@@ -5,7 +5,7 @@ Blocks: each Lightning training_step makes k optimizer steps (data.loop.steps_pe
 --steps-per-call and a quarter of the run, a divisor of the evaluation and checkpoint intervals),
 so Trainer's per-batch work is paid once per k steps; val_check_interval is counted in blocks,
 trainer.global_step in optimizer steps, and the warm-up excluded from the throughput is whole
-blocks (Recorder's block).
+blocks (Recorder's block; the tf and raw loops use the same warm-up, so the runs compare like for like).
 
 --devices N (N > 1): Lightning DDP (gloo on CPU, NCCL on GPUs). Lightning re-launches this command
 once per extra rank; every rank cuts each step's global batch of stream indices into N equal
@@ -28,7 +28,7 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
-from data.loop import Recorder, boundaries, done_line, execute, prepare, progress, run_chunks, steps_per_block
+from data.loop import Recorder, boundaries, done_line, execute, prepare, progress, run_chunks
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -210,7 +210,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
     cfg, torch = r.cfg, r.torch
     module = LitClassifier(r.model, cfg, r.total, r.model.spec[-1].units)
     module.result_state = lambda: result_state(rec)
-    k = rec.block  # steps_per_block(cfg, total): the Recorder's warm-up is whole blocks
+    k = rec.block  # steps_per_block(cfg, total), decided by the Recorder: its warm-up is whole blocks
     dm = (StreamDataModule if cfg.devices == 1 else sharded_datamodule())(r.stream, r.total, cfg.eval_batch_size,
                                                                           steps_per_block=k)
     dm.tensors = (r.x_train, r.y_train, r.x_test, r.y_test)  # Run's tensors, already on this rank's device
@@ -375,8 +375,7 @@ def run(cfg: RunConfig) -> int:
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
                   forward_flops_per_sample=arch.forward_flops(layers), devices=cfg.devices, per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
     writer = EventWriter(run_dir(cfg.tensorboard, cfg.dataset, BACKEND, cfg.model)) if cfg.tensorboard else None
-    rec = Recorder(cfg, result, total, 0, log=lambda s: say(f"torch | {s}"), writer=writer,
-                   block=steps_per_block(cfg, total) if cfg.loop == "lightning" else 1)
+    rec = Recorder(cfg, result, total, 0, log=lambda s: say(f"torch | {s}"), writer=writer)
     ckpt = None
     if cfg.loop == "raw":
         if cfg.resume and (restored := r.restore_checkpoint()) is not None:
