@@ -46,9 +46,14 @@ def achieved_flops(result: dict) -> float | None:
 
 
 def mfu(result: dict, peak_flops: float | None) -> float | None:
-    """Model-FLOPs utilisation: achieved training FLOP/s over the device's measured fp32 matmul peak."""
+    """Model-FLOPs utilisation: achieved training FLOP/s over the device's measured fp32 matmul peak.
+    The peak is one device's: a data-parallel run on N GPUs is held to N of them (N logical CPU
+    devices share one CPU, whose whole peak was measured)."""
     achieved = achieved_flops(result)
-    return achieved / peak_flops if achieved and peak_flops else None
+    if not (achieved and peak_flops):
+        return None
+    n = result.get("devices") or 1
+    return achieved / (peak_flops * (n if result.get("device") not in (None, "cpu") else 1))
 
 
 def final_accuracy(result: dict) -> float | None:

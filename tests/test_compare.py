@@ -112,6 +112,9 @@ def test_mfu_is_achieved_training_flops_over_peak():
     assert metrics.mfu(r, 4e11) == 0.5
     assert metrics.mfu(r, None) is None
     assert metrics.mfu(fake_result(train_sps=None), 4e11) is None
+    ddp = dict(r, devices=2)  # the throughput is the global batch's; the peak one device's
+    assert metrics.mfu(dict(ddp, device="NVIDIA H200"), 4e11) == 0.25  # two GPUs: twice the peak
+    assert metrics.mfu(ddp, 4e11) == 0.5  # two logical CPU devices share the one CPU that was measured
 
 
 # --- rows and summary ----------------------------------------------------------------------------------
