@@ -172,11 +172,16 @@ def op_peak(job):
     device = device_name(tf)
     n = job.get("n_gpu", 8192) if device != "cpu" else job.get("n_cpu", 1024)
     dtype = tf.bfloat16 if job.get("precision") == "bf16" else tf.float32
-    with tf.device("/GPU:0" if device != "cpu" else "/CPU:0"):
-        a, b = tf.cast(tf.random.uniform((n, n)), dtype), tf.cast(tf.random.uniform((n, n)), dtype)
-    step = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
-    result = time_peak(lambda: float(step()), n, device, job.get("precision", "32"), job.get("budget_s", 1.5))
-    write_json_atomic(job["out"], {"backend": "tf", **result})  # float() above is the host sync
+    with tf.device("/GPU:0" if device != "cpu" else "/CPU:0"):  # rows of a sum to ~1: products stay ~0.5
+        a, b = tf.cast(tf.random.uniform((n, n)) * (2 / n), dtype), tf.cast(tf.random.uniform((n, n)), dtype)
+    # torch_impl's probe, step for step: a chain of products x <- a @ x from b (10 per host sync on a GPU, so
+    # launch and sync cost ~nothing; a chain, so graph optimisation cannot merge them), then one element read
+    matmuls = job.get("matmuls", 10 if device != "cpu" else 1)
+    step = tf.function(lambda: tf.while_loop(lambda i, x: i < matmuls, lambda i, x: (i + 1, tf.matmul(a, x)),
+                                             (tf.constant(0), b))[1][0, 0])
+    result = time_peak(lambda: float(step()), n, device, job.get("precision", "32"), job.get("budget_s", 1.5), matmuls)
+    tf32 = device != "cpu" and dtype == tf.float32 and tf.config.experimental.tensor_float_32_execution_enabled()
+    write_json_atomic(job["out"], {"backend": "tf", **result, "matmuls_per_sync": matmuls, "tf32": bool(tf32)})
 
 
 def op_keras_dataset(job):

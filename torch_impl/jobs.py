@@ -191,21 +191,21 @@ def op_peak(job):
     n = job.get("n_gpu", 8192) if device != "cpu" else job.get("n_cpu", 1024)
     dtype = torch.bfloat16 if job.get("precision") == "bf16" else torch.float32
     where = "cuda" if device != "cpu" else "cpu"
-    a, b = torch.rand(n, n, device=where, dtype=dtype), torch.rand(n, n, device=where, dtype=dtype)
-    if where == "cuda":  # ~1 ms per product: 10 queued products per sync, so launch and sync cost ~nothing
-        c, matmuls = torch.empty_like(a), job.get("gpu_matmuls", 10)
+    a = (torch.rand(n, n, device=where) * (2 / n)).to(dtype)  # rows sum to ~1: chained products stay ~0.5
+    b = torch.rand(n, n, device=where, dtype=dtype)
+    scratch = [torch.empty_like(b), torch.empty_like(b)]
+    # tf_impl's probe, step for step: a chain of products x <- a @ x from b (~1 ms each on a GPU: 10 queued
+    # per host sync, so launch and sync cost ~nothing), then one element read on the host (the sync)
+    matmuls = job.get("matmuls", 10 if where == "cuda" else 1)
 
-        def run():
-            for _ in range(matmuls):
-                torch.mm(a, b, out=c)
-            torch.cuda.synchronize()
-    else:  # as tf_impl's probe: one product, summed on the host (the read is the sync)
-        matmuls = 1
-
-        def run():
-            float((a @ b).float().sum())
+    def run():
+        x = b
+        for i in range(matmuls):
+            x = torch.mm(a, x, out=scratch[i % 2])
+        float(x[0, 0])
     result = time_peak(run, n, device, job.get("precision", "32"), job.get("budget_s", 1.5), matmuls)
-    write_json_atomic(job["out"], {"backend": "torch", **result, "matmuls_per_sync": matmuls})
+    tf32 = where == "cuda" and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    write_json_atomic(job["out"], {"backend": "torch", **result, "matmuls_per_sync": matmuls, "tf32": bool(tf32)})
 
 
 def op_params(job):
