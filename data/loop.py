@@ -25,9 +25,11 @@ from .contract import RunConfig, finite_or_none, lr_at
 
 
 class Diverged(RuntimeError):
-    def __init__(self, step: int, last_finite: float | None, value: float):
+    def __init__(self, step: int, last_finite: float | None, value: float, through: int | None = None):
         last = f"{last_finite:.4f}" if last_finite is not None else "none"
-        super().__init__(f"loss became {value} at step {step} (last finite loss {last}); "
+        where = f"at step {step}" if not through or through == step else \
+            f"in steps {step}-{through} (the loop reports one mean loss per call)"
+        super().__init__(f"loss became {value} {where} (last finite loss {last}); "
                          f"try a smaller --lr or --precision 32")
         self.step = step
 
@@ -113,7 +115,9 @@ class Recorder:
             self.result["train_losses"].extend(float(v) for v in losses[:k])
             self.step = first + k
             self.train_seconds += seconds
-            raise Diverged(first + k + 1, float(losses[k - 1]) if k else self.last_finite, float(losses[k]))
+            per_call = self.cfg.loop == "fit"  # model.fit: every step of the call holds the call's mean loss
+            raise Diverged(first + k + 1, float(losses[k - 1]) if k else self.last_finite, float(losses[k]),
+                           first + len(losses) if per_call else None)
         self.result["train_losses"].extend(float(v) for v in losses)
         self.last_finite = float(losses[-1]) if len(losses) else self.last_finite
         self.step += len(losses)
