@@ -81,7 +81,7 @@ def main(argv) -> int:
     for name in ("list", "fetch", "verify"):
         s = sub.add_parser(name)
         if name != "list":
-            s.add_argument("name", help=f"one of: {', '.join(DATASETS)}")
+            s.add_argument("name", choices=list(DATASETS), help=f"one of: {', '.join(DATASETS)}")
         s.add_argument("--data-dir", help="folder holding the dataset's files")
         s.add_argument("--debug", action="store_true")
         if name == "fetch":
@@ -89,8 +89,6 @@ def main(argv) -> int:
     for s in sub.choices.values():
         s.error = p.error
     args = p.parse_args(argv)
-    if getattr(args, "name", None) is not None:
-        get_spec(args.name)
     return {"list": cmd_list, "fetch": cmd_fetch, "verify": cmd_verify}[args.cmd](args)
 
 

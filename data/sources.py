@@ -31,7 +31,7 @@ import numpy as np
 
 from . import formats
 from .errors import DataError
-from .registry import MNIST_5K_LABEL, MNIST_5K_TEST_PER_CLASS, DatasetSpec, FileSpec, get_spec
+from .registry import DATASETS, MNIST_5K_LABEL, MNIST_5K_TEST_PER_CLASS, DatasetSpec, FileSpec, get_spec
 
 APP_NAME = "keras-lightning-compare"
 DOWNLOAD_TIMEOUT_S = 10  # per connection attempt and per read; a stalled mirror falls through
@@ -83,11 +83,22 @@ def _find_file(folder: Path, fs: FileSpec) -> Path | None:
 
 
 def _candidate_folders(folder: Path, spec: DatasetSpec) -> list:
-    return [folder, folder / spec.name, folder / spec.name.replace("_", "-")]
+    """folder/<name> before folder itself: MNIST and Fashion-MNIST files share their names, so a folder
+    holding one set at its top and the other in a named subfolder must give each dataset its own."""
+    return list(dict.fromkeys([folder / spec.name, folder / spec.name.replace("_", "-"), folder]))
+
+
+def _known_as(content_hash: str) -> str | None:
+    """"mnist's train-images-idx3-ubyte.gz" when the content is another registered file, else None."""
+    for other in DATASETS.values():
+        for fs in other.files.values():
+            if fs.content_sha256 == content_hash:
+                return f"{other.name}'s {fs.name}"
+    return None
 
 
 def locate(folder: Path, spec: DatasetSpec) -> tuple[Path | None, dict]:
-    """The first of folder, folder/<name>, folder/<name-dashed> that holds any of the dataset's files,
+    """The first of folder/<name>, folder/<name-dashed>, folder that holds any of the dataset's files,
     and {role: path or None} there."""
     for cand in _candidate_folders(Path(folder), spec):
         found = {role: _find_file(cand, fs) for role, fs in spec.files.items()}
@@ -115,6 +126,10 @@ def verify_file(path: Path, fs: FileSpec) -> bytes | None:
     content = formats.decompress(raw, str(path))
     content_hash = sha256(content)
     if content_hash != fs.content_sha256:
+        other = _known_as(content_hash)
+        if other:
+            raise DataError(f"{path}: this is {other}, not the {fs.name} wanted here (the two datasets' files "
+                            f"share names): keep each dataset in a folder of its own, DIR/<dataset name>")
         what = "an HTML page (a mirror served an error page), not IDX data; " if formats.looks_like_html(content) else ""
         raise DataError(f"{path}: {what}content sha256 {content_hash} does not match the expected "
                         f"{fs.content_sha256} (file sha256 {file_hash}); the file is damaged or not the "
@@ -298,8 +313,17 @@ def load_mnist_5k(path: Path | None = None) -> tuple:
 # --- the whole order ------------------------------------------------------------------------------
 
 def explicit_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """--data-dir, else $KLC_DATA_DIR, else None. DataError when it names no folder: a typo must not
+    quietly fall through to the other sources (or to mnist's 5k subset)."""
     d = data_dir or os.environ.get("KLC_DATA_DIR")
-    return Path(d).expanduser() if d else None
+    if not d:
+        return None
+    folder = Path(d).expanduser()
+    if not folder.is_dir():
+        given = "--data-dir" if data_dir else "KLC_DATA_DIR"
+        raise DataError(f"{given} {folder}: no such folder" if not folder.exists()
+                        else f"{given} {folder}: a file, not a folder (give the folder that holds the dataset)")
+    return folder
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: bool | None = None,

@@ -31,9 +31,9 @@ def env(tmp_path):
     return e
 
 
-def _one_error_line(proc) -> str:
+def _one_error_line(proc, code: int = 1) -> str:
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == code, proc.stderr
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith(f"{PROG}: error: ")
     return lines[0]
@@ -77,9 +77,16 @@ def test_debug_shows_the_traceback(tmp_path, env):
     assert "Traceback" in proc.stderr and "DataError" in proc.stderr
 
 
-def test_unknown_dataset_lists_the_valid_names(env):
-    line = _one_error_line(run_module("data", "verify", "mnsit", env=env, timeout=60))
-    assert line.endswith("unknown dataset 'mnsit'; choose from cifar10, cifar100, fashion_mnist, mnist")
+@pytest.mark.parametrize("cmd", ["verify", "fetch"])
+def test_unknown_dataset_is_a_bad_flag_listing_the_valid_names(env, cmd):
+    """Exit 2 like every bad flag (it was 1, a data error, unlike compare --dataset)."""
+    line = _one_error_line(run_module("data", cmd, "mnsit", env=env, timeout=60), code=2)
+    assert "invalid choice: 'mnsit' (choose from 'mnist', 'fashion_mnist', 'cifar10', 'cifar100')" in line
+
+
+def test_a_data_dir_that_does_not_exist_is_named(env, tmp_path):
+    line = _one_error_line(run_module("data", "list", "--data-dir", tmp_path / "typo", env=env, timeout=60))
+    assert line.endswith(f"--data-dir {tmp_path / 'typo'}: no such folder")
 
 
 # --- fetch (in-process: the spec's mirrors point at loopback) ---------------------------------------

@@ -89,6 +89,33 @@ def test_data_dir_without_the_files_falls_through_and_says_so(world):
     assert data.notes[0] == f"data-dir {world.user}: no mnist files"
 
 
+def test_a_data_dir_that_is_no_folder_is_an_error_not_a_fall_through(world, monkeypatch):
+    """A typo in --data-dir (or KLC_DATA_DIR) used to fall through quietly, down to mnist's 5k subset."""
+    write_idx_dataset(world.system, ARRAYS)
+    with pytest.raises(DataError, match=r"^--data-dir .*typo: no such folder$"):
+        sources.load("mnist", world.user / "typo")
+    monkeypatch.setenv("KLC_DATA_DIR", str(world.user / "typo"))
+    with pytest.raises(DataError, match=r"^KLC_DATA_DIR .*typo: no such folder$"):
+        sources.load("mnist")
+    (world.user).mkdir()
+    (world.user / "file").write_text("x")
+    with pytest.raises(DataError, match="a file, not a folder"):
+        sources.load("mnist", world.user / "file")
+
+
+def test_a_named_subfolder_wins_over_files_of_another_dataset_at_the_top(world):
+    """MNIST and Fashion-MNIST files share their names: DIR with one set at its top and DIR/fashion_mnist
+    must give each its own (the top was taken first, and fashion_mnist read MNIST's digits)."""
+    fashion = world.use(idx_spec(tiny_idx_arrays(seed=1), name="fashion_mnist"))
+    write_idx_dataset(world.user, ARRAYS)  # mnist at the top
+    write_idx_dataset(world.user / "fashion_mnist", tiny_idx_arrays(seed=1))
+    assert sources.load("mnist", world.user).source == f"data-dir:{world.user}"
+    assert sources.load("fashion_mnist", world.user).source == f"data-dir:{world.user / 'fashion_mnist'}"
+    (world.user / "fashion_mnist").rename(world.user / "elsewhere")  # only mnist's files left: say whose they are
+    with pytest.raises(DataError, match=f"this is mnist's {IDX_NAMES['train_images']}, not the .* wanted here"):
+        sources.load(fashion.name, world.user)
+
+
 def test_download_comes_after_system(world, mirror_factory, no_proxy):
     world.use(idx_spec(ARRAYS, mirrors=(mirror_factory("files", canonical_files(ARRAYS)).url,),
                        system_dirs=(str(world.system),)))
