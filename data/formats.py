@@ -23,6 +23,7 @@ IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_IDX_BYTES = 1 << 31  # refuse headers that claim more than 2 GiB (a corrupt header, not data)
+GZIP_CHUNK = 1 << 24  # bytes decompressed per read
 
 
 def decompress(raw: bytes, name: str = "<bytes>") -> bytes:
@@ -31,14 +32,17 @@ def decompress(raw: bytes, name: str = "<bytes>") -> bytes:
     Corrupt or truncated gzip, or content over MAX_IDX_BYTES (a gzip bomb, not a dataset), -> DataError."""
     if raw[:2] != GZIP_MAGIC:
         return raw
+    parts, total = [], 0
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
-            content = f.read(MAX_IDX_BYTES + 1)
+            while part := f.read(GZIP_CHUNK):  # in chunks: read(n) reserves n bytes up front
+                parts.append(part)
+                total += len(part)
+                if total > MAX_IDX_BYTES:
+                    raise DataError(f"{name}: gzip content exceeds {MAX_IDX_BYTES:,} bytes; not a dataset file")
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise DataError(f"{name}: corrupt or truncated gzip ({e}); replace it with an intact copy") from None
-    if len(content) > MAX_IDX_BYTES:
-        raise DataError(f"{name}: gzip content exceeds {MAX_IDX_BYTES:,} bytes; not a dataset file")
-    return content
+    return b"".join(parts)
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -118,6 +118,23 @@ def test_gzip_content_over_the_size_cap_is_refused(monkeypatch):
     monkeypatch.setattr(formats, "MAX_IDX_BYTES", 1000)
     with pytest.raises(DataError, match="exceeds 1,000 bytes"):
         formats.decompress(gzip.compress(b"\x00" * 1001), "bomb.gz")
+    monkeypatch.setattr(formats, "GZIP_CHUNK", 300)  # the cap holds across chunks, and on the exact size
+    with pytest.raises(DataError, match="exceeds 1,000 bytes"):
+        formats.decompress(gzip.compress(b"\x00" * 1001), "bomb.gz")
+    assert formats.decompress(gzip.compress(b"\x01" * 1000)) == b"\x01" * 1000
+
+
+def test_decompressing_a_small_file_reserves_little_memory():
+    """read(MAX + 1) reserved 2 GiB up front for every file (a MemoryError where memory is capped)."""
+    import tracemalloc
+    blob = gzip.compress(b"\x00" * 100_000)
+    tracemalloc.start()
+    try:
+        assert len(formats.decompress(blob)) == 100_000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak
 
 
 def test_unreadable_path_is_a_data_error(tmp_path):
