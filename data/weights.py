@@ -11,6 +11,7 @@ Generator, so both backends start from bit-identical weights.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def load(path: str | os.PathLike, layers: list | None = None) -> dict:
     try:
         with np.load(path, allow_pickle=False) as f:
             weights = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # truncated or damaged: BadZipFile
         raise DataError(f"{path}: not a readable weights .npz ({e})") from None
     if layers is not None:
         expected = param_shapes(layers)

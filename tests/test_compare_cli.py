@@ -17,6 +17,7 @@ from compare.__main__ import PROG, main
 from data import arch, weights as neutral
 from data.cli import run_cli
 from data.contract import ConfigError
+from data.errors import DataError
 
 from conftest import ROOT, child_env, run_module
 
@@ -120,6 +121,25 @@ def test_convert_npz_checks_the_architecture(tmp_path):
     assert not (tmp_path / "out.npz").exists()
     convert.convert("cnn", "mnist", src, tmp_path / "copy.npz", log=lambda s: None)  # .npz -> .npz: checked copy
     assert (tmp_path / "copy.npz").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad crc"])
+def test_a_damaged_npz_is_one_line_not_a_traceback(tmp_path, damage):
+    """A cut or damaged .npz raised zipfile.BadZipFile, which escaped as a traceback (convert, --init-file)."""
+    src = tmp_path / "w.npz"
+    neutral.save(src, neutral.initial_weights(arch.build_layers("mlp", (28, 28, 1), 10), 0))
+    blob = bytearray(src.read_bytes())
+    if damage == "truncated":
+        del blob[len(blob) // 2:]
+    else:
+        blob[200:260] = bytes(60)
+    src.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match=r"w\.npz: not a readable weights \.npz"):
+        neutral.load(src)
+    proc = run_module("compare", "convert", "--model", "mlp", "--dataset", "mnist", "--from", src,
+                      "--to", tmp_path / "out.npz", timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "not a readable weights .npz" in lines[0], proc.stderr
 
 
 def test_convert_round_trip_keras_lightning_keras_is_bit_identical(tmp_path):
