@@ -69,6 +69,47 @@ def steps_per_block(cfg: RunConfig, total: int | None = None) -> int:
     return k
 
 
+# The settings that make a run's trajectory: a checkpoint resumes only a run with the same ones
+# (--steps may grow; threads, evaluation, logging and --steps-per-call change no numbers).
+RESUME_FIELDS = ("dataset", "model", "widths", "dropout", "batch_size", "optimizer", "lr", "beta_1", "beta_2",
+                 "epsilon", "adam_impl", "momentum", "nesterov", "schedule", "warmup_steps", "decay_steps",
+                 "decay_rate", "seed", "init", "train_limit", "val_fraction", "precision", "devices", "loop")
+
+
+def run_signature(cfg: RunConfig) -> dict:
+    d = cfg.to_dict()
+    return {k: d[k] for k in RESUME_FIELDS}
+
+
+def check_resume(cfg: RunConfig, stored: dict | None, checkpoint) -> None:
+    """ConfigError when the checkpoint was written by a run with other RESUME_FIELDS (checkpoints
+    written before signatures were stored carry none and are trusted)."""
+    from .contract import ConfigError
+    if not stored:
+        return
+    now = run_signature(cfg)
+    diff = [f"--{k.replace('_', '-')} {stored.get(k)} there, {now[k]} here" for k in RESUME_FIELDS
+            if k in stored and stored[k] != now[k]]
+    if diff:
+        raise ConfigError(f"--resume: {checkpoint} is a checkpoint of another run ({'; '.join(diff)}); resume "
+                          f"with that run's settings, or start this one in another --checkpoint-dir")
+
+
+def check_checkpoint_dir(cfg: RunConfig) -> None:
+    """A new run (no --resume) must not write its checkpoints among another run's: keeping the newest two
+    would delete its own, and a later --resume would continue the other run."""
+    from pathlib import Path
+
+    from .contract import ConfigError
+    folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir and cfg.checkpoint_every else None
+    if cfg.resume or folder is None or not folder.is_dir():
+        return
+    found = sorted(p.name for p in folder.glob("step-*") if p.suffix in (".npz", ".pt", ".ckpt"))
+    if found:
+        raise ConfigError(f"--checkpoint-dir {folder} already holds checkpoints ({found[-1]}, ...): continue that "
+                          f"run with --resume, or give an empty folder")
+
+
 def install_signal_handlers() -> None:
     """SIGTERM behaves like Ctrl-C: the loop stops, keeps what it has and writes its result."""
     def handler(signum, frame):
@@ -267,6 +308,7 @@ def prepare(cfg: RunConfig, backend: str, say=print):
     for target in (cfg.json, cfg.save_weights):  # fail before training, not after it
         if target:
             ensure_folder(target)
+    check_checkpoint_dir(cfg)
     from .stream import make_stream
     data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
     try:

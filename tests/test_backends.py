@@ -232,6 +232,28 @@ def test_resume_from_step_200_matches_uninterrupted(tmp_path, backend, loop):
 
 
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
+def test_checkpoints_of_another_run_are_refused_and_kept(tmp_path, backend, loop):
+    """A new run in a folder of checkpoints deleted its own (the newest two by name were kept) and a
+    --resume with other settings either crashed loading (another model) or silently went on (another lr)."""
+    ckpt = tmp_path / "ckpt"
+    args = [*SMALL, "--model", "mlp", "--steps", "40", "--eval-every", "20", "--checkpoint-dir", ckpt,
+            "--checkpoint-every", "20", "--loop", loop]
+    assert run_module(BACKENDS[backend], *args, timeout=300).returncode == 0
+    kept = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    again = run_module(BACKENDS[backend], *args, timeout=300)
+    errors = [l for l in again.stderr.splitlines() if "error" in l]
+    assert again.returncode == 2 and len(errors) == 1, again.stderr[-1500:]
+    assert "already holds checkpoints (step-0000040" in errors[0] and "--resume" in errors[0]
+    for flags, said in ((["--lr", "0.01"], "--lr 0.001 there, 0.01 here"),
+                        (["--model", "cnn"], "--model mlp there, cnn here")):
+        other = run_module(BACKENDS[backend], *args, *flags, "--resume", timeout=300)
+        errors = [l for l in other.stderr.splitlines() if "error" in l]
+        assert other.returncode == 2 and len(errors) == 1 and "Traceback" not in other.stderr, other.stderr[-1500:]
+        assert "is a checkpoint of another run" in errors[0] and said in errors[0], errors[0]
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == kept
+
+
+@pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
 def test_resume_with_fewer_steps_left_than_the_evaluation_interval(tmp_path, backend, loop):
     """Checkpoint every 100, evaluate every 200, stopped after 300: 100 steps remain, fewer than one
     evaluation interval. Lightning must count val_check_interval over the whole run (not per pass of

@@ -28,7 +28,8 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
-from data.loop import Recorder, boundaries, done_line, execute, prepare, progress, run_chunks
+from data.loop import (Recorder, boundaries, check_resume, done_line, execute, prepare, progress, run_chunks,
+                       run_signature)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -189,6 +190,7 @@ class Run:
         if not found:
             return None
         state = self.torch.load(found[-1], weights_only=False)
+        check_resume(self.cfg, (state.get("klc_result") or {}).get("signature"), found[-1])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -197,7 +199,7 @@ class Run:
 
 def result_state(rec: Recorder) -> dict:
     return {"train_losses": list(rec.result["train_losses"]), "curve": list(rec.result["curve"]),
-            "train_seconds": rec.train_seconds}
+            "train_seconds": rec.train_seconds, "signature": run_signature(rec.cfg)}
 
 
 def lightning_fit(r: Run, rec: Recorder) -> None:
@@ -220,6 +222,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         if found:
             ckpt_path = str(found[-1])
             state = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+            check_resume(cfg, (state.get("klc_result") or {}).get("signature"), ckpt_path)
             restore_result(rec, state.get("klc_result"), state["global_step"],
                            say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None))
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))  # where the callback hands steps to the Recorder
