@@ -17,6 +17,7 @@ TensorBoard shows a folder's event files as one run; files named `*tfevents*` ar
 """
 from __future__ import annotations
 
+import math
 import os
 import socket
 import struct
@@ -78,6 +79,15 @@ def _len_delimited(field: int, payload: bytes) -> bytes:
     return _key(field, 2) + _varint(len(payload)) + payload
 
 
+def _float32(value: float) -> bytes:
+    """simple_value is a float32: a finite value beyond its range is written as +-inf, as numpy would
+    round it (struct refuses it with an OverflowError: a run with --lr 1e39 crashed its logging)."""
+    try:
+        return struct.pack("<f", value)
+    except OverflowError:
+        return struct.pack("<f", math.copysign(math.inf, value))
+
+
 def encode_event(wall_time: float, step: int, scalars: dict | None = None, file_version: str | None = None) -> bytes:
     """A serialized Event with `scalars` ({tag: value}) as its summary, or with a file_version.
     Fields left at their default (0) are omitted, as proto3 serializers do: the bytes equal protobuf's."""
@@ -89,7 +99,7 @@ def encode_event(wall_time: float, step: int, scalars: dict | None = None, file_
     if file_version is not None:
         out += _len_delimited(3, file_version.encode())
     if scalars:
-        values = b"".join(_len_delimited(1, _len_delimited(1, tag.encode()) + _key(2, 5) + struct.pack("<f", value))
+        values = b"".join(_len_delimited(1, _len_delimited(1, tag.encode()) + _key(2, 5) + _float32(value))
                           for tag, value in scalars.items())
         out += _len_delimited(5, values)
     return out
@@ -239,9 +249,21 @@ def read_scalars(logdir: str | os.PathLike) -> dict:
     return out
 
 
-def run_dir(root: str | os.PathLike, dataset: str, backend: str, model: str) -> Path:
-    """Where a run logs: DIR/<dataset>/<backend>-<model>/ (one TensorBoard shows both backends side by side)."""
-    return Path(root) / dataset / f"{backend}-{model}"
+def run_dir(root: str | os.PathLike, cfg, backend: str) -> Path:
+    """Where a run logs: DIR/<dataset>/<backend>[-<loop>]-<model>-s<seed>/ (the loop named when it is not
+    the backend's default), so one TensorBoard shows both backends, every seed and loop side by side.
+    A new run whose folder already holds events gets <name>-2, -3, ... (as Lightning's versions): steps
+    starting again at 1 in one folder would be read as a restart; a --resume continues its folder."""
+    from .contract import default_loop
+    loop = "" if not cfg.loop or cfg.loop == default_loop(backend) else f"-{cfg.loop}"
+    name = f"{backend}{loop}-{cfg.model}-s{cfg.seed}"
+    base = Path(root) / cfg.dataset / name
+    if cfg.resume or not event_files(base):
+        return base
+    k = 2
+    while event_files(base.with_name(f"{name}-{k}")):
+        k += 1
+    return base.with_name(f"{name}-{k}")
 
 
 def main(argv: list) -> int:
@@ -263,4 +285,5 @@ def main(argv: list) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from .cli import run_cli
+    sys.exit(run_cli(main, prog="python -m data.tensorboard"))  # a corrupt file: one line, not a traceback

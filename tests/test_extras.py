@@ -44,6 +44,38 @@ def test_crc32c_check_value():
     assert tb.crc32c(b"") == 0
 
 
+def test_values_beyond_float32_are_logged_as_infinity_and_a_corrupt_file_is_one_line(tmp_path):
+    w = tb.EventWriter(tmp_path / "run")
+    w.scalars({"train/learning_rate": 1e39, "train/loss": -1e39}, 1)  # an --lr 1e39 run: OverflowError before
+    w.close()
+    assert tb.read_scalars(tmp_path / "run") == {"train/learning_rate": [(1, float("inf"))],
+                                                 "train/loss": [(1, float("-inf"))]}
+    blob = bytearray(w.path.read_bytes())
+    blob[-6] ^= 0xFF  # a flipped byte inside the last record
+    w.path.write_bytes(bytes(blob))
+    proc = run_module("data.tensorboard", tmp_path, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "checksum does not match" in lines[0], proc.stderr
+
+
+def test_every_run_logs_into_a_folder_of_its_own(tmp_path):
+    """Seeds, loops and repeated commands shared DIR/<dataset>/<backend>-<model>: TensorBoard reads a step
+    count starting again in one folder as a restart and drops what came before."""
+    from data.contract import RunConfig
+    runs = [("tf", RunConfig(model="mlp", seed=0)), ("tf", RunConfig(model="mlp", seed=1)),
+            ("tf", RunConfig(model="mlp", seed=0, loop="fit")), ("torch", RunConfig(model="cnn", loop="lightning")),
+            ("torch", RunConfig(model="cnn", loop="raw", dataset="fashion_mnist"))]
+    names = [str(tb.run_dir(tmp_path, cfg, backend).relative_to(tmp_path)) for backend, cfg in runs]
+    assert names == ["mnist/tf-mlp-s0", "mnist/tf-mlp-s1", "mnist/tf-fit-mlp-s0", "mnist/torch-cnn-s0",
+                     "fashion_mnist/torch-raw-cnn-s0"]
+    cfg = RunConfig(model="mlp")
+    for expected in ("tf-mlp-s0", "tf-mlp-s0-2", "tf-mlp-s0-3"):  # the same command again: a new folder each time
+        folder = tb.run_dir(tmp_path, cfg, "tf")
+        assert folder.name == expected
+        tb.EventWriter(folder).close()
+    assert tb.run_dir(tmp_path, RunConfig(model="mlp", resume=True, checkpoint_dir="c"), "tf").name == "tf-mlp-s0"
+
+
 def test_records_are_byte_identical_to_tensorboards():
     assert tb.frame(tb.encode_event(123.5, 7, {"a": 1.25, "bb": -3.0})) == TB_RECORD
     assert tb.frame(tb.encode_event(1.0, 0, file_version="brain.Event:2")) == TB_VERSION_RECORD
@@ -81,7 +113,7 @@ def test_tensorboard_scalars_read_back(tmp_path, backend):
     logs = tmp_path / "logs"
     r, _ = _train(tmp_path, backend, "--model", "mlp", "--steps", "30", "--eval-every", "15", "--schedule", "cosine",
                   "--tensorboard", logs)
-    run = logs / "mnist" / f"{backend}-mlp"
+    run = logs / "mnist" / f"{backend}-mlp-s0"
     assert len(tb.event_files(run)) == 1, sorted(p.name for p in logs.rglob("*"))
     scalars = tb.read_scalars(run)
     assert set(scalars) == TAGS
@@ -138,7 +170,7 @@ def test_two_devices_match_one_device(tmp_path, backend):
         assert a["step"] == b["step"] and abs(a["test_accuracy"] - b["test_accuracy"]) < 1e-3
         assert abs(a["test_loss"] - b["test_loss"]) < 1e-3
     assert out.count(" done: ") == 1 and out.count("step     15/30") == 1, out
-    assert len(tb.event_files(tmp_path / "logs" / "mnist" / f"{backend}-mlp")) == 1
+    assert len(tb.event_files(tmp_path / "logs" / "mnist" / f"{backend}-mlp-s0")) == 1
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -209,8 +241,8 @@ def test_cifar10_fixture_through_compare(tmp_path):
     # same data, same initial weights: the two ports take the same first steps
     np.testing.assert_allclose(cnn["tf"]["train_losses"][:3], cnn["torch"]["train_losses"][:3], rtol=1e-4)
     runs_logged = sorted(str(p.relative_to(tmp_path / "logs")) for p in (tmp_path / "logs").glob("*/*"))
-    assert runs_logged == ["cifar10/tf-cnn", "cifar10/tf-mlp", "cifar10/torch-cnn", "cifar10/torch-mlp"]
-    assert tb.read_scalars(tmp_path / "logs" / "cifar10" / "torch-cnn")["test/accuracy"][-1][0] == 10
+    assert runs_logged == ["cifar10/tf-cnn-s0", "cifar10/tf-mlp-s0", "cifar10/torch-cnn-s0", "cifar10/torch-mlp-s0"]
+    assert tb.read_scalars(tmp_path / "logs" / "cifar10" / "torch-cnn-s0")["test/accuracy"][-1][0] == 10
 
 
 @pytest.mark.slow

@@ -292,7 +292,7 @@ def run(cfg: RunConfig) -> int:
             start, meta = restored
             result["train_losses"], result["curve"] = meta["train_losses"], meta["curve"]
             print(f"tf | resumed from step {start}", flush=True)
-    writer = EventWriter(run_dir(cfg.tensorboard, cfg.dataset, BACKEND, cfg.model)) if cfg.tensorboard else None
+    writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
     rec = Recorder(cfg, result, total, start, log=lambda s: print(f"tf | {s}", flush=True), writer=writer)
     if start:
         rec.train_seconds = meta.get("train_seconds", 0.0)

@@ -377,7 +377,7 @@ def run(cfg: RunConfig) -> int:
                   versions=versions("torch", "lightning", "torchmetrics"), device=device_name(r.torch),
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
                   forward_flops_per_sample=arch.forward_flops(layers), devices=cfg.devices, per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
-    writer = EventWriter(run_dir(cfg.tensorboard, cfg.dataset, BACKEND, cfg.model)) if cfg.tensorboard else None
+    writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
     rec = Recorder(cfg, result, total, 0, log=lambda s: say(f"torch | {s}"), writer=writer)
     ckpt = None
     if cfg.loop == "raw":
