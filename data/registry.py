@@ -100,7 +100,8 @@ CIFAR10 = DatasetSpec(
     train_size=50_000,
     test_size=10_000,
     extra={"train_members": tuple(f"data_batch_{i}" for i in range(1, 6)),
-           "test_members": ("test_batch",), "label_key": "labels"},
+           "test_members": ("test_batch",), "label_key": "labels",
+           "folder": "cifar-10-batches-py"},  # the archive's top folder, as Keras and torchvision extract it
 )
 
 CIFAR100_FINE = (
@@ -127,7 +128,7 @@ CIFAR100 = replace(
     classes=tuple(CIFAR100_FINE),
     system_dirs=("/usr/share/datasets/cifar-100", "/usr/share/datasets/cifar100"),
     extra={"train_members": ("train",), "test_members": ("test",), "label_key": "fine_labels",
-           "coarse_key": "coarse_labels", "coarse_classes": tuple(CIFAR100_COARSE)},
+           "coarse_key": "coarse_labels", "coarse_classes": tuple(CIFAR100_COARSE), "folder": "cifar-100-python"},
 )
 
 DATASETS = {spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10, CIFAR100)}

@@ -97,6 +97,16 @@ def _known_as(content_hash: str) -> str | None:
     return None
 
 
+def extracted_archive(folder: Path, spec: DatasetSpec) -> Path | None:
+    """An archive dataset's extracted top folder (cifar-10-batches-py, as Keras and torchvision leave
+    it) in folder/<name>, folder/<name-dashed> or folder, else None."""
+    top = spec.extra.get("folder")
+    for cand in _candidate_folders(Path(folder), spec) if top else []:
+        if (cand / top).is_dir():
+            return cand / top
+    return None
+
+
 def locate(folder: Path, spec: DatasetSpec) -> tuple[Path | None, dict]:
     """The first of folder/<name>, folder/<name-dashed>, folder that holds any of the dataset's files,
     and {role: path or None} there."""
@@ -116,6 +126,9 @@ def verify_file(path: Path, fs: FileSpec) -> bytes | None:
         raise DataError(f"{path}: cannot read ({e.strerror or e}); check its permissions") from None
     file_hash = sha256(raw)
     if fs.content_sha256 is None:  # archives: only the file hash is known
+        if file_hash != fs.sha256 and path.name != fs.name:  # e.g. cifar-10-python.tar, gunzipped
+            raise DataError(f"{path}: a decompressed copy of {fs.name}; only the original archive's sha256 is "
+                            f"known, so it cannot be verified: add --no-verify to use it, or give {fs.name}")
         if file_hash != fs.sha256:
             what = "an HTML page (a mirror served an error page), not the archive; " if formats.looks_like_html(raw) else ""
             raise DataError(f"{path}: {what}sha256 {file_hash} does not match the expected {fs.sha256}; "
@@ -338,6 +351,13 @@ def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: b
     user_dir = explicit_dir(data_dir)
     if user_dir is not None:
         where, found = locate(user_dir, spec)
+        extracted = extracted_archive(user_dir, spec) if where is None else None
+        if extracted is not None:  # only the archive's hash is known: usable, not verifiable
+            archive = next(iter(spec.files.values())).name
+            if verify:
+                raise DataError(f"{extracted}: an extracted {archive}; only the archive's sha256 is known, so it "
+                                f"cannot be verified: add --no-verify to use it, or give the original {archive}")
+            return _loaded(spec, f"data-dir (unverified):{extracted}", {"archive": extracted}, extracted, notes)
         if where is None:
             notes.append(f"data-dir {user_dir}: no {spec.name} files")
         elif not verify:

@@ -413,6 +413,30 @@ def test_cifar_archive_with_other_bytes_names_both_hashes(tmp_path, isolated_cac
         sources.load("cifar10", tmp_path)
 
 
+def test_cifar_extracted_or_decompressed_is_usable_unverified_and_said_so(tmp_path, isolated_cache, monkeypatch):
+    """What Keras and torchvision leave behind (cifar-10-batches-py/) and a gunzipped .tar: only the .tar.gz's
+    hash is known, so verifying refuses them by name, and --no-verify reads them."""
+    import pickle
+    members = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    batches = {m: cifar_batch(2, {"labels": [k, (k + 3) % 10]}, seed=k) for k, m in enumerate(members)}
+    for sub in ("orig", "plain"):
+        (tmp_path / sub).mkdir()
+    monkeypatch.setitem(registry.DATASETS, "cifar10", cifar_spec(
+        registry.CIFAR10, cifar_tarball(tmp_path / "orig" / "cifar-10-python.tar.gz", "cifar-10-batches-py", batches)))
+    folder = tmp_path / "keras" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for m, b in batches.items():
+        (folder / m).write_bytes(pickle.dumps(b, protocol=2))
+    with pytest.raises(DataError, match="cifar-10-batches-py: an extracted cifar-10-python.tar.gz; .* add --no-verify"):
+        sources.load("cifar10", tmp_path / "keras")
+    data = sources.load("cifar10", tmp_path / "keras", verify=False)
+    assert data.source == f"data-dir (unverified):{folder}" and data.test_labels.tolist() == [5, 8]
+    tar = cifar_tarball(tmp_path / "plain" / "cifar-10-python.tar", "cifar-10-batches-py", batches, compression="")
+    with pytest.raises(DataError, match="cifar-10-python.tar: a decompressed copy of cifar-10-python.tar.gz"):
+        sources.load("cifar10", tar.parent)
+    assert sources.load("cifar10", tar.parent, verify=False).train_labels.tolist()[:2] == [0, 3]
+
+
 # --- the registry ------------------------------------------------------------------------------------------
 
 def test_registry_lists_the_four_datasets_with_both_hashes_for_idx():
