@@ -37,17 +37,16 @@ def main(argv=None) -> None:
     p.add_argument("--framework", choices=FRAMEWORKS)
     p.add_argument("--n", type=int, default=2048)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--json")
+    p.add_argument("--json", default="bench-out/peak.json")
     args = p.parse_args(argv)
     if args.framework:
         print(json.dumps(measure(args.framework, args.n, args.threads)))
         return
     results = [measure(f, args.n, args.threads) for f in FRAMEWORKS]
-    for r in results:
-        print(f"{r['framework']:6s} {r['device']:8s} {r['gflops']:8.1f} GFLOP/s  (fp32 {r['n']}^3 matmul, {r['threads']} threads)")
-    if args.json:
-        from .common import write_json
-        write_json(args.json, results)
+    from .common import table, write_json
+    print(table([[r["framework"], r["device"], f"{r['gflops']:,.1f}", f"fp32 {r['n']}^3, {r['threads']} threads"]
+                 for r in results], ["framework", "device", "GFLOP/s", "matmul"]))
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

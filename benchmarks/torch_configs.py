@@ -28,6 +28,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--model", default="cnn")
+    p.add_argument("--json", default="bench-out/torch_configs.json")
     args = p.parse_args(argv)
     import torch
     import torch.nn.functional as F
@@ -94,9 +95,14 @@ def main(argv=None) -> None:
             results[name].append(B * args.steps / (time.perf_counter() - t0))
     base = statistics.median(results["naive"])
     print(f"{args.model}, batch {B}, {args.threads} threads, {args.rounds} rounds of {args.steps} steps, torch {torch.__version__}")
-    for name, xs in results.items():
-        med = statistics.median(xs)
-        print(f"{name:14s} {med:10,.0f} samples/s  {med / base:5.2f}x naive   (min {min(xs):,.0f}, max {max(xs):,.0f})")
+    from .common import table, write_json
+    rows = [[name, f"{statistics.median(xs):,.0f}", f"{statistics.median(xs) / base:.2f}x", f"{min(xs):,.0f}",
+             f"{max(xs):,.0f}"] for name, xs in results.items()]
+    print(table(rows, ["variant", "samples/s (median)", "vs naive", "min", "max"]))
+    write_json(args.json, {"model": args.model, "batch_size": B, "threads": args.threads, "rounds": args.rounds,
+                           "steps": args.steps, "torch": torch.__version__,
+                           "samples_per_s": results, "ratio_to_naive": {k: statistics.median(v) / base
+                                                                         for k, v in results.items()}})
 
 
 if __name__ == "__main__":

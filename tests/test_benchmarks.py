@@ -23,6 +23,21 @@ def test_script_help(name):
     assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-1000:]
 
 
+def test_peak_and_torch_configs_print_a_table_and_write_json(tmp_path):
+    """Every script prints its table and writes JSON (these two wrote none, or only with --json)."""
+    proc = run_module("benchmarks.peak", "--n", "128", "--threads", "1", "--json", tmp_path / "peak.json", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "| framework " in proc.stdout and "| GFLOP/s |" in proc.stdout
+    peaks = json.loads((tmp_path / "peak.json").read_text())
+    assert [r["framework"] for r in peaks] == ["tf", "torch", "numpy"] and all(r["gflops"] > 0 for r in peaks)
+    proc = run_module("benchmarks.torch_configs", "--rounds", "1", "--steps", "2", "--threads", "1", "--batch-size", "16",
+                      "--json", tmp_path / "tc.json", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "| variant " in proc.stdout and "| vs naive |" in proc.stdout
+    tc = json.loads((tmp_path / "tc.json").read_text())
+    assert tc["ratio_to_naive"]["naive"] == 1.0 and set(tc["samples_per_s"]) == set(tc["ratio_to_naive"])
+
+
 def test_accuracy_refuses_an_unknown_recipe():
     proc = run_module("benchmarks.accuracy", "--recipes", "imagenet-cosine", timeout=120)
     assert proc.returncode == 2 and "unknown recipe imagenet-cosine" in proc.stderr
