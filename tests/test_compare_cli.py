@@ -142,6 +142,31 @@ def test_a_damaged_npz_is_one_line_not_a_traceback(tmp_path, damage):
     assert proc.returncode == 1 and len(lines) == 1 and "not a readable weights .npz" in lines[0], proc.stderr
 
 
+UNSAFE_PT = """
+import argparse, sys, torch
+from torch_impl.models import build_model
+from data import arch
+model = build_model("mlp", (28, 28, 1), 10)
+torch.save({"state_dict": {f"backbone.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": argparse.Namespace(lr=0.1)}, sys.argv[1])  # an object a full unpickle would build
+"""
+
+
+def test_convert_reads_torch_files_without_running_their_pickles(tmp_path):
+    """A .ckpt/.pt from elsewhere was read with weights_only=False: a full unpickle can run any code.
+    Now only tensors and plain containers are read; anything else is refused in one line."""
+    src = tmp_path / "foreign.ckpt"
+    proc = subprocess.run([sys.executable, "-c", UNSAFE_PT, str(src)], capture_output=True, text=True,
+                          env=child_env(), cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    proc = run_module("compare", "convert", "--model", "mlp", "--dataset", "mnist", "--from", src,
+                      "--to", tmp_path / "out.npz", timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "foreign.ckpt: holds Python objects besides tensors" in lines[0] and "refused" in lines[0]
+    assert not (tmp_path / "out.npz").exists()
+
+
 def test_convert_round_trip_keras_lightning_keras_is_bit_identical(tmp_path):
     """npz -> .keras -> Lightning .ckpt -> .keras -> npz with the real job runners (one framework per child):
     every array comes back with the same bits, dtype and shape."""

@@ -64,8 +64,8 @@ def op_export(job):
     """A Lightning .ckpt or a Backbone .pt state_dict -> neutral weights."""
     import torch
 
-    from .weights import to_neutral
-    state = torch.load(job["src"], map_location="cpu", weights_only=False)
+    from .weights import load_trusted, to_neutral
+    state = load_trusted(job["src"])
     sd = state.get("state_dict", state) if isinstance(state, dict) else state
     prefix = "backbone." if any(k.startswith("backbone.") for k in sd) else ""
     model = _model(job)

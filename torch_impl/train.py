@@ -189,7 +189,8 @@ class Run:
         found = sorted(Path(self.cfg.checkpoint_dir).glob("step-*.pt")) if Path(self.cfg.checkpoint_dir).is_dir() else []
         if not found:
             return None
-        state = self.torch.load(found[-1], weights_only=False)
+        from .weights import load_trusted
+        state = load_trusted(found[-1], map_location=None)
         check_resume(self.cfg, (state.get("klc_result") or {}).get("signature"), found[-1])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -221,7 +222,8 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         found = sorted(Path(cfg.checkpoint_dir).glob("step-*.ckpt")) if Path(cfg.checkpoint_dir).is_dir() else []
         if found:
             ckpt_path = str(found[-1])
-            state = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+            from .weights import load_trusted
+            state = load_trusted(ckpt_path)
             check_resume(cfg, (state.get("klc_result") or {}).get("signature"), ckpt_path)
             restore_result(rec, state.get("klc_result"), state["global_step"],
                            say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None))
