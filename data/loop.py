@@ -69,26 +69,29 @@ def steps_per_block(cfg: RunConfig, total: int | None = None) -> int:
     return k
 
 
-# The settings that make a run's trajectory: a checkpoint resumes only a run with the same ones
-# (--steps may grow; threads, evaluation, logging and --steps-per-call change no numbers).
+# The settings that make a run's trajectory and its block/evaluation schedule: a checkpoint resumes only
+# a run with the same ones. The step budget counts too (a cosine schedule spans the whole run, and
+# Lightning counts evaluations in blocks whose size depends on the budget, the evaluation and checkpoint
+# intervals and --steps-per-call); threads, logging and the evaluation batch size do not.
 RESUME_FIELDS = ("dataset", "model", "widths", "dropout", "batch_size", "optimizer", "lr", "beta_1", "beta_2",
                  "epsilon", "adam_impl", "momentum", "nesterov", "schedule", "warmup_steps", "decay_steps",
-                 "decay_rate", "seed", "init", "train_limit", "val_fraction", "precision", "devices", "loop")
+                 "decay_rate", "seed", "init", "train_limit", "val_fraction", "precision", "devices", "loop",
+                 "eval_every", "checkpoint_every", "steps_per_call")
 
 
-def run_signature(cfg: RunConfig) -> dict:
+def run_signature(cfg: RunConfig, total: int) -> dict:
     d = cfg.to_dict()
-    return {k: d[k] for k in RESUME_FIELDS}
+    return {**{k: d[k] for k in RESUME_FIELDS}, "steps": total}
 
 
-def check_resume(cfg: RunConfig, stored: dict | None, checkpoint) -> None:
-    """ConfigError when the checkpoint was written by a run with other RESUME_FIELDS (checkpoints
-    written before signatures were stored carry none and are trusted)."""
+def check_resume(cfg: RunConfig, stored: dict | None, checkpoint, total: int) -> None:
+    """ConfigError when the checkpoint was written by a run with other settings (RESUME_FIELDS and the
+    step budget); checkpoints written before signatures were stored carry none and are trusted."""
     from .contract import ConfigError
     if not stored:
         return
-    now = run_signature(cfg)
-    diff = [f"--{k.replace('_', '-')} {stored.get(k)} there, {now[k]} here" for k in RESUME_FIELDS
+    now = run_signature(cfg, total)
+    diff = [f"--{k.replace('_', '-')} {stored.get(k)} there, {now[k]} here" for k in now
             if k in stored and stored[k] != now[k]]
     if diff:
         raise ConfigError(f"--resume: {checkpoint} is a checkpoint of another run ({'; '.join(diff)}); resume "

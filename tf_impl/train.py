@@ -219,7 +219,8 @@ class Run:
         if found is None:
             return None
         step, arrays, meta = found
-        check_resume(self.cfg, meta.get("signature"), Path(self.cfg.checkpoint_dir) / f"step-{step:07d}.npz")
+        check_resume(self.cfg, meta.get("signature"), Path(self.cfg.checkpoint_dir) / f"step-{step:07d}.npz",
+                     self.total)
         from_neutral(self.model, {k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
         slots = [arrays[k] for k in sorted(k for k in arrays if k.startswith("opt:"))]
         if len(slots) != len(self.optimizer.variables):
@@ -254,7 +255,7 @@ def save_checkpoint_files(folder: Path, step: int, arrays: dict, rec: Recorder, 
     tmp = folder / f".step-{step:07d}.tmp.npz"
     np.savez(tmp, **arrays)
     meta = {"step": step, "train_losses": rec.result["train_losses"], "curve": rec.result["curve"],
-            "train_seconds": rec.train_seconds, "signature": run_signature(rec.cfg)}
+            "train_seconds": rec.train_seconds, "signature": run_signature(rec.cfg, rec.total)}
     write_json_atomic(folder / f"step-{step:07d}.json", meta)
     os.replace(tmp, folder / f"step-{step:07d}.npz")  # the .npz appears last: its presence marks a complete checkpoint
     for old in sorted(folder.glob("step-*.npz"))[:-keep]:

@@ -191,7 +191,7 @@ class Run:
             return None
         from .weights import load_trusted
         state = load_trusted(found[-1], map_location=None)
-        check_resume(self.cfg, (state.get("klc_result") or {}).get("signature"), found[-1])
+        check_resume(self.cfg, (state.get("klc_result") or {}).get("signature"), found[-1], self.total)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -200,7 +200,7 @@ class Run:
 
 def result_state(rec: Recorder) -> dict:
     return {"train_losses": list(rec.result["train_losses"]), "curve": list(rec.result["curve"]),
-            "train_seconds": rec.train_seconds, "signature": run_signature(rec.cfg)}
+            "train_seconds": rec.train_seconds, "signature": run_signature(rec.cfg, rec.total)}
 
 
 def lightning_fit(r: Run, rec: Recorder) -> None:
@@ -224,7 +224,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
             ckpt_path = str(found[-1])
             from .weights import load_trusted
             state = load_trusted(ckpt_path)
-            check_resume(cfg, (state.get("klc_result") or {}).get("signature"), ckpt_path)
+            check_resume(cfg, (state.get("klc_result") or {}).get("signature"), ckpt_path, r.total)
             restore_result(rec, state.get("klc_result"), state["global_step"],
                            say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None))
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))  # where the callback hands steps to the Recorder
