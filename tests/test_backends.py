@@ -213,18 +213,25 @@ def _run_and_interrupt_after(backend, args, ckpt_dir, pattern, timeout=120):
 
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
 def test_resume_from_step_200_matches_uninterrupted(tmp_path, backend, loop):
+    """With dropout: the checkpoint carries the generators' state, so the resumed run draws the masks the
+    uninterrupted one did (without it the weights differed). The complete checkpoint file is waited for
+    (tf writes its .json before its .npz), and the resume must be one (a fresh 400-step run would pass)."""
     common = [*SMALL, "--model", "cnn", "--steps", "400", "--eval-every", "200", "--deterministic",
-              "--loop", loop, "--widths", "8,16,32"]
+              "--loop", loop, "--widths", "8,16,32", "--dropout", "0.25"]
     run_module(BACKENDS[backend], *common, "--save-weights", tmp_path / "full.npz", check=True, timeout=300)
     ckpt = tmp_path / "ckpt"
     args = [*common, "--checkpoint-dir", ckpt, "--checkpoint-every", "200", "--json", tmp_path / "part.json"]
-    code, _, err = _run_and_interrupt_after(backend, args, ckpt, "step-0000200.*")
+    written = {"custom": "npz", "lightning": "ckpt", "raw": "pt"}[loop]
+    code, _, err = _run_and_interrupt_after(backend, args, ckpt, f"step-0000200.{written}")
     part = json.loads((tmp_path / "part.json").read_text())
     assert code == 130 and part["status"] == "interrupted", f"exit {code}: {err[-1500:]}"
     assert part["final"]["steps"] >= 200 and part["curve"][0]["step"] == 200  # the partial curve is kept
-    run_module(BACKENDS[backend], *args, "--resume", "--save-weights", tmp_path / "resumed.npz", check=True, timeout=300)
+    proc = run_module(BACKENDS[backend], *args, "--resume", "--save-weights", tmp_path / "resumed.npz", check=True,
+                      timeout=300)
+    assert "resumed from step 200" in proc.stdout + proc.stderr
     resumed = json.loads((tmp_path / "part.json").read_text())
     assert resumed["status"] == "ok" and resumed["final"]["steps"] == 400
+    assert resumed["throughput"]["timed_steps"] <= 200  # only the steps after the resume were trained here
     assert len(resumed["train_losses"]) == 400 and [p["step"] for p in resumed["curve"]] == [200, 400]
     a, b = np.load(tmp_path / "full.npz"), np.load(tmp_path / "resumed.npz")
     diff = max(np.abs(a[k] - b[k]).max() for k in a.files)

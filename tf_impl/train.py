@@ -35,8 +35,8 @@ def configure(cfg: RunConfig):
     n = cfg.resolved_threads()
     tf.config.threading.set_intra_op_parallelism_threads(n)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
+    keras.utils.set_random_seed(cfg.seed)  # --seed seeds everything (native init, dropout masks) in every run
     if cfg.deterministic:
-        keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.precision == "bf16" else "float32")
     if cfg.devices > 1 and not tf.config.list_physical_devices("GPU"):
@@ -211,6 +211,8 @@ class Run:
         d.mkdir(parents=True, exist_ok=True)
         arrays = {f"w:{k}": v for k, v in to_neutral(self.model).items()}
         arrays.update({f"opt:{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)})
+        # the dropout layers' seed-generator states: a resumed run draws the masks the uninterrupted one would
+        arrays.update({f"rng:{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(self.model.non_trainable_variables)})
         save_checkpoint_files(d, step, arrays, rec)
 
     def restore_checkpoint(self) -> tuple[int, dict] | None:
@@ -226,6 +228,9 @@ class Run:
         if len(slots) != len(self.optimizer.variables):
             raise ValueError(f"checkpoint has {len(slots)} optimizer variables, optimizer has {len(self.optimizer.variables)}")
         for var, value in zip(self.optimizer.variables, slots):
+            var.assign(value)
+        rng = [arrays[k] for k in sorted(k for k in arrays if k.startswith("rng:"))]
+        for var, value in zip(self.model.non_trainable_variables, rng):  # none in checkpoints from before
             var.assign(value)
         return step, meta
 

@@ -59,8 +59,12 @@ class LitClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
+        from .train import rng_state
         if self.result_state is not None:
             checkpoint["klc_result"] = self.result_state()
+        checkpoint["klc_rng"] = rng_state(torch)  # dropout masks: a resumed run draws the same ones
 
     def on_load_checkpoint(self, checkpoint):
+        from .train import set_rng_state
         self.loaded_result = checkpoint.get("klc_result")
+        set_rng_state(torch, checkpoint.get("klc_rng"))

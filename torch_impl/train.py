@@ -46,10 +46,24 @@ def configure(cfg: RunConfig):
         torch.set_num_interop_threads(min(2, n))
     except RuntimeError:  # already set in this process (tests); harmless
         pass
+    torch.manual_seed(cfg.seed)  # --seed seeds everything (native init, dropout masks) in every run
     if cfg.deterministic:
-        torch.manual_seed(cfg.seed)
         torch.use_deterministic_algorithms(True)
     return torch
+
+
+def rng_state(torch) -> dict:
+    """torch's generators (dropout masks are drawn from them): saved with checkpoints, so a resumed run
+    draws the masks the uninterrupted one would."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(torch, state: dict | None) -> None:
+    if not state:  # a checkpoint from before the generators were saved
+        return
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def quiet_lightning() -> None:
@@ -178,7 +192,7 @@ class Run:
         d = Path(self.cfg.checkpoint_dir)
         d.mkdir(parents=True, exist_ok=True)
         state = {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "klc_result": result_state(rec)}
+                 "scheduler": self.scheduler.state_dict(), "klc_result": result_state(rec), "klc_rng": rng_state(torch)}
         tmp = d / f".step-{step:07d}.tmp"
         torch.save(state, tmp)
         os.replace(tmp, d / f"step-{step:07d}.pt")
@@ -195,6 +209,7 @@ class Run:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(self.torch, state.get("klc_rng"))
         return state["step"], state["klc_result"]
 
 
