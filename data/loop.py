@@ -138,9 +138,17 @@ class Recorder:
         self.last_finite = None
         self.log = log
         self.t_start = time.perf_counter()
-        if start_step and result.get("train_losses"):  # resumed: losses/curve come from the checkpoint
-            finite = [v for v in result["train_losses"] if v is not None]
+
+    def resume(self, step: int, state: dict | None) -> None:
+        """Continue from a checkpoint at `step`: its losses, curve and training seconds (state holds
+        train_losses, curve, train_seconds; None for a checkpoint without them), the last finite loss
+        (a divergence right after the resume names it), and the warm-up counted from `step`."""
+        if state:
+            self.result["train_losses"], self.result["curve"] = list(state["train_losses"]), list(state["curve"])
+            self.train_seconds = state.get("train_seconds", 0.0)
+            finite = [v for v in self.result["train_losses"] if v is not None]
             self.last_finite = finite[-1] if finite else None
+        self.restart_at(step)
 
     def restart_at(self, step: int) -> None:
         """Count from `step` (a resumed run): the warm-up is the first steps after it, in whole blocks."""

@@ -211,6 +211,17 @@ def _run_and_interrupt_after(backend, args, ckpt_dir, pattern, timeout=120):
     return proc.returncode, out, err
 
 
+def test_recorder_resume_restores_losses_seconds_and_the_last_finite_loss():
+    """torch's resume did not restore the last finite loss: a divergence right after it said 'none'."""
+    from data.loop import Diverged
+    cfg = RunConfig(eval_every=10)
+    rec = Recorder(cfg, new_result(cfg, "torch"), 40)
+    rec.resume(20, {"train_losses": [0.9] * 19 + [0.5], "curve": [{"step": 10}, {"step": 20}], "train_seconds": 3.0})
+    assert (rec.step, rec.start, rec.train_seconds, len(rec.result["train_losses"])) == (20, 20, 3.0, 20)
+    with pytest.raises(Diverged, match=r"loss became nan at step 21 \(last finite loss 0.5000\)"):
+        rec.add_steps([float("nan")], 0.1)
+
+
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
 def test_resume_from_step_200_matches_uninterrupted(tmp_path, backend, loop):
     """With dropout: the checkpoint carries the generators' state, so the resumed run draws the masks the

@@ -291,17 +291,13 @@ def run(cfg: RunConfig) -> int:
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
                   forward_flops_per_sample=arch.forward_flops(layers), devices=r.strategy.num_replicas_in_sync if r.strategy else 1,
                   per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
-    start = 0
-    if cfg.resume:
-        restored = r.restore_checkpoint()
-        if restored is not None:
-            start, meta = restored
-            result["train_losses"], result["curve"] = meta["train_losses"], meta["curve"]
-            print(f"tf | resumed from step {start}", flush=True)
     writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
-    rec = Recorder(cfg, result, total, start, log=lambda s: print(f"tf | {s}", flush=True), writer=writer)
-    if start:
-        rec.train_seconds = meta.get("train_seconds", 0.0)
+    rec = Recorder(cfg, result, total, 0, log=lambda s: print(f"tf | {s}", flush=True), writer=writer)
+    start = 0
+    if cfg.resume and (restored := r.restore_checkpoint()) is not None:
+        start, meta = restored
+        rec.resume(start, meta)
+        print(f"tf | resumed from step {start}", flush=True)
     ckpt = (lambda step: r.save_checkpoint(step, rec)) if cfg.checkpoint_dir and cfg.checkpoint_every else None
     bar = progress(cfg.progress, total, start)
 

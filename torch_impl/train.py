@@ -372,10 +372,7 @@ def say_flushed(text: str) -> None:
 
 
 def restore_result(rec: Recorder, state: dict | None, step: int, log=say_flushed) -> None:
-    if state:
-        rec.result["train_losses"], rec.result["curve"] = state["train_losses"], state["curve"]
-        rec.train_seconds = state["train_seconds"]
-    rec.restart_at(step)
+    rec.resume(step, state)
     log(f"torch | resumed from step {step}")
 
 
