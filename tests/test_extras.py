@@ -157,8 +157,11 @@ def test_fp32_reports_float32_compute(tmp_path, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_devices_match_one_device(tmp_path, backend):
     """Same global batch of 32: two replicas of 16 (DDP ranks / MirroredStrategy replicas) give the
-    one-device run's per-step losses; only rank 0 prints and writes."""
-    common = ["--model", "mlp", "--steps", "30", "--eval-every", "15"]
+    one-device run's per-step losses; only rank 0 prints and writes. Plain SGD, whose step is
+    proportional to the gradient: replicas' gradients summed instead of averaged (or a loss scaled by
+    the replica's batch instead of the global one) would double the steps; Adam would hide it."""
+    common = ["--model", "mlp", "--steps", "30", "--eval-every", "15", "--optimizer", "sgd", "--momentum", "0",
+              "--lr", "0.1"]
     one, _ = _train(tmp_path, backend, *common, name="one")
     two, out = _train(tmp_path, backend, *common, "--devices", "2", "--tensorboard", tmp_path / "logs", name="two")
     assert (one["devices"], one["per_device_batch"]) == (1, 32)
