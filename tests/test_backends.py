@@ -167,23 +167,26 @@ def test_recorder_warmup_is_whole_blocks_and_restarts_with_a_resume():
 
 @pytest.mark.parametrize("backend,loop,calls", [("tf", "custom", (1, 32)), ("torch", "lightning", (1, 7, 32))])
 def test_steps_per_call_changes_dispatch_not_numbers(tmp_path, backend, loop, calls):
-    """Blocks of 1, 7 or 21 steps per call (eval every 21 caps 32 at 21) give the same per-step losses
-    and curve (to 1e-6: same ops in the same order; --deterministic). Lightning is also held to the raw loop."""
+    """Blocks of 1, 7 or 21 steps per call (eval every 21 caps 32 at 21; 84 steps keep the quarter-run
+    cap at 21) give the same per-step losses and curve (to 1e-6: same ops in the same order;
+    --deterministic). Lightning is also held to the raw loop. The warm-up, whole blocks, shows the
+    block each run used."""
     runs = {}
+    steps = ["--model", "mlp", "--steps", "84", "--eval-every", "21", "--deterministic"]
     for k in calls:
         out = tmp_path / f"{k}.json"
-        run_module(BACKENDS[backend], *SMALL, "--model", "mlp", "--steps", "63", "--eval-every", "21", "--deterministic",
-                   "--loop", loop, "--steps-per-call", k, "--json", out, check=True, timeout=300)
+        run_module(BACKENDS[backend], *SMALL, *steps, "--loop", loop, "--steps-per-call", k, "--json", out,
+                   check=True, timeout=300)
         runs[k] = json.loads(out.read_text())
+        assert runs[k]["throughput"]["warmup_steps"] == {1: 10, 7: 14, 32: 21}[k]  # 10 rounded up to a block
     if backend == "torch":
         out = tmp_path / "raw.json"
-        run_module("torch_impl", *SMALL, "--model", "mlp", "--steps", "63", "--eval-every", "21", "--deterministic",
-                   "--loop", "raw", "--json", out, check=True, timeout=300)
+        run_module("torch_impl", *SMALL, *steps, "--loop", "raw", "--json", out, check=True, timeout=300)
         runs["raw"] = json.loads(out.read_text())
     ref = runs[calls[0]]
-    assert len(ref["train_losses"]) == 63 and [p["step"] for p in ref["curve"]] == [21, 42, 63]
+    assert len(ref["train_losses"]) == 84 and [p["step"] for p in ref["curve"]] == [21, 42, 63, 84]
     for k, r in runs.items():
-        assert [p["step"] for p in r["curve"]] == [21, 42, 63], k
+        assert [p["step"] for p in r["curve"]] == [21, 42, 63, 84], k
         diff = np.abs(np.array(r["train_losses"]) - ref["train_losses"]).max()
         assert diff <= 1e-6, f"{k}: per-step losses differ by {diff:.3g}"
         assert [p["test_accuracy"] for p in r["curve"]] == pytest.approx([p["test_accuracy"] for p in ref["curve"]], abs=1e-3)
