@@ -272,6 +272,38 @@ def test_trajectory_200_steps_real_data(parity, real_mnist):
     assert float(a["accuracy"]) > 0.8, f"{real_mnist.label}: CNN accuracy {float(a['accuracy']):.3f} after 200 steps"
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_the_training_commands_take_the_same_steps(tmp_path, model):
+    """The job runners above test the ops; this runs the training code users run, all four loops
+    (tf custom, model.fit, Lightning, raw torch), from one shared initial draw on the same batches:
+    per-step float32 losses agree to OPT_ATOL_F32_FIRST10 over the first 10 steps and stay close over
+    30 (fit reports one mean per call: compared call by call)."""
+    from data import arch, weights as neutral
+    from data.contract import parse_widths
+    widths = "8,16,32" if model == "cnn" else "64,32"
+    layers = arch.build_layers(model, (28, 28, 1), 10, parse_widths(widths))
+    init = tmp_path / "init.npz"
+    neutral.save(init, neutral.initial_weights(layers, 0))
+    losses = {}
+    for backend, loop in (("tf", "custom"), ("tf", "fit"), ("torch", "lightning"), ("torch", "raw")):
+        out = tmp_path / f"{backend}-{loop}.json"
+        run_module(f"{backend}_impl", "--dataset", "mnist", "--train-limit", "2048", "--batch-size", "32",
+                   "--threads", "2", "--no-progress", "--model", model, "--widths", widths, "--steps", "30",
+                   "--eval-every", "10", "--deterministic", "--init-file", init, "--loop", loop, "--json", out,
+                   check=True, timeout=300)
+        losses[(backend, loop)] = np.asarray(json.loads(out.read_text())["train_losses"])
+    ref = losses[("tf", "custom")]
+    for key in (("torch", "lightning"), ("torch", "raw")):
+        gap = np.abs(losses[key] - ref)
+        assert gap[:10].max() <= OPT_ATOL_F32_FIRST10, (key, gap[:10].max())
+        assert gap.max() <= 1e-3, (key, gap.max())
+    calls = [slice(0, 10), slice(10, 20), slice(20, 30)]  # fit's calls: warm-up, then each evaluation interval
+    fit = losses[("tf", "fit")]
+    for c in calls:
+        assert np.ptp(fit[c]) == 0  # one mean per call
+        assert abs(fit[c][0] - ref[c].mean()) <= (OPT_ATOL_F32_FIRST10 if c.start == 0 else 1e-3), c
+
+
 @pytest.mark.parametrize("start", ["first", "epoch_boundary"])
 def test_data_order_identical(parity, real_mnist, start):
     spe = len(real_mnist.train_labels) // 128
