@@ -204,7 +204,8 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
                    help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every})")
     p.add_argument("--target-accuracy", type=_accuracy, help="stop at the first evaluation with test accuracy >= this")
     p.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size, help=f"(default: {d.eval_batch_size})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"data order and shared init (default: {d.seed})")
+    p.add_argument("--seed", type=_nonneg_int, default=d.seed,
+                   help=f"data order, initial weights and dropout masks (default: {d.seed})")
     p.add_argument("--threads", type=_nonneg_int, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")
     p.add_argument("--init", choices=("shared", "native"), default=d.init,
                    help="shared: numpy glorot draw both backends load; native: the framework's own (default: shared)")

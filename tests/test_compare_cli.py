@@ -37,7 +37,7 @@ def cli(argv, capsys):
     (["--backends", "jax"], "--backends"),
     (["--models", "rnn"], "--models"),
     (["--models", "cnn,cnn"], "twice"),
-    (["--seeds", "a,b"], "--seeds"),
+    (["--seeds", "a,b"], "--seeds"), (["--seeds", "0,-1"], "--seeds"),
     (["--seed", "1", "--seeds", "0,1"], "--seed or --seeds"),
     (["--steps", "0"], "--steps"),
     (["--steps", "5", "--epochs", "1"], "not allowed with"),
