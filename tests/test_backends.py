@@ -376,3 +376,23 @@ def test_peak_probes_count_every_chained_product(tmp_path):
         assert got[4]["tf32"] is False
         ratio = got[4]["peak_flops"] / got[1]["peak_flops"]
         assert 0.5 < ratio < 2.0, (backend, ratio)
+
+
+FP32_FLAGS = {"tf": "from tf_impl.train import configure; tf, _ = configure(RunConfig(precision=P)); "
+                    "print(tf.config.experimental.tensor_float_32_execution_enabled())",
+              "torch": "from torch_impl.train import configure; t = configure(RunConfig(precision=P)); "
+                       "print(t.backends.cuda.matmul.allow_tf32 or t.backends.cudnn.allow_tf32)"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fp32_runs_turn_tf32_off(backend):
+    """On Ampere and later GPUs TensorFlow (matmuls) and cuDNN (torch's convolutions) default to TF32, a
+    10-bit mantissa: the ports would neither be fp32 nor agree. --precision 32 turns it off in both;
+    bf16 runs leave the defaults."""
+    for precision, expected in (("32", "False"), ("bf16", None)):
+        code = f"from data.contract import RunConfig; P = {precision!r}; " + FP32_FLAGS[backend]
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(),
+                              cwd=ROOT, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-1500:]
+        if expected:
+            assert proc.stdout.strip().splitlines()[-1] == expected, proc.stdout

@@ -36,6 +36,8 @@ def configure(cfg: RunConfig):
     tf.config.threading.set_intra_op_parallelism_threads(n)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
     keras.utils.set_random_seed(cfg.seed)  # --seed seeds everything (native init, dropout masks) in every run
+    if cfg.precision == "32":  # fp32 means IEEE fp32 on GPUs too (TensorFlow defaults to TF32 there), as in torch_impl
+        tf.config.experimental.enable_tensor_float_32_execution(False)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.precision == "bf16" else "float32")

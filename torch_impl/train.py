@@ -47,6 +47,9 @@ def configure(cfg: RunConfig):
     except RuntimeError:  # already set in this process (tests); harmless
         pass
     torch.manual_seed(cfg.seed)  # --seed seeds everything (native init, dropout masks) in every run
+    if cfg.precision == "32":  # fp32 means IEEE fp32 on GPUs too (cuDNN convolutions default to TF32), as in tf_impl
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     return torch
