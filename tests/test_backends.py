@@ -266,12 +266,11 @@ def test_checkpoints_of_another_run_are_refused_and_kept(tmp_path, backend, loop
     errors = [l for l in again.stderr.splitlines() if "error" in l]
     assert again.returncode == 2 and len(errors) == 1, again.stderr[-1500:]
     assert "already holds checkpoints (step-0000040" in errors[0] and "--resume" in errors[0]
-    for flags, said in ((["--lr", "0.01"], "--lr 0.001 there, 0.01 here"),
-                        (["--model", "cnn"], "--model mlp there, cnn here"),
-                        # a cosine schedule spans the whole budget, and Lightning's blocks depend on it and on
-                        # --steps-per-call: resumed with either changed, evaluations fell on other steps
-                        (["--steps", "60"], "--steps 40 there, 60 here"),
-                        (["--steps-per-call", "1"], "--steps-per-call 32 there, 1 here")):
+    # a cosine schedule spans the whole budget, and Lightning's blocks depend on it and on --steps-per-call:
+    # resumed with either changed, evaluations fell on other steps
+    for flags, said in ((["--lr", "0.01", "--steps", "60"], "--lr 0.001 there, 0.01 here; --steps 40 there, 60 here"),
+                        (["--model", "cnn", "--steps-per-call", "1"],
+                         "--model mlp there, cnn here; --steps-per-call 32 there, 1 here")):
         other = run_module(BACKENDS[backend], *args, *flags, "--resume", timeout=300)
         errors = [l for l in other.stderr.splitlines() if "error" in l]
         assert other.returncode == 2 and len(errors) == 1 and "Traceback" not in other.stderr, other.stderr[-1500:]
