@@ -69,29 +69,36 @@ def steps_per_block(cfg: RunConfig, total: int | None = None) -> int:
     return k
 
 
-# The settings that make a run's trajectory and its block/evaluation schedule: a checkpoint resumes only
-# a run with the same ones. The step budget counts too (a cosine schedule spans the whole run, and
-# Lightning counts evaluations in blocks whose size depends on the budget, the evaluation and checkpoint
-# intervals and --steps-per-call); threads, logging and the evaluation batch size do not.
+# The settings that make a run's trajectory: a checkpoint resumes only a run with the same ones.
+# Threads, logging, the evaluation batch size and interval change no numbers; the step budget counts
+# where the schedule spans it (cosine without --decay-steps), and Lightning's block size counts (it
+# counts evaluations in blocks, restored from the checkpoint).
 RESUME_FIELDS = ("dataset", "model", "widths", "dropout", "batch_size", "optimizer", "lr", "beta_1", "beta_2",
                  "epsilon", "adam_impl", "momentum", "nesterov", "schedule", "warmup_steps", "decay_steps",
-                 "decay_rate", "seed", "init", "train_limit", "val_fraction", "precision", "devices", "loop",
-                 "eval_every", "checkpoint_every", "steps_per_call")
+                 "decay_rate", "seed", "init", "train_limit", "val_fraction", "precision", "devices", "loop")
+DERIVED = {"steps": "the step budget (--steps/--epochs; a cosine schedule spans it)",
+           "block": "Lightning's steps per training_step (from --steps, --eval-every, --checkpoint-every "
+                    "and --steps-per-call)"}
 
 
 def run_signature(cfg: RunConfig, total: int) -> dict:
     d = cfg.to_dict()
-    return {**{k: d[k] for k in RESUME_FIELDS}, "steps": total}
+    out = {k: d[k] for k in RESUME_FIELDS}
+    if cfg.schedule == "cosine" and not cfg.decay_steps:
+        out["steps"] = total
+    if cfg.loop == "lightning":
+        out["block"] = steps_per_block(cfg, total)
+    return out
 
 
 def check_resume(cfg: RunConfig, stored: dict | None, checkpoint, total: int) -> None:
-    """ConfigError when the checkpoint was written by a run with other settings (RESUME_FIELDS and the
-    step budget); checkpoints written before signatures were stored carry none and are trusted."""
+    """ConfigError when the checkpoint was written by a run with other settings (run_signature);
+    checkpoints written before signatures were stored carry none and are trusted."""
     from .contract import ConfigError
     if not stored:
         return
     now = run_signature(cfg, total)
-    diff = [f"--{k.replace('_', '-')} {stored.get(k)} there, {now[k]} here" for k in now
+    diff = [f"{DERIVED.get(k) or '--' + k.replace('_', '-')} {stored.get(k)} there, {now[k]} here" for k in now
             if k in stored and stored[k] != now[k]]
     if diff:
         raise ConfigError(f"--resume: {checkpoint} is a checkpoint of another run ({'; '.join(diff)}); resume "

@@ -266,11 +266,15 @@ def test_checkpoints_of_another_run_are_refused_and_kept(tmp_path, backend, loop
     errors = [l for l in again.stderr.splitlines() if "error" in l]
     assert again.returncode == 2 and len(errors) == 1, again.stderr[-1500:]
     assert "already holds checkpoints (step-0000040" in errors[0] and "--resume" in errors[0]
-    # a cosine schedule spans the whole budget, and Lightning's blocks depend on it and on --steps-per-call:
-    # resumed with either changed, evaluations fell on other steps
-    for flags, said in ((["--lr", "0.01", "--steps", "60"], "--lr 0.001 there, 0.01 here; --steps 40 there, 60 here"),
-                        (["--model", "cnn", "--steps-per-call", "1"],
-                         "--model mlp there, cnn here; --steps-per-call 32 there, 1 here")):
+    # Lightning counts evaluations in blocks restored from the checkpoint: resumed with another block size
+    # (--steps-per-call, or the step budget's quarter-run cap) they fell on other steps. The other loops
+    # may continue with either changed (constant schedule).
+    block = "; Lightning's steps per training_step (from --steps, --eval-every, --checkpoint-every and " \
+            "--steps-per-call) {} there, {} here"
+    for flags, said in ((["--lr", "0.01", "--steps", "80"], "--lr 0.001 there, 0.01 here"
+                         + (block.format(10, 20) if loop == "lightning" else "") + ")"),
+                        (["--model", "cnn", "--steps-per-call", "1"], "--model mlp there, cnn here"
+                         + (block.format(10, 1) if loop == "lightning" else "") + ")")):
         other = run_module(BACKENDS[backend], *args, *flags, "--resume", timeout=300)
         errors = [l for l in other.stderr.splitlines() if "error" in l]
         assert other.returncode == 2 and len(errors) == 1 and "Traceback" not in other.stderr, other.stderr[-1500:]
