@@ -198,25 +198,31 @@ def read_records(path: str | os.PathLike):
 # --- writer and reader -----------------------------------------------------------------------------
 
 class EventWriter:
-    """Appends scalar events to a new file `events.out.tfevents.<time>.<host>.<pid>.klc` in `logdir`."""
+    """Appends scalar events to a new file `events.out.tfevents.<time>.<host>.<pid>.klc` in `logdir`.
+    The folder and file appear with the first event: a run refused before it trains leaves nothing."""
 
     def __init__(self, logdir: str | os.PathLike):
         self.logdir = Path(logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        now = time.time()
-        self.path = self.logdir / f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}.klc"
-        self._file = open(self.path, "ab")
-        self._file.write(frame(encode_event(now, 0, file_version=FILE_VERSION)))
-        self._file.flush()
+        self._created = time.time()
+        self.path = self.logdir / f"events.out.tfevents.{int(self._created)}.{socket.gethostname()}.{os.getpid()}.klc"
+        self._file = None
+        self._closed = False
+
+    def _open(self):
+        if self._closed:
+            raise ValueError(f"{self.path}: writer is closed")
+        if self._file is None:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab")
+            self._file.write(frame(encode_event(self._created, 0, file_version=FILE_VERSION)))
+        return self._file
 
     def scalar(self, tag: str, value: float, step: int, wall_time: float | None = None) -> None:
         self.scalars({tag: value}, step, wall_time)
 
     def scalars(self, values: dict, step: int, wall_time: float | None = None) -> None:
         """Several tags at one step, one event (non-finite values are written as they are)."""
-        if self._file is None:
-            raise ValueError(f"{self.path}: writer is closed")
-        self._file.write(frame(encode_event(time.time() if wall_time is None else wall_time, int(step),
+        self._open().write(frame(encode_event(time.time() if wall_time is None else wall_time, int(step),
                                             {k: float(v) for k, v in values.items()})))
 
     def flush(self) -> None:
@@ -227,6 +233,7 @@ class EventWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._closed = True
 
 
 def event_files(logdir: str | os.PathLike) -> list:
@@ -253,17 +260,16 @@ def run_dir(root: str | os.PathLike, cfg, backend: str) -> Path:
     """Where a run logs: DIR/<dataset>/<backend>[-<loop>]-<model>-s<seed>/ (the loop named when it is not
     the backend's default), so one TensorBoard shows both backends, every seed and loop side by side.
     A new run whose folder already holds events gets <name>-2, -3, ... (as Lightning's versions): steps
-    starting again at 1 in one folder would be read as a restart; a --resume continues its folder."""
+    starting again at 1 in one folder would be read as a restart; a --resume continues the newest one."""
     from .contract import default_loop
     loop = "" if not cfg.loop or cfg.loop == default_loop(backend) else f"-{cfg.loop}"
     name = f"{backend}{loop}-{cfg.model}-s{cfg.seed}"
     base = Path(root) / cfg.dataset / name
-    if cfg.resume or not event_files(base):
-        return base
-    k = 2
-    while event_files(base.with_name(f"{name}-{k}")):
-        k += 1
-    return base.with_name(f"{name}-{k}")
+    versions = [base]
+    while event_files(versions[-1]):
+        versions.append(base.with_name(f"{name}-{len(versions) + 1}"))
+    # a resumed run continues the newest run of its name; a new one takes the first folder without events
+    return versions[-2] if cfg.resume and len(versions) > 1 else versions[-1]
 
 
 def main(argv: list) -> int:

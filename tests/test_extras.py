@@ -72,8 +72,15 @@ def test_every_run_logs_into_a_folder_of_its_own(tmp_path):
     for expected in ("tf-mlp-s0", "tf-mlp-s0-2", "tf-mlp-s0-3"):  # the same command again: a new folder each time
         folder = tb.run_dir(tmp_path, cfg, "tf")
         assert folder.name == expected
-        tb.EventWriter(folder).close()
-    assert tb.run_dir(tmp_path, RunConfig(model="mlp", resume=True, checkpoint_dir="c"), "tf").name == "tf-mlp-s0"
+        w = tb.EventWriter(folder)
+        w.scalar("train/loss", 1.0, 1)
+        w.close()
+    unused = tb.EventWriter(tmp_path / "refused")  # a run refused before training (a --resume mismatch)
+    unused.close()
+    assert not (tmp_path / "refused").exists()
+    resumed = RunConfig(model="mlp", resume=True, checkpoint_dir="c")  # continues the newest run, not the first
+    assert tb.run_dir(tmp_path, resumed, "tf").name == "tf-mlp-s0-3"
+    assert tb.run_dir(tmp_path / "empty", resumed, "tf").name == "tf-mlp-s0"
 
 
 def test_records_are_byte_identical_to_tensorboards():
