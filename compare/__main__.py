@@ -262,6 +262,7 @@ def run_comparison(argv: list, launcher=None) -> int:
             runner.run_all(plan, control, launcher=launcher, results=results)  # filled as runs end
         finally:
             interrupted = control.stopped
+            results = runner.results_so_far(plan, results)  # with the kept runs run_all had not reached
             context = {
                 "dataset": plan.dataset, "dataset_label": data.label, "data_source": data.source,
                 "is_subset": data.is_subset, "train_size": n_train, "test_size": len(data.test_labels),

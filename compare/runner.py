@@ -257,8 +257,8 @@ def draw_initial_weights(plan: Plan, seeds=None) -> list:
 
 # Each probe is one child with exactly one framework: the backend's job runner computes the logits
 # from the shared init on the parity batch, then the fp32 (or bf16) matmul peak on the device that
-# framework sees. On GPUs each framework keeps its own default matmul precision (TensorFlow allows
-# TF32, torch does not), which is also what its training run uses.
+# framework sees. fp32 is IEEE fp32 on GPUs too: both job runners configure as the training runs do,
+# with TF32 off (bf16 probes measure bf16).
 
 
 def parity_inputs(plan: Plan, test_images: np.ndarray) -> Path:
@@ -345,6 +345,18 @@ def failed_result(plan: Plan, backend: str, model: str, seed: int, outcome: Outc
                       "wall_seconds": round(outcome.seconds, 4)},
             "throughput": {"train_samples_per_s": None, "infer_samples_per_s": None, "warmup_s": None,
                            "timed_steps": 0}}
+
+
+def results_so_far(plan: Plan, results: list) -> list:
+    """`results` completed, in plan order, by the finished runs already in the folder that run_all had not
+    reached (kept from an earlier session): what the report holds when a third Ctrl-C ends run_all early."""
+    have = {(r["backend"], r["model"], (r.get("config") or {}).get("seed", 0)): r for r in results}
+    out = []
+    for seed, backend, model in plan.runs():
+        r = have.get((backend, model, seed)) or load_finished(Path(plan.out) / f"{run_name(backend, model, seed)}.json")
+        if r is not None:
+            out.append(r)
+    return out
 
 
 def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher=None,

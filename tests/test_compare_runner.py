@@ -129,6 +129,20 @@ def test_a_third_ctrl_c_still_reports_the_finished_runs(tmp_path):
     assert [(r["backend"], r["model"], r["status"]) for r in _results(out)["runs"]] == [
         ("tf", "mlp", "ok"), ("tf", "cnn", "ok")]
     assert "| tf | cnn |" in (out / "report.md").read_text()
+    # resumed with the first run's result removed: three Ctrl-C while it runs again; the kept runs after it,
+    # which run_all had not reached, are still in the report
+    (out / "tf-mlp-s0.json").unlink()
+    fake.launched.clear()
+
+    def insistent_first(cmd, prefix, log_stem, control=None, echo=print, env=None):
+        if not cmd[2].endswith(".jobs"):
+            for _ in range(3):
+                control._handle(signal.SIGINT, None)
+        return fake(cmd, prefix, log_stem, control, echo, env)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(["--resume", str(out)], launcher=insistent_first)
+    assert [(r["backend"], r["model"]) for r in _results(out)["runs"]] == [("tf", "cnn")]
 
 
 def test_interrupt_keeps_finished_runs_and_resume_skips_them(tmp_path, capsys):
