@@ -7,7 +7,7 @@ same device in the same precision (fp32 and bf16).
                              [--repeats 2] [--epochs 1] [--data-dir DIR] [--json FILE]
 
 It runs on whatever torch sees (a CUDA GPU when present, else the CPU), so it can be checked on a
-CPU before device time is spent. fp32 runs keep torch's TF32 settings at their defaults; the peaks
+CPU before device time is spent. fp32 runs are IEEE fp32 (torch_impl turns cuDNN's TF32 off); the peaks
 come from torch_impl.jobs' `peak` op, the probe `python -m compare` uses (1024^3 on a CPU, --peak-n
 on a GPU).
 """

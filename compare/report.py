@@ -144,8 +144,7 @@ def peak_line(context: dict) -> str | None:
     peaks = context.get("peaks") or {}
     if not peaks:
         return None
-    parts = [f"{b} {p['peak_flops'] / 1e9:,.1f} GFLOP/s on {p['device']}"
-             + (" (TF32 matmuls: the framework's default there)" if p.get("tf32") else "") for b, p in peaks.items()]
+    parts = [f"{b} {p['peak_flops'] / 1e9:,.1f} GFLOP/s on {p['device']}" for b, p in peaks.items()]
     p0 = next(iter(peaks.values()))
     prec = "bf16" if p0.get("precision") == "bf16" else "fp32"
     return (f"{', '.join(parts)} ({prec} matmul {p0['matmul_n']}x{p0['matmul_n']}, best repetition, measured "

@@ -200,13 +200,6 @@ def test_cnn_without_an_mlp_run_says_so():
 
 # --- notes -----------------------------------------------------------------------------------------------
 
-def test_peak_line_says_when_a_framework_measured_tf32():
-    ctx = fake_context()
-    assert "TF32" not in report.peak_line(ctx)
-    ctx["peaks"]["tf"].update(device="NVIDIA H200", tf32=True)  # TensorFlow's default on Ampere and later
-    assert "tf 100.0 GFLOP/s on NVIDIA H200 (TF32 matmuls" in report.peak_line(ctx)
-
-
 def test_device_note_only_when_one_backend_has_a_gpu():
     runs = four_runs()
     assert report.device_note(runs, fake_context()) is None
