@@ -232,7 +232,10 @@ class Run:
         for var, value in zip(self.optimizer.variables, slots):
             var.assign(value)
         rng = [arrays[k] for k in sorted(k for k in arrays if k.startswith("rng:"))]
-        for var, value in zip(self.model.non_trainable_variables, rng):  # none in checkpoints from before
+        if rng and len(rng) != len(self.model.non_trainable_variables):  # none in checkpoints from before
+            raise ValueError(f"checkpoint has {len(rng)} generator states, the model has "
+                             f"{len(self.model.non_trainable_variables)}")
+        for var, value in zip(self.model.non_trainable_variables, rng):
             var.assign(value)
         return step, meta
 

@@ -62,8 +62,6 @@ def op_dropout(job):
 
 def op_export(job):
     """A Lightning .ckpt or a Backbone .pt state_dict -> neutral weights."""
-    import torch
-
     from .weights import load_trusted, to_neutral
     state = load_trusted(job["src"])
     sd = state.get("state_dict", state) if isinstance(state, dict) else state
