@@ -69,7 +69,9 @@ def beat_text(row: dict) -> tuple:
     unknown = row.get("beat_unknown", 0)  # seeds whose run failed or was interrupted before beating the MLP
     early = f"{unknown} ended early" if unknown else ""
     if row["beat_of"] == 0:
-        return ("– (run ended early)" if unknown == 1 else f"– ({early})") if unknown else "no MLP run", "–"
+        if not unknown:
+            return "no MLP run", "–"
+        return ("– (run ended early)" if unknown == 1 else f"– ({early})"), "–"
     n_beat = row["beat_steps"][2]
     if n_beat == 0:
         return "not within budget" + (f" ({early})" if unknown else ""), "–"

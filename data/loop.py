@@ -130,14 +130,14 @@ def install_signal_handlers() -> None:
 class Recorder:
     """Collects one run's measurements and produces its RunResult fields."""
 
-    def __init__(self, cfg: RunConfig, result: dict, total_steps: int, start_step: int = 0, log=print,
-                 writer=None, block: int | None = None):
+    def __init__(self, cfg: RunConfig, result: dict, total_steps: int, log=print, writer=None,
+                 block: int | None = None):
         self.cfg, self.result, self.total = cfg, result, total_steps
         self.writer = writer  # a data.tensorboard.EventWriter, or None
         # Lightning's training_step takes blocks of this many steps, so its warm-up is whole blocks; every
         # loop uses the same warm-up, so warm-up seconds and timed steps compare like for like across loops
         self.block = block or steps_per_block(cfg, total_steps)
-        self.restart_at(start_step)
+        self.restart_at(0)  # a resumed run continues with resume()
         self.train_seconds = 0.0  # training time so far (evaluation excluded)
         self.timed_seconds = 0.0
         self.timed_steps = 0

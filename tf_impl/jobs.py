@@ -180,8 +180,7 @@ def op_peak(job):
     step = tf.function(lambda: tf.while_loop(lambda i, x: i < matmuls, lambda i, x: (i + 1, tf.matmul(a, x)),
                                              (tf.constant(0), b))[1][0, 0])
     result = time_peak(lambda: float(step()), n, device, job.get("precision", "32"), job.get("budget_s", 1.5), matmuls)
-    tf32 = device != "cpu" and dtype == tf.float32 and tf.config.experimental.tensor_float_32_execution_enabled()
-    write_json_atomic(job["out"], {"backend": "tf", **result, "matmuls_per_sync": matmuls, "tf32": bool(tf32)})
+    write_json_atomic(job["out"], {"backend": "tf", **result, "matmuls_per_sync": matmuls})
 
 
 def op_keras_dataset(job):

@@ -297,7 +297,7 @@ def run(cfg: RunConfig) -> int:
                   forward_flops_per_sample=arch.forward_flops(layers), devices=r.strategy.num_replicas_in_sync if r.strategy else 1,
                   per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
     writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
-    rec = Recorder(cfg, result, total, 0, log=lambda s: print(f"tf | {s}", flush=True), writer=writer)
+    rec = Recorder(cfg, result, total, log=lambda s: print(f"tf | {s}", flush=True), writer=writer)
     start = 0
     if cfg.resume and (restored := r.restore_checkpoint()) is not None:
         start, meta = restored

@@ -202,8 +202,7 @@ def op_peak(job):
             x = torch.mm(a, x, out=scratch[i % 2])
         float(x[0, 0])
     result = time_peak(run, n, device, job.get("precision", "32"), job.get("budget_s", 1.5), matmuls)
-    tf32 = where == "cuda" and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
-    write_json_atomic(job["out"], {"backend": "torch", **result, "matmuls_per_sync": matmuls, "tf32": bool(tf32)})
+    write_json_atomic(job["out"], {"backend": "torch", **result, "matmuls_per_sync": matmuls})
 
 
 def op_params(job):

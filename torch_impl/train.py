@@ -203,17 +203,28 @@ class Run:
             old.unlink(missing_ok=True)
 
     def restore_checkpoint(self):
-        found = sorted(Path(self.cfg.checkpoint_dir).glob("step-*.pt")) if Path(self.cfg.checkpoint_dir).is_dir() else []
-        if not found:
+        found = newest_checkpoint(self.cfg, ".pt", self.total, map_location=None)
+        if found is None:
             return None
-        from .weights import load_trusted
-        state = load_trusted(found[-1], map_location=None)
-        check_resume(self.cfg, (state.get("klc_result") or {}).get("signature"), found[-1], self.total)
+        state = found[1]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(self.torch, state.get("klc_rng"))
         return state["step"], state["klc_result"]
+
+
+def newest_checkpoint(cfg: RunConfig, suffix: str, total: int, map_location="cpu") -> tuple | None:
+    """(path, state) of the newest step-*<suffix> in --checkpoint-dir (.pt: the raw loop, .ckpt: Lightning),
+    read weights-only and checked to belong to this run (check_resume); None when there is none."""
+    folder = Path(cfg.checkpoint_dir)
+    found = sorted(folder.glob(f"step-*{suffix}")) if folder.is_dir() else []
+    if not found:
+        return None
+    from .weights import load_trusted
+    state = load_trusted(found[-1], map_location=map_location)
+    check_resume(cfg, (state.get("klc_result") or {}).get("signature"), found[-1], total)
+    return found[-1], state
 
 
 def result_state(rec: Recorder) -> dict:
@@ -236,20 +247,16 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
                                                                           steps_per_block=k)
     dm.tensors = (r.x_train, r.y_train, r.x_test, r.y_test)  # Run's tensors, already on this rank's device
     ckpt_path = None
-    if cfg.resume:
-        found = sorted(Path(cfg.checkpoint_dir).glob("step-*.ckpt")) if Path(cfg.checkpoint_dir).is_dir() else []
-        if found:
-            ckpt_path = str(found[-1])
-            from .weights import load_trusted
-            state = load_trusted(ckpt_path)
-            check_resume(cfg, (state.get("klc_result") or {}).get("signature"), ckpt_path, r.total)
-            restore_result(rec, state.get("klc_result"), state["global_step"],
-                           say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None))
+    if cfg.resume and (found := newest_checkpoint(cfg, ".ckpt", r.total)) is not None:
+        ckpt_path, state = str(found[0]), found[1]
+        restore_result(rec, state.get("klc_result"), state["global_step"],
+                       say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None))
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))  # where the callback hands steps to the Recorder
 
     class RecorderCallback(L.Callback):
         t0 = None
         losses: list = []
+        warm = False  # one untimed evaluation forward done
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             rec.result["per_device_batch"] = batch.batch_size  # what this rank trains on: batch_size / devices
@@ -269,7 +276,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
                     bar.update(bar.task_ids[0], completed=rec.step)
 
         def on_validation_epoch_start(self, trainer, pl_module):
-            if not getattr(self, "warm", False):  # as Run.evaluate: kernel set-up outside the timed pass
+            if not self.warm:  # as Run.evaluate: kernel set-up outside the timed pass
                 with trainer.precision_plugin.val_step_context():
                     pl_module(r.x_test[:cfg.eval_batch_size])
                 self.warm = True
@@ -395,7 +402,7 @@ def run(cfg: RunConfig) -> int:
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
                   forward_flops_per_sample=arch.forward_flops(layers), devices=cfg.devices, per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
     writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
-    rec = Recorder(cfg, result, total, 0, log=lambda s: say(f"torch | {s}"), writer=writer)
+    rec = Recorder(cfg, result, total, log=lambda s: say(f"torch | {s}"), writer=writer)
     ckpt = None
     if cfg.loop == "raw":
         if cfg.resume and (restored := r.restore_checkpoint()) is not None:
