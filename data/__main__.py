@@ -17,7 +17,9 @@ from .registry import DATASETS, MNIST_5K_LABEL, get_spec
 
 
 def _where(spec, data_dir):
-    """[(label, folder)] in source order, for folders that hold any of the dataset's files."""
+    """[(label, folder)] in source order, for folders that hold any of the dataset's files. In the data
+    dir, an archive dataset's extracted folder counts too (as sources.load uses it), labelled
+    "data-dir (extracted)": it can be read with --no-verify but not verified."""
     out = []
     user = sources.explicit_dir(data_dir)
     folders = ([("data-dir", user)] if user else []) + [("cache", sources.cache_root() / spec.name)] + \
@@ -26,7 +28,15 @@ def _where(spec, data_dir):
         where, _ = sources.locate(folder, spec)
         if where is not None:
             out.append((label, where))
+        elif label == "data-dir" and (extracted := sources.extracted_archive(folder, spec)) is not None:
+            out.append(("data-dir (extracted)", extracted))
     return out
+
+
+def _unverifiable(spec, folder) -> str:
+    archive = next(iter(spec.files.values())).name
+    return (f"{folder}: an extracted {archive}; only the archive's sha256 is known, so it cannot be verified "
+            f"(training reads it with --no-verify)")
 
 
 def cmd_list(args) -> int:
@@ -37,11 +47,14 @@ def cmd_list(args) -> int:
             print(f"{name:14s} not found (run: python -m data fetch {name}){fallback}")
             continue
         label, where = found[0]
-        try:
-            sources.verify_folder(where, spec)
-            state = "verified"
-        except DataError as e:
-            state = f"INVALID: {e}"
+        if label == "data-dir (extracted)":
+            state = "extracted archive: not verifiable, use --no-verify"
+        else:
+            try:
+                sources.verify_folder(where, spec)
+                state = "verified"
+            except DataError as e:
+                state = f"INVALID: {e}"
         size = sum(p.stat().st_size for p in where.iterdir() if p.is_file())
         print(f"{name:14s} {label}:{where}  {size / 1e6:.1f} MB  {spec.train_size:,}/{spec.test_size:,} "
               f"{'x'.join(map(str, spec.shape))} {spec.num_classes} classes  {state}")
@@ -52,12 +65,14 @@ def cmd_verify(args) -> int:
     spec = get_spec(args.name)
     found = _where(spec, args.data_dir)
     if args.data_dir:
-        found = [f for f in found if f[0] == "data-dir"]
+        found = [f for f in found if f[0].startswith("data-dir")]
         if not found:
             raise DataError(f"{args.data_dir}: none of {spec.name}'s files found")
     if not found:
         raise DataError(f"{spec.name}: no copy found (run: python -m data fetch {spec.name})")
     label, where = found[0]
+    if label == "data-dir (extracted)":
+        raise DataError(_unverifiable(spec, where))
     sources.verify_folder(where, spec)
     print(f"{spec.name}: {label}:{where} verified ({len(spec.files)} files, content sha256 match)")
     return 0

@@ -151,3 +151,18 @@ def test_list_flags_an_invalid_copy(tiny_mnist, isolated_cache, capsys):
     assert run_cli(main, ["list"], prog=PROG) == 0
     line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("mnist "))
     assert "INVALID: " in line and "t10k-labels-idx1-ubyte.gz: content sha256" in line
+
+
+def test_list_and_verify_name_an_extracted_cifar_folder(tmp_path, env):
+    """cifar-10-batches-py/ (as Keras and torchvision leave it) is what training reads with --no-verify:
+    list shows it as such and verify says why it cannot be checked, where both said "not found"."""
+    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    (folder / "test_batch").write_bytes(b"x" * 1000)
+    proc = run_module("data", "list", "--data-dir", tmp_path, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    line = next(s for s in proc.stdout.splitlines() if s.startswith("cifar10 "))
+    assert f"data-dir (extracted):{folder}" in line and line.endswith("extracted archive: not verifiable, use --no-verify")
+    line = _one_error_line(run_module("data", "verify", "cifar10", "--data-dir", tmp_path, env=env, timeout=60))
+    assert line.endswith(f"{folder}: an extracted cifar-10-python.tar.gz; only the archive's sha256 is known, so it "
+                         f"cannot be verified (training reads it with --no-verify)")
