@@ -105,6 +105,45 @@ def check_resume(cfg: RunConfig, stored: dict | None, checkpoint, total: int) ->
                           f"with that run's settings, or start this one in another --checkpoint-dir")
 
 
+# --- checkpoint files: step-NNNNNNN<suffix> in --checkpoint-dir, one writer per loop --------------------
+CHECKPOINT_SUFFIXES = (".npz", ".pt", ".ckpt")  # tf (+ a .json beside it), the raw torch loop, Lightning
+
+
+def checkpoint_files(folder, suffix: str) -> list:
+    """The checkpoints step-<N><suffix> in `folder`, oldest first (by N, not by name), [] when none."""
+    import re
+    from pathlib import Path
+    folder = Path(folder) if folder else None
+    if folder is None or not folder.is_dir():
+        return []
+    pattern = re.compile(r"step-(\d+)" + re.escape(suffix) + "$")
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_paths(folder, step: int, suffix: str) -> tuple:
+    """(temporary, final) paths of step `step`'s checkpoint; the folder is created. Write the temporary
+    one, then commit_checkpoint: a write killed halfway leaves only a hidden temporary file, never a
+    truncated checkpoint for --resume to choke on."""
+    from pathlib import Path
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f".step-{step:07d}.tmp{suffix}", folder / f"step-{step:07d}{suffix}"
+
+
+def commit_checkpoint(tmp, final, keep: int = 2, companions: tuple = ()) -> None:
+    """Rename the written `tmp` to `final`, then delete all but the newest `keep` checkpoints of its kind
+    (with their `companions`, e.g. tf's .json) and the temporary files of killed writes."""
+    import os
+    os.replace(tmp, final)
+    folder, suffix = final.parent, final.suffix
+    for old in checkpoint_files(folder, suffix)[:-keep]:
+        for path in [old] + [old.with_suffix(c) for c in companions]:
+            path.unlink(missing_ok=True)
+    for stale in folder.glob(f".step-*.tmp{suffix}"):
+        stale.unlink(missing_ok=True)
+
+
 def check_checkpoint_dir(cfg: RunConfig) -> None:
     """A new run (no --resume) must not write its checkpoints among another run's: keeping the newest two
     would delete its own, and a later --resume would continue the other run."""
@@ -114,7 +153,7 @@ def check_checkpoint_dir(cfg: RunConfig) -> None:
     folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir and cfg.checkpoint_every else None
     if cfg.resume or folder is None or not folder.is_dir():
         return
-    found = sorted(p.name for p in folder.glob("step-*") if p.suffix in (".npz", ".pt", ".ckpt"))
+    found = sorted(p.name for suffix in CHECKPOINT_SUFFIXES for p in checkpoint_files(folder, suffix))
     if found:
         raise ConfigError(f"--checkpoint-dir {folder} already holds checkpoints ({found[-1]}, ...): continue that "
                           f"run with --resume, or give an empty folder")

@@ -71,6 +71,38 @@ def test_unserialisable_result_leaves_the_earlier_file(tmp_path):
     assert json.loads(path.read_text()) == {"ok": True} and len(list(tmp_path.iterdir())) == 1
 
 
+def test_checkpoint_files_are_committed_whole_and_pruned_by_step(tmp_path):
+    """The one writer all three loops use (data.loop): a write that dies halfway (Lightning writes its
+    .ckpt in place) leaves the newest complete checkpoint newest; the newest two are kept, by step
+    number rather than by name, with their companion files; stale temporaries go at the next commit."""
+    from data.loop import check_checkpoint_dir, checkpoint_files, checkpoint_paths, commit_checkpoint
+    from data.contract import ConfigError, RunConfig
+
+    def write(step, suffix=".ckpt", companion=False):
+        tmp, final = checkpoint_paths(tmp_path / "ck", step, suffix)
+        tmp.write_bytes(b"x" * step)
+        if companion:
+            final.with_suffix(".json").write_text("{}")
+        commit_checkpoint(tmp, final, companions=(".json",) if companion else ())
+    write(100)
+    tmp, _ = checkpoint_paths(tmp_path / "ck", 200, ".ckpt")
+    tmp.write_bytes(b"half")  # killed here: never renamed
+    assert [p.name for p in checkpoint_files(tmp_path / "ck", ".ckpt")] == ["step-0000100.ckpt"]
+    write(9_999_999)
+    write(10_000_000)  # eight digits: sorts before step-9999999 by name, after it by step
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["step-10000000.ckpt", "step-9999999.ckpt"]
+    for step in (10, 20, 30):
+        write(step, ".npz", companion=True)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir() if p.suffix in (".npz", ".json")) == [
+        "step-0000020.json", "step-0000020.npz", "step-0000030.json", "step-0000030.npz"]
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        check_checkpoint_dir(RunConfig(checkpoint_dir=str(tmp_path / "ck"), checkpoint_every=10))
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "stale" / ".step-0000100.tmp.pt").write_bytes(b"half")  # a killed write alone is no checkpoint
+    check_checkpoint_dir(RunConfig(checkpoint_dir=str(tmp_path / "stale"), checkpoint_every=10))
+    assert checkpoint_files(tmp_path / "none", ".pt") == [] and checkpoint_files(None, ".pt") == []
+
+
 @pytest.mark.slow
 def test_diverged_run_in_a_comparison_is_reported_and_the_others_finish(tmp_path):
     out = tmp_path / "run"

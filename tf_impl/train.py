@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, lr_table, new_result, versions
-from data.loop import Recorder, check_resume, done_line, execute, prepare, progress, run_chunks, run_signature
+from data.loop import (Recorder, check_resume, checkpoint_files, checkpoint_paths, commit_checkpoint, done_line, execute,
+                       prepare, progress, run_chunks, run_signature)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "tf"
@@ -209,22 +209,19 @@ class Run:
     # --- checkpoints: neutral weights + optimizer slots + step + the result so far -----------------
     def save_checkpoint(self, step: int, rec: Recorder) -> None:
         from .weights import to_neutral
-        d = Path(self.cfg.checkpoint_dir)
-        d.mkdir(parents=True, exist_ok=True)
         arrays = {f"w:{k}": v for k, v in to_neutral(self.model).items()}
         arrays.update({f"opt:{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)})
         # the dropout layers' seed-generator states: a resumed run draws the masks the uninterrupted one would
         arrays.update({f"rng:{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(self.model.non_trainable_variables)})
-        save_checkpoint_files(d, step, arrays, rec)
+        save_checkpoint_files(Path(self.cfg.checkpoint_dir), step, arrays, rec)
 
     def restore_checkpoint(self) -> tuple[int, dict] | None:
         from .weights import from_neutral
         found = latest_checkpoint(self.cfg.checkpoint_dir)
         if found is None:
             return None
-        step, arrays, meta = found
-        check_resume(self.cfg, meta.get("signature"), Path(self.cfg.checkpoint_dir) / f"step-{step:07d}.npz",
-                     self.total)
+        path, step, arrays, meta = found
+        check_resume(self.cfg, meta.get("signature"), path, self.total)
         from_neutral(self.model, {k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
         slots = [arrays[k] for k in sorted(k for k in arrays if k.startswith("opt:"))]
         if len(slots) != len(self.optimizer.variables):
@@ -262,26 +259,24 @@ class Run:
 def save_checkpoint_files(folder: Path, step: int, arrays: dict, rec: Recorder, keep: int = 2) -> None:
     """step-NNNNNNN.npz (arrays) + .json (result so far), written atomically; keeps the newest `keep`."""
     from data.contract import write_json_atomic
-    tmp = folder / f".step-{step:07d}.tmp.npz"
+    tmp, final = checkpoint_paths(folder, step, ".npz")
     np.savez(tmp, **arrays)
     meta = {"step": step, "train_losses": rec.result["train_losses"], "curve": rec.result["curve"],
             "train_seconds": rec.train_seconds, "signature": run_signature(rec.cfg, rec.total)}
-    write_json_atomic(folder / f"step-{step:07d}.json", meta)
-    os.replace(tmp, folder / f"step-{step:07d}.npz")  # the .npz appears last: its presence marks a complete checkpoint
-    for old in sorted(folder.glob("step-*.npz"))[:-keep]:
-        old.unlink(missing_ok=True)
-        old.with_suffix(".json").unlink(missing_ok=True)
+    write_json_atomic(final.with_suffix(".json"), meta)
+    commit_checkpoint(tmp, final, keep, companions=(".json",))  # the .npz appears last: it marks a complete checkpoint
 
 
-def latest_checkpoint(folder) -> tuple[int, dict, dict] | None:
-    found = sorted(Path(folder).glob("step-*.npz")) if folder and Path(folder).is_dir() else []
+def latest_checkpoint(folder) -> tuple[Path, int, dict, dict] | None:
+    """(path, step, arrays, meta) of the newest checkpoint in `folder`, None when there is none."""
+    found = checkpoint_files(folder, ".npz")
     if not found:
         return None
     path = found[-1]
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
     meta = json.loads(path.with_suffix(".json").read_text())
-    return meta["step"], arrays, meta
+    return path, meta["step"], arrays, meta
 
 
 def run(cfg: RunConfig) -> int:

@@ -22,14 +22,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
-from data.loop import (Recorder, boundaries, check_resume, done_line, execute, prepare, progress, run_chunks,
-                       run_signature)
+from data.loop import (Recorder, boundaries, check_resume, checkpoint_files, checkpoint_paths, commit_checkpoint,
+                       done_line, execute, prepare, progress, run_chunks, run_signature)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -192,15 +191,11 @@ class Run:
     # --- raw-loop checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, step: int, rec: Recorder) -> None:
         torch = self.torch
-        d = Path(self.cfg.checkpoint_dir)
-        d.mkdir(parents=True, exist_ok=True)
         state = {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "klc_result": result_state(rec), "klc_rng": rng_state(torch)}
-        tmp = d / f".step-{step:07d}.tmp"
+        tmp, final = checkpoint_paths(self.cfg.checkpoint_dir, step, ".pt")
         torch.save(state, tmp)
-        os.replace(tmp, d / f"step-{step:07d}.pt")
-        for old in sorted(d.glob("step-*.pt"))[:-2]:
-            old.unlink(missing_ok=True)
+        commit_checkpoint(tmp, final)
 
     def restore_checkpoint(self):
         found = newest_checkpoint(self.cfg, ".pt", self.total, map_location=None)
@@ -217,8 +212,7 @@ class Run:
 def newest_checkpoint(cfg: RunConfig, suffix: str, total: int, map_location="cpu") -> tuple | None:
     """(path, state) of the newest step-*<suffix> in --checkpoint-dir (.pt: the raw loop, .ckpt: Lightning),
     read weights-only and checked to belong to this run (check_resume); None when there is none."""
-    folder = Path(cfg.checkpoint_dir)
-    found = sorted(folder.glob(f"step-*{suffix}")) if folder.is_dir() else []
+    found = checkpoint_files(cfg.checkpoint_dir, suffix)
     if not found:
         return None
     from .weights import load_trusted
@@ -291,11 +285,10 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         (as ModelCheckpoint does on validation end), so the saved curve includes it."""
 
         def _save(self, trainer):
-            Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(Path(cfg.checkpoint_dir) / f"step-{trainer.global_step:07d}.ckpt")  # rank 0 writes
+            tmp, final = checkpoint_paths(cfg.checkpoint_dir, trainer.global_step, ".ckpt")
+            trainer.save_checkpoint(tmp)  # every rank calls it, rank 0 writes (Lightning's writes are not atomic)
             if trainer.is_global_zero:
-                for old in sorted(Path(cfg.checkpoint_dir).glob("step-*.ckpt"))[:-2]:
-                    old.unlink(missing_ok=True)
+                commit_checkpoint(tmp, final)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step
