@@ -69,7 +69,7 @@ class RunConfig:
     loop: str = ""  # tf: custom | fit; torch: lightning | raw (empty = the backend's default)
     steps_per_call: int = 32  # optimizer steps per dispatch: per tf.function call / per Lightning training_step
     devices: int = 1  # data-parallel replicas (Lightning DDP / tf.distribute.MirroredStrategy); batch_size stays global
-    tensorboard: str | None = None  # log scalars under DIR/<dataset>/<backend>-<model>/
+    tensorboard: str | None = None  # log scalars under DIR/<dataset>/<backend>[-<loop>]-<model>-s<seed>[-N]/
     progress: bool = True
     debug: bool = False
     extra: dict = field(default_factory=dict)
@@ -226,7 +226,7 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--devices", type=_positive_int, default=d.devices,
                    help="data-parallel replicas: Lightning DDP / tf MirroredStrategy; --batch-size stays the global "
                         "batch and must divide by N (default: 1)")
-    p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard scalars under DIR/<dataset>/<backend>-<model>/")
+    p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard scalars under DIR/<dataset>/<backend>[-<loop>]-<model>-s<seed>/ (a rerun: -2, -3, ...)")
     if loops:
         p.add_argument("--loop", choices=loops, default=loops[0], help=f"training loop (default: {loops[0]})")
         p.add_argument("--json", help="write the RunResult JSON here")
