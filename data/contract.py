@@ -252,6 +252,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.init = "shared"
     if cfg.resume and not cfg.checkpoint_dir:
         raise ConfigError("--resume needs --checkpoint-dir")
+    if cfg.checkpoint_every and not cfg.checkpoint_dir:
+        raise ConfigError("--checkpoint-every needs --checkpoint-dir (where the checkpoints go)")
+    if cfg.checkpoint_dir and not cfg.checkpoint_every and not cfg.resume:
+        raise ConfigError("--checkpoint-dir needs --checkpoint-every K (checkpoint every K steps)")
     if cfg.val_fraction and not cfg.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be below 1, got {cfg.val_fraction}")
     if cfg.batch_size % cfg.devices:

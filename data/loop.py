@@ -15,9 +15,11 @@ evaluation is never inside a timed interval. Each interval ends with a host sync
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -91,6 +93,63 @@ def run_signature(cfg: RunConfig, total: int) -> dict:
     return out
 
 
+class AlreadyFinished(Exception):
+    """--resume found the run's last step checkpointed: nothing is left to train, and its result stands."""
+
+
+def finished_runs_exit_cleanly(run):
+    """Wraps a backend's run(cfg): a --resume of a run that already finished says so and exits 0, leaving
+    the result file it wrote alone (resuming would rewrite it with nothing timed)."""
+    import functools
+
+    @functools.wraps(run)
+    def wrapper(cfg):
+        try:
+            return run(cfg)
+        except AlreadyFinished as e:
+            print(e, flush=True)
+            return 0
+    return wrapper
+
+
+def resume_from(cfg: RunConfig, suffix: str, read, total: int, say=print) -> tuple | None:
+    """(path, step, state) of the checkpoint --resume continues: the newest step-*<suffix> in --checkpoint-dir
+    that reads, `read(path) -> (step, signature or None, state)`, and belongs to this run (check_resume).
+    A damaged newest file (a crash while it was written) is passed over with a note for the one before;
+    None, with a note, when the folder holds no checkpoint yet. ConfigError when it holds only another
+    loop's, or the checkpoint lies past this run's steps; AlreadyFinished when it is this run's last."""
+    import zipfile
+
+    from .contract import ConfigError
+    from .errors import DataError
+    folder = Path(cfg.checkpoint_dir)
+    found = checkpoint_files(folder, suffix)
+    if not found:
+        others = sorted(p.name for s in CHECKPOINT_SUFFIXES if s != suffix for p in checkpoint_files(folder, s))
+        if others:
+            raise ConfigError(f"--resume: {folder} holds another loop's checkpoints ({others[-1]}, ...), none of this "
+                              f"one's (step-*{suffix}); resume with the backend and --loop that wrote them")
+        say(f"--resume: no checkpoint in {folder} yet; starting at step 0")
+        return None
+    failures = []
+    for path in reversed(found):
+        try:
+            step, signature, state = read(path)
+        except (DataError, OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            failures.append(f"{path.name}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+            say(f"--resume: {failures[-1]}; cannot be read, trying the one before it")
+            continue
+        check_resume(cfg, signature, path, total)
+        if step > total:
+            raise ConfigError(f"--resume: {path} is at step {step}, past this run's {total} steps; give the "
+                              f"--steps/--epochs of the run that wrote it")
+        if step == total:
+            raise AlreadyFinished(f"--resume: {path} is this run's last step ({total}): it already finished, nothing "
+                                  f"is left to train (its result file is left as it is)")
+        return path, step, state
+    raise DataError(f"--resume: no readable checkpoint in {folder} ({'; '.join(failures)})")
+
+
 def check_resume(cfg: RunConfig, stored: dict | None, checkpoint, total: int) -> None:
     """ConfigError when the checkpoint was written by a run with other settings (run_signature);
     checkpoints written before signatures were stored carry none and are trusted."""
@@ -112,7 +171,6 @@ CHECKPOINT_SUFFIXES = (".npz", ".pt", ".ckpt")  # tf (+ a .json beside it), the 
 def checkpoint_files(folder, suffix: str) -> list:
     """The checkpoints step-<N><suffix> in `folder`, oldest first (by N, not by name), [] when none."""
     import re
-    from pathlib import Path
     folder = Path(folder) if folder else None
     if folder is None or not folder.is_dir():
         return []
@@ -125,7 +183,6 @@ def checkpoint_paths(folder, step: int, suffix: str) -> tuple:
     """(temporary, final) paths of step `step`'s checkpoint; the folder is created. Write the temporary
     one, then commit_checkpoint: a write killed halfway leaves only a hidden temporary file, never a
     truncated checkpoint for --resume to choke on."""
-    from pathlib import Path
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f".step-{step:07d}.tmp{suffix}", folder / f"step-{step:07d}{suffix}"
@@ -133,10 +190,18 @@ def checkpoint_paths(folder, step: int, suffix: str) -> tuple:
 
 def commit_checkpoint(tmp, final, keep: int = 2, companions: tuple = ()) -> None:
     """Rename the written `tmp` to `final`, then delete all but the newest `keep` checkpoints of its kind
-    (with their `companions`, e.g. tf's .json) and the temporary files of killed writes."""
-    import os
+    (with their `companions`, e.g. tf's .json) and the temporary files of killed writes. The file reaches
+    the disk before its rename, and the rename before older checkpoints go: after a crash the newest
+    checkpoint is whole, or an older one still is."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, final)
     folder, suffix = final.parent, final.suffix
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     for old in checkpoint_files(folder, suffix)[:-keep]:
         for path in [old] + [old.with_suffix(c) for c in companions]:
             path.unlink(missing_ok=True)
@@ -145,13 +210,22 @@ def commit_checkpoint(tmp, final, keep: int = 2, companions: tuple = ()) -> None
 
 
 def check_checkpoint_dir(cfg: RunConfig) -> None:
-    """A new run (no --resume) must not write its checkpoints among another run's: keeping the newest two
+    """Before any training: the folder can hold checkpoints (a write that fails later would end the run),
+    and a new run (no --resume) must not write its checkpoints among another run's: keeping the newest two
     would delete its own, and a later --resume would continue the other run."""
-    from pathlib import Path
-
     from .contract import ConfigError
     folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir and cfg.checkpoint_every else None
-    if cfg.resume or folder is None or not folder.is_dir():
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"--checkpoint-dir {folder}: a file (or a file above it), not a folder") from None
+    except PermissionError:
+        raise ConfigError(f"--checkpoint-dir {folder}: no permission to create it") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--checkpoint-dir {folder}: not writable")
+    if cfg.resume:
         return
     found = sorted(p.name for suffix in CHECKPOINT_SUFFIXES for p in checkpoint_files(folder, suffix))
     if found:
@@ -312,7 +386,7 @@ def run_chunks(cfg: RunConfig, rec: Recorder, stream, train_chunk, evaluate, sav
 def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None, quiet: bool = False) -> int:
     """Run `body()`, turn divergence and interruption into a RunResult status, write the JSON
     (atomically) whatever happened, and return the exit code. `quiet`: no status line (DDP ranks > 0)."""
-    from .contract import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, write_json_atomic
+    from .contract import EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, write_json_atomic
     status, message, code = "ok", "", EXIT_OK
     try:
         body()
@@ -324,6 +398,8 @@ def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None, quiet: bool = Fal
         status, message, code = "interrupted", f"interrupted at step {rec.step}", EXIT_INTERRUPTED
         if on_stop is not None:
             on_stop(rec.step)
+    except OSError as e:  # a checkpoint or log that could not be written (disk full): keep what was computed
+        status, message, code = "failed", f"at step {rec.step}: {e}", EXIT_ERROR
     rec.finish(status, message)
     if cfg.json:
         write_json_atomic(cfg.json, rec.result)

@@ -275,11 +275,11 @@ def test_resume_from_step_200_matches_uninterrupted(tmp_path, backend, loop):
 def test_checkpoints_of_another_run_are_refused_and_kept(tmp_path, backend, loop):
     """A new run in a folder of checkpoints deleted its own (the newest two by name were kept) and a
     --resume with other settings either crashed loading (another model) or silently went on (another lr)."""
-    ckpt = tmp_path / "ckpt"
+    ckpt, out = tmp_path / "ckpt", tmp_path / "r.json"
     args = [*SMALL, "--model", "mlp", "--steps", "40", "--eval-every", "20", "--checkpoint-dir", ckpt,
-            "--checkpoint-every", "20", "--loop", loop]
+            "--checkpoint-every", "20", "--loop", loop, "--json", out]
     assert run_module(BACKENDS[backend], *args, timeout=300).returncode == 0
-    kept = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    kept, result = {p.name: p.read_bytes() for p in ckpt.iterdir()}, out.read_bytes()
     again = run_module(BACKENDS[backend], *args, timeout=300)
     errors = [l for l in again.stderr.splitlines() if "error" in l]
     assert again.returncode == 2 and len(errors) == 1, again.stderr[-1500:]
@@ -298,6 +298,20 @@ def test_checkpoints_of_another_run_are_refused_and_kept(tmp_path, backend, loop
         assert other.returncode == 2 and len(errors) == 1 and "Traceback" not in other.stderr, other.stderr[-1500:]
         assert "is a checkpoint of another run" in errors[0] and said in errors[0], errors[0]
     assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == kept
+    # the same command again with --resume: the run had finished, so its result stays as it was (it was
+    # rewritten with nothing timed: null samples/s)
+    done = run_module(BACKENDS[backend], *args, "--resume", timeout=300)
+    assert done.returncode == 0 and "it already finished" in done.stdout, done.stdout[-1500:] + done.stderr[-1500:]
+    assert out.read_bytes() == result and {p.name: p.read_bytes() for p in ckpt.iterdir()} == kept
+    # a newest checkpoint cut short (a crash while it was written) is passed over for the one before it
+    newest = max(ckpt.glob("step-0000040.*"), key=lambda p: p.suffix != ".json")
+    newest.write_bytes(newest.read_bytes()[:200])
+    again = run_module(BACKENDS[backend], *args, "--resume", timeout=300)
+    assert again.returncode == 0, again.stderr[-1500:]
+    assert f"{newest.name}: " in again.stdout and "cannot be read, trying the one before it" in again.stdout
+    assert "resumed from step 20" in again.stdout
+    r = json.loads(out.read_text())
+    assert r["status"] == "ok" and len(r["train_losses"]) == 40 and [c["step"] for c in r["curve"]] == [20, 40]
 
 
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])

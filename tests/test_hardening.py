@@ -117,3 +117,83 @@ def test_diverged_run_in_a_comparison_is_reported_and_the_others_finish(tmp_path
     assert {r["model"]: r["final"]["steps"] for r in results["runs"] if r["status"] == "ok"} in ({}, {"cnn": 20})
     assert "diverged" in (out / "report.md").read_text()
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
+
+
+def test_resume_picks_the_newest_readable_checkpoint_of_this_run(tmp_path):
+    """data.loop.resume_from, the choice all three loops make: a damaged newest file (a crash mid-write)
+    is passed over for the one before, with a note; a folder of another loop's checkpoints is refused
+    (it used to start silently at step 0 and write beside them); a checkpoint past the run's steps is
+    refused, and one at its last step means the run already finished."""
+    from data.contract import ConfigError, RunConfig
+    from data.errors import DataError
+    from data.loop import AlreadyFinished, resume_from
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    cfg = RunConfig(checkpoint_dir=str(ck), checkpoint_every=10, resume=True)
+    notes = []
+
+    def read(path):
+        blob = path.read_bytes()
+        if not blob.startswith(b"ok"):
+            raise DataError(f"{path}: not a readable torch file (truncated)")
+        return int(path.stem.split("-")[1]), None, blob
+
+    assert resume_from(cfg, ".pt", read, 40, notes.append) is None
+    assert notes == [f"--resume: no checkpoint in {ck} yet; starting at step 0"]
+    (ck / "step-0000010.pt").write_bytes(b"ok 10")
+    (ck / "step-0000020.pt").write_bytes(b"\0" * 8)
+    notes.clear()
+    assert resume_from(cfg, ".pt", read, 40, notes.append) == (ck / "step-0000010.pt", 10, b"ok 10")
+    assert len(notes) == 1 and notes[0].startswith("--resume: step-0000020.pt: ") and \
+        notes[0].endswith("cannot be read, trying the one before it")
+    (ck / "step-0000010.pt").write_bytes(b"")
+    with pytest.raises(DataError, match=f"no readable checkpoint in {ck} \\(step-0000020.pt: .*; step-0000010.pt: "):
+        resume_from(cfg, ".pt", read, 40, notes.append)
+    (ck / "step-0000030.pt").write_bytes(b"ok 30")
+    with pytest.raises(ConfigError, match="step-0000030.pt is at step 30, past this run's 25 steps"):
+        resume_from(cfg, ".pt", read, 25, notes.append)
+    with pytest.raises(AlreadyFinished, match="is this run's last step \\(30\\): it already finished"):
+        resume_from(cfg, ".pt", read, 30, notes.append)
+    with pytest.raises(ConfigError, match="holds another loop's checkpoints \\(step-0000030.pt, ...\\), none of this "
+                                          "one's \\(step-\\*.ckpt\\)"):
+        resume_from(cfg, ".ckpt", read, 40, notes.append)
+
+
+def test_checkpoint_flags_and_folder_are_checked_before_training(tmp_path):
+    """--checkpoint-every without a folder, or a folder without an interval, were silently ignored (the
+    interval still changed Lightning's blocks); a checkpoint folder that cannot exist failed only at the
+    first checkpoint, after training, and took the run's result with it."""
+    from data.contract import ConfigError, RunConfig, build_parser, config_from_args
+    from data.loop import check_checkpoint_dir
+
+    parser = build_parser("x", "x", ("custom",))
+    for argv, said in ((["--checkpoint-every", "10"], "--checkpoint-every needs --checkpoint-dir"),
+                       (["--checkpoint-dir", "d"], "--checkpoint-dir needs --checkpoint-every K")):
+        with pytest.raises(ConfigError, match=said):
+            config_from_args(parser.parse_args(argv))
+    assert config_from_args(parser.parse_args(["--checkpoint-dir", "d", "--resume"])).resume  # resume, no new ones
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="a file \\(or a file above it\\), not a folder"):
+        check_checkpoint_dir(RunConfig(checkpoint_dir=str(tmp_path / "file" / "ck"), checkpoint_every=10))
+    check_checkpoint_dir(RunConfig(checkpoint_dir=str(tmp_path / "new" / "ck"), checkpoint_every=10))
+    assert (tmp_path / "new" / "ck").is_dir()
+
+
+def test_a_failed_write_mid_run_keeps_the_result(tmp_path, capsys):
+    """A checkpoint that cannot be written (disk full) ended the run with an OSError before its result
+    was written: the steps and curve so far were lost. Now: status failed, the result kept, exit 1."""
+    from data.contract import RunConfig, new_result
+    from data.loop import Recorder, execute
+
+    cfg = RunConfig(json=str(tmp_path / "r.json"), steps=20)
+    rec = Recorder(cfg, new_result(cfg, "tf"), 20)
+
+    def body():
+        rec.add_steps([2.0, 1.5, 1.2, 1.0], 0.1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert execute(cfg, rec, body) == 1
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["status"] == "failed" and r["train_losses"] == [2.0, 1.5, 1.2, 1.0]
+    assert r["message"] == "at step 4: [Errno 28] No space left on device"
+    assert capsys.readouterr().err.strip() == "tf: failed: at step 4: [Errno 28] No space left on device"

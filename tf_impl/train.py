@@ -21,8 +21,8 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, lr_table, new_result, versions
-from data.loop import (Recorder, check_resume, checkpoint_files, checkpoint_paths, commit_checkpoint, done_line, execute,
-                       prepare, progress, run_chunks, run_signature)
+from data.loop import (Recorder, checkpoint_paths, commit_checkpoint, done_line, execute, finished_runs_exit_cleanly,
+                       prepare, progress, resume_from, run_chunks, run_signature)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "tf"
@@ -215,13 +215,12 @@ class Run:
         arrays.update({f"rng:{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(self.model.non_trainable_variables)})
         save_checkpoint_files(Path(self.cfg.checkpoint_dir), step, arrays, rec)
 
-    def restore_checkpoint(self) -> tuple[int, dict] | None:
+    def restore_checkpoint(self, say=print) -> tuple[int, dict] | None:
         from .weights import from_neutral
-        found = latest_checkpoint(self.cfg.checkpoint_dir)
+        found = resume_from(self.cfg, ".npz", read_checkpoint, self.total, say)
         if found is None:
             return None
-        path, step, arrays, meta = found
-        check_resume(self.cfg, meta.get("signature"), path, self.total)
+        _, step, (arrays, meta) = found
         from_neutral(self.model, {k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
         slots = [arrays[k] for k in sorted(k for k in arrays if k.startswith("opt:"))]
         if len(slots) != len(self.optimizer.variables):
@@ -267,18 +266,15 @@ def save_checkpoint_files(folder: Path, step: int, arrays: dict, rec: Recorder, 
     commit_checkpoint(tmp, final, keep, companions=(".json",))  # the .npz appears last: it marks a complete checkpoint
 
 
-def latest_checkpoint(folder) -> tuple[Path, int, dict, dict] | None:
-    """(path, step, arrays, meta) of the newest checkpoint in `folder`, None when there is none."""
-    found = checkpoint_files(folder, ".npz")
-    if not found:
-        return None
-    path = found[-1]
+def read_checkpoint(path: Path) -> tuple[int, dict | None, tuple]:
+    """(step, signature, (arrays, meta)) of the checkpoint at `path` (the .npz and the .json beside it)."""
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
     meta = json.loads(path.with_suffix(".json").read_text())
-    return path, meta["step"], arrays, meta
+    return meta["step"], meta.get("signature"), (arrays, meta)
 
 
+@finished_runs_exit_cleanly
 def run(cfg: RunConfig) -> int:
     """Train one model as configured; write the RunResult; return the exit code."""
     if cfg.devices > 1 and cfg.loop == "fit":
@@ -294,7 +290,7 @@ def run(cfg: RunConfig) -> int:
     writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
     rec = Recorder(cfg, result, total, log=lambda s: print(f"tf | {s}", flush=True), writer=writer)
     start = 0
-    if cfg.resume and (restored := r.restore_checkpoint()) is not None:
+    if cfg.resume and (restored := r.restore_checkpoint(say=lambda s: print(f"tf | {s}", flush=True))) is not None:
         start, meta = restored
         rec.resume(start, meta)
         print(f"tf | resumed from step {start}", flush=True)

@@ -27,8 +27,8 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
-from data.loop import (Recorder, boundaries, check_resume, checkpoint_files, checkpoint_paths, commit_checkpoint,
-                       done_line, execute, prepare, progress, run_chunks, run_signature)
+from data.loop import (Recorder, boundaries, checkpoint_paths, commit_checkpoint, done_line, execute,
+                       finished_runs_exit_cleanly, prepare, progress, resume_from, run_chunks, run_signature)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -197,8 +197,8 @@ class Run:
         torch.save(state, tmp)
         commit_checkpoint(tmp, final)
 
-    def restore_checkpoint(self):
-        found = newest_checkpoint(self.cfg, ".pt", self.total, map_location=None)
+    def restore_checkpoint(self, say=print):
+        found = newest_checkpoint(self.cfg, ".pt", self.total, map_location=None, say=say)
         if found is None:
             return None
         state = found[1]
@@ -209,16 +209,18 @@ class Run:
         return state["step"], state["klc_result"]
 
 
-def newest_checkpoint(cfg: RunConfig, suffix: str, total: int, map_location="cpu") -> tuple | None:
-    """(path, state) of the newest step-*<suffix> in --checkpoint-dir (.pt: the raw loop, .ckpt: Lightning),
-    read weights-only and checked to belong to this run (check_resume); None when there is none."""
-    found = checkpoint_files(cfg.checkpoint_dir, suffix)
-    if not found:
-        return None
+def newest_checkpoint(cfg: RunConfig, suffix: str, total: int, map_location="cpu", say=print) -> tuple | None:
+    """(path, state) of the checkpoint --resume continues (data.loop.resume_from: the newest readable
+    step-*<suffix> in --checkpoint-dir that belongs to this run; .pt: the raw loop, .ckpt: Lightning), read
+    weights-only; None when there is none yet."""
     from .weights import load_trusted
-    state = load_trusted(found[-1], map_location=map_location)
-    check_resume(cfg, (state.get("klc_result") or {}).get("signature"), found[-1], total)
-    return found[-1], state
+
+    def read(path):
+        state = load_trusted(path, map_location=map_location)
+        step = state["step"] if suffix == ".pt" else state["global_step"]
+        return step, (state.get("klc_result") or {}).get("signature"), state
+    found = resume_from(cfg, suffix, read, total, say)
+    return None if found is None else (found[0], found[2])
 
 
 def result_state(rec: Recorder) -> dict:
@@ -241,10 +243,10 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
                                                                           steps_per_block=k)
     dm.tensors = (r.x_train, r.y_train, r.x_test, r.y_test)  # Run's tensors, already on this rank's device
     ckpt_path = None
-    if cfg.resume and (found := newest_checkpoint(cfg, ".ckpt", r.total)) is not None:
+    log = say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None)
+    if cfg.resume and (found := newest_checkpoint(cfg, ".ckpt", r.total, say=lambda s: log(f"torch | {s}"))) is not None:
         ckpt_path, state = str(found[0]), found[1]
-        restore_result(rec, state.get("klc_result"), state["global_step"],
-                       say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None))
+        restore_result(rec, state.get("klc_result"), state["global_step"], log)
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))  # where the callback hands steps to the Recorder
 
     class RecorderCallback(L.Callback):
@@ -379,6 +381,7 @@ def restore_result(rec: Recorder, state: dict | None, step: int, log=say_flushed
     log(f"torch | resumed from step {step}")
 
 
+@finished_runs_exit_cleanly
 def run(cfg: RunConfig) -> int:
     if cfg.devices > 1 and cfg.loop == "raw":
         raise ConfigError(f"--devices {cfg.devices} runs Lightning DDP; the raw loop is the one-device reference, "
@@ -398,7 +401,7 @@ def run(cfg: RunConfig) -> int:
     rec = Recorder(cfg, result, total, log=lambda s: say(f"torch | {s}"), writer=writer)
     ckpt = None
     if cfg.loop == "raw":
-        if cfg.resume and (restored := r.restore_checkpoint()) is not None:
+        if cfg.resume and (restored := r.restore_checkpoint(say=lambda s: say(f"torch | {s}"))) is not None:
             restore_result(rec, restored[1], restored[0], say)
         if cfg.checkpoint_dir and cfg.checkpoint_every:
             ckpt = lambda step: r.save_checkpoint(step, rec)  # noqa: E731
