@@ -115,13 +115,24 @@ def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+def read_record(path: Path) -> dict:
+    """comparison.json, the stored set-up --resume continues; ConfigError naming the file when it is damaged."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--resume: {path} cannot be read ({e}); start a new comparison") from None
+    if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
+        raise ConfigError(f"--resume: {path} is not a comparison record (no \"args\"); start a new comparison")
+    return record
+
+
 def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
     """The stored comparison's arguments; flags given with --resume must agree with them."""
     folder = Path(args.resume)
     record = folder / "comparison.json"
     if not record.is_file():
         raise ConfigError(f"--resume {folder}: no comparison.json there; --resume takes a folder written by {PROG}")
-    stored = json.loads(record.read_text())["args"]
+    stored = read_record(record)["args"]
     for dest, value in explicit_flags(argv).items():
         if dest in NOT_RESUMABLE:
             continue
@@ -244,7 +255,7 @@ def run_comparison(argv: list, launcher=None) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     shown_argv = list(argv)
     if args.resume:  # the report shows the command that set the comparison up
-        record = json.loads((folder / "comparison.json").read_text())
+        record = read_record(folder / "comparison.json")
         shown_argv, started = record.get("argv", shown_argv), record.get("started", started)
     else:
         write_json_atomic(folder / "comparison.json", {"args": {k: _jsonable(v) for k, v in vars(args).items()},

@@ -279,7 +279,12 @@ def probe(plan: Plan, test_images: np.ndarray, control: StopControl | None = Non
     folder = Path(plan.out) / "probe"
     stored = folder / "probe.json"
     if stored.is_file():
-        return json.loads(stored.read_text())
+        try:
+            probe = json.loads(stored.read_text())
+            if isinstance(probe, dict) and {"peaks", "parity"} <= set(probe):
+                return probe
+        except (OSError, ValueError):
+            pass  # damaged: measured again, as a damaged run result is run again
     folder.mkdir(parents=True, exist_ok=True)
     parity_seed = plan.seeds[0]
     draw_initial_weights(plan, [parity_seed])

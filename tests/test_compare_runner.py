@@ -172,6 +172,23 @@ def test_resume_refuses_different_settings(tmp_path):
         run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends())
 
 
+def test_resume_with_damaged_bookkeeping(tmp_path):
+    """A damaged comparison.json gave a traceback (KeyError) or "Expecting value: line 1 column 1" naming no
+    file; a damaged probe.json was reused as it was (a KeyError later) where a damaged run result is re-run."""
+    out = tmp_path / "run"
+    assert run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends(stop_at=3)) == 130
+    record = (out / "comparison.json").read_text()
+    for damaged in ("", "{}", "[1, 2]"):
+        (out / "comparison.json").write_text(damaged)
+        with pytest.raises(ConfigError, match=f"--resume: {out / 'comparison.json'} (cannot be read|is not a comparison)"):
+            run_comparison(["--resume", str(out)], launcher=FakeBackends())
+    (out / "comparison.json").write_text(record)
+    (out / "probe" / "probe.json").write_text('{"peaks": {')
+    again = FakeBackends()
+    assert run_comparison(["--resume", str(out)], launcher=again) == 0
+    assert again.probes and [r["status"] for r in _results(out)["runs"]] == ["ok"] * 4  # measured again
+
+
 def test_each_backend_runs_the_loop_asked_for(tmp_path):
     default, first = FakeBackends(), tmp_path / "default"
     assert run_comparison(TINY + ["--out", str(first)], launcher=default) == 0
