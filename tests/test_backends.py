@@ -244,7 +244,7 @@ def test_recorder_resume_restores_losses_seconds_and_the_last_finite_loss():
         rec.add_steps([float("nan")], 0.1)
 
 
-@pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
+@pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("tf", "fit"), ("torch", "lightning"), ("torch", "raw")])
 def test_resume_from_step_200_matches_uninterrupted(tmp_path, backend, loop):
     """With dropout: the checkpoint carries the generators' state, so the resumed run draws the masks the
     uninterrupted one did (without it the weights differed). The complete checkpoint file is waited for
@@ -254,7 +254,7 @@ def test_resume_from_step_200_matches_uninterrupted(tmp_path, backend, loop):
     run_module(BACKENDS[backend], *common, "--save-weights", tmp_path / "full.npz", check=True, timeout=300)
     ckpt = tmp_path / "ckpt"
     args = [*common, "--checkpoint-dir", ckpt, "--checkpoint-every", "200", "--json", tmp_path / "part.json"]
-    written = {"custom": "npz", "lightning": "ckpt", "raw": "pt"}[loop]
+    written = {"custom": "npz", "fit": "npz", "lightning": "ckpt", "raw": "pt"}[loop]
     code, _, err = _run_and_interrupt_after(backend, args, ckpt, f"step-0000200.{written}")
     part = json.loads((tmp_path / "part.json").read_text())
     assert code == 130 and part["status"] == "interrupted", f"exit {code}: {err[-1500:]}"
@@ -368,13 +368,27 @@ def test_divergence_stops_with_status(tmp_path, backend, loop):
     assert len([l for l in proc.stderr.splitlines() if "diverged" in l]) == 1
 
 
-NAN_LOSS_TF = """
-import keras, numpy as np
-mean = keras.metrics.Mean()  # tf_impl's test-loss metric
-mean.update_state(np.array([0.5, np.nan, 1.5], np.float32))
-print(float(mean.result()))
+NAN_LOSS_RUN = """
+import sys
+import numpy as np
+from data.contract import RunConfig
+from data.loop import prepare
+backend, loop = sys.argv[1], sys.argv[2]
+Run = __import__(f"{backend}_impl.train", fromlist=["Run"]).Run
+cfg = RunConfig(dataset="mnist", model="mlp", train_limit=256, batch_size=32, steps=1, eval_every=0, threads=1,
+                eval_batch_size=100, loop=loop)
+data, stream, total, layers = prepare(cfg, backend, say=lambda s: None)
+stream.test_images, stream.test_labels = stream.test_images[:300].copy(), stream.test_labels[:300]
+stream.test_images[150] = np.nan  # one sample of the middle batch
+r = Run(cfg, stream, total, layers)
+if backend == "tf":  # tf.function's fused Dense+ReLU maps nan to 0 on this CPU: the nan never reaches the loss,
+    r.loss_metric.update_state(np.array([0.5, np.nan, 1.5], np.float32))  # so its own loss metric gets one
+    print(float(r.loss_metric.result()), float("nan"), len(stream.test_labels))
+else:
+    loss, acc, _, n = r.evaluate()  # the evaluation the raw loop calls: nan logits for that sample
+    print(loss, acc, n)
 """
-NAN_LOSS_TORCH = """
+NAN_LOSS_LIGHTNING = """
 import torch
 from data.contract import RunConfig
 from torch_impl.module import LitClassifier
@@ -388,15 +402,20 @@ print(float(module.test_loss.compute()), float(module.test_acc.compute()))
 
 def test_a_nan_test_loss_stays_nan_in_both_backends(tmp_path):
     """torchmetrics' MeanMetric drops NaNs by default (with a warning), so a half-broken model's
-    Lightning test loss was the mean of the finite ones while Keras's Mean (and the raw loop's sum) say nan."""
+    Lightning test loss was the mean of the finite ones while Keras's Mean (and the raw loop's sum) say nan.
+    The raw loop runs its evaluation (Run.evaluate) on a test split with one nan image; Lightning its
+    module's validation step; tf custom (and model.fit, which shares its evaluate) its Run's own loss metric,
+    fed a nan directly: in tf's compiled graph the fused Dense+ReLU turns a nan activation into 0 on
+    this CPU (eager Keras keeps it), so a nan image gives finite logits there."""
     outs = {}
-    for backend, script in (("tf", NAN_LOSS_TF), ("torch", NAN_LOSS_TORCH)):
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+    for name, script in (("tf custom", [NAN_LOSS_RUN, "tf", "custom"]), ("torch raw", [NAN_LOSS_RUN, "torch", "raw"]),
+                         ("lightning", [NAN_LOSS_LIGHTNING])):
+        proc = subprocess.run([sys.executable, "-c", *script], capture_output=True, text=True, timeout=300,
                               env=child_env(), cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        outs[backend] = [float(v) for v in proc.stdout.split()]
-    assert math.isnan(outs["tf"][0])
-    assert math.isnan(outs["torch"][0]), outs
+        outs[name] = [float(v) for v in proc.stdout.split()]
+    assert outs["torch raw"][2] == 300, outs  # every sample evaluated, none dropped
+    assert all(math.isnan(v[0]) for v in outs.values()), outs
 
 
 def test_peak_probes_count_every_chained_product(tmp_path):

@@ -224,9 +224,13 @@ def test_comparison_interrupted_after_two_runs_then_resumed(tmp_path):
     for name in ("results.csv", "report.md", "curves.png", "throughput.png", "init-mlp-s0.npz", "init-cnn-s0.npz"):
         assert (out / name).is_file(), name
     assert "steps to beat MLP" in proc.stdout and "parity" in proc.stdout
-    # both backends trained the same model from the same weights on the same batches: same curve within 1e-3
+    # both backends trained the same model from the same weights on the same batches: the same curve but for
+    # a near-tie or two (float32 summation order only; the test split is 1,000 digits on the subset, 10,000 on
+    # full MNIST, so the bound is 2.5 digits of whichever it is)
     runs = {(r["backend"], r["model"]): r for r in doc["runs"]}
+    from data.sources import load
+    n_test = len(load("mnist", allow_download=False).test_labels)
     for model in ("mlp", "cnn"):
         a = [p["test_accuracy"] for p in runs[("tf", model)]["curve"]]
         b = [p["test_accuracy"] for p in runs[("torch", model)]["curve"]]
-        np.testing.assert_allclose(a, b, atol=2e-3)  # 2 of 1,000 test digits: float summation order only
+        np.testing.assert_allclose(a, b, atol=2.5 / n_test)

@@ -248,8 +248,9 @@ def test_cifar10_fixture_through_compare(tmp_path):
         assert "unverified" in r["data_source"] and len(r["curve"]) == 2
     cnn = {r["backend"]: r for r in runs if r["model"] == "cnn"}
     assert cnn["tf"]["params"] == cnn["torch"]["params"]  # 32x32x3 inputs: same model in both
-    # same data, same initial weights: the two ports take the same first steps
-    np.testing.assert_allclose(cnn["tf"]["train_losses"][:3], cnn["torch"]["train_losses"][:3], rtol=1e-4)
+    # same data, same initial weights: the two ports take the same first steps (the float32 bound of the parity
+    # suite's first steps, OPT_ATOL_F32_FIRST10 there)
+    np.testing.assert_allclose(cnn["tf"]["train_losses"][:3], cnn["torch"]["train_losses"][:3], rtol=0, atol=1e-5)
     runs_logged = sorted(str(p.relative_to(tmp_path / "logs")) for p in (tmp_path / "logs").glob("*/*"))
     assert runs_logged == ["cifar10/tf-cnn-s0", "cifar10/tf-mlp-s0", "cifar10/torch-cnn-s0", "cifar10/torch-mlp-s0"]
     assert tb.read_scalars(tmp_path / "logs" / "cifar10" / "torch-cnn-s0")["test/accuracy"][-1][0] == 10

@@ -25,6 +25,7 @@ PARAMS = {("mlp", 28, 10): 235_146, ("cnn", 28, 10): 421_642, ("mlp", 32, 10): 8
           ("cnn", 32, 10): 545_098, ("mlp", 32, 100): 832_484, ("cnn", 32, 100): 556_708}
 OPT_CONFIGS = {
     "adam": dict(optimizer="adam", lr=1e-3),
+    "sgd": dict(optimizer="sgd", lr=0.05, momentum=0.0),  # torch's KerasSGD has its own branch without momentum
     "sgd_momentum": dict(optimizer="sgd", lr=0.05, momentum=0.9),
     "sgd_nesterov": dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True),
     # every Adam hyper-parameter away from its default: both backends must read --beta-1/--beta-2/--epsilon
@@ -208,6 +209,28 @@ def test_native_inits_differ_from_shared_rules(parity):
     assert np.all(k["dense_0/bias"] == 0) and np.any(t["dense_0/bias"] != 0)
 
 
+def test_shared_draw_follows_keras_glorot_rule(parity):
+    """Both backends load the shared draw, so a wrong draw would pass every parity test: its kernels must
+    be glorot-uniform as Keras defines it, limit sqrt(6 / (fan_in + fan_out)) with both fans times the
+    kernel's receptive field (kh * kw), its biases zero; Keras's own draw (--init native) obeys the same
+    limit. The smallest kernel has 288 draws, so its largest |w| falls below 0.95 L with probability
+    0.95^288, about 4e-7 (measured: every kernel within 0.8 % of L; the seeds are fixed). A receptive
+    field left out (limit x3 for 3x3 kernels) breaks the upper bound, a fan counted twice the lower."""
+    for model in MODELS:
+        for shape, classes in SHAPES:
+            tag = f"{model}_{shape[0]}_{classes}"
+            shared, keras_native = _load(parity / f"shared_{tag}.npz"), _load(parity / f"native_{tag}_tf.npz")
+            kernels = [k for k in shared if k.endswith("/kernel")]
+            assert kernels and all(np.all(shared[k[:-6] + "bias"] == 0) for k in kernels), tag
+            for k in kernels:
+                w = shared[k]
+                receptive = int(np.prod(w.shape[:-2])) if w.ndim == 4 else 1  # conv: HWIO; dense: (in, out)
+                limit = math.sqrt(6 / (receptive * (w.shape[-2] + w.shape[-1])))
+                for name, draw in (("shared", w), ("keras native", keras_native[k])):
+                    top = float(np.abs(draw).max())
+                    assert 0.95 * limit < top <= limit, f"{tag} {k} {name}: max |w| {top:.4g}, glorot limit {limit:.4g}"
+
+
 def test_loss_equal(parity):
     # one log-sum-exp over 10 float32 logits and a mean over 256: rounding ~1e-7 relative on a loss ~3
     a, b = _load(parity / "loss_tf.npz")["loss"], _load(parity / "loss_torch.npz")["loss"]
@@ -277,7 +300,7 @@ def test_trajectory_200_steps_real_data(parity, real_mnist):
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
-def test_the_training_commands_take_the_same_steps(tmp_path, model):
+def test_the_training_commands_take_the_same_steps(tmp_path, real_mnist, model):
     """The job runners above test the ops; this runs the training code users run, all four loops
     (tf custom, model.fit, Lightning, raw torch), from one shared initial draw on the same batches:
     per-step float32 losses agree to OPT_ATOL_F32_FIRST10 over the first 10 steps and stay close over
@@ -306,6 +329,15 @@ def test_the_training_commands_take_the_same_steps(tmp_path, model):
     for c in calls:
         assert np.ptp(fit[c]) == 0  # one mean per call
         assert abs(fit[c][0] - ref[c].mean()) <= (OPT_ATOL_F32_FIRST10 if c.start == 0 else 1e-3), c
+    # the evaluations (each loop's own: Keras metrics, torchmetrics, the raw loop's sums) on the same weights,
+    # within the gaps above: the same test loss, and the same correct count but for a near-tie or two
+    curves = {key: json.loads((tmp_path / f"{key[0]}-{key[1]}.json").read_text())["curve"] for key in losses}
+    n_test = len(real_mnist.test_labels)
+    for key, curve in curves.items():
+        assert [p["step"] for p in curve] == [10, 20, 30], key
+        for p, q in zip(curve, curves[("tf", "custom")]):
+            assert abs(p["test_loss"] - q["test_loss"]) <= 1e-4, (key, p, q)
+            assert abs(p["test_accuracy"] - q["test_accuracy"]) * n_test <= 2.5, (key, p, q)
 
 
 @pytest.mark.parametrize("start", ["first", "epoch_boundary"])
