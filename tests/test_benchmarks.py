@@ -1,5 +1,6 @@
-"""The benchmark scripts run (they are used rarely and on borrowed machines, so rot must show here).
-Nothing here asserts on time: only that each script starts, parses its flags, and that the GPU
+"""The benchmark scripts run and compute their figures right (they are used rarely and on borrowed
+machines, so rot must show here). Nothing here asserts on time: each script starts and parses its
+flags; each training script's main computes its table and JSON from given RunResults; and the GPU
 check (scripts/gpu-check), run for a few steps on the CPU without the packages the accelerator
 machine lacks, writes the fields its README line promises."""
 from __future__ import annotations
@@ -71,3 +72,52 @@ def test_gpu_check_script_needs_no_tensorflow_pooch_platformdirs_or_mlxtend(tmp_
     assert text.startswith("torch ") and "| Lightning / raw |" in text
     probe = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, env=env)
     assert probe.returncode != 0  # the block held
+
+
+# --- every script's main, on a fake train(): what each computes from the RunResults ----------------------
+
+SPS = {("tf", "custom"): 110.0, ("tf", "fit"): 100.0, ("torch", "lightning"): 95.0, ("torch", "raw"): 100.0}
+
+
+def fake_train(backend, *flags, timeout=1800, env=None):
+    """A RunResult as the child would write it, with figures that follow from the flags: samples/s by
+    backend and loop (MLP x10, proportional to the batch), a curve that reaches 99.5 % at step 200."""
+    f = {flags[i]: flags[i + 1] for i in range(len(flags) - 1) if str(flags[i]).startswith("--")}
+    loop = f.get("--loop", "custom" if backend == "tf" else "lightning")
+    batch = int(f.get("--batch-size", 128))
+    sps = SPS[(backend, loop)] * (10 if f.get("--model") == "mlp" else 1) * batch / 128
+    curve = [{"step": 100, "seconds": 1.0, "test_loss": 0.5, "test_accuracy": 0.5},
+             {"step": 200, "seconds": 2.0, "test_loss": 0.1, "test_accuracy": 0.995}]
+    return {"backend": backend, "dataset": f.get("--dataset", "mnist"), "curve": curve, "status": "ok",
+            "final": {"steps": 200, "test_loss": 0.1, "test_accuracy": 0.995, "train_seconds": 2.0},
+            "throughput": {"train_samples_per_s": sps, "infer_samples_per_s": 4 * sps, "timed_steps": 150}}
+
+
+@pytest.mark.parametrize("name", ["overhead", "scaling", "time_to_accuracy", "accuracy", "large_batch"])
+def test_every_script_computes_its_figures_from_the_results(tmp_path, monkeypatch, capsys, name):
+    """--help alone left these mains unrun: a misspelt RunResult key or a ratio upside down would pass.
+    Here each runs on fake results whose figures are known, and its JSON must hold them."""
+    import importlib
+    module = importlib.import_module(f"benchmarks.{name}")
+    monkeypatch.setattr(module, "train", fake_train)
+    out = tmp_path / f"{name}.json"
+    argv = {"overhead": ["--repeats", "2"], "time_to_accuracy": ["--seeds", "0,1"], "accuracy": ["--seeds", "0"],
+            "scaling": [], "large_batch": []}[name]
+    module.main([*argv, "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert "|" in capsys.readouterr().out  # its table
+    if name == "overhead":
+        ratios = {(r["backend"], r["model"]): r["median_ratio"] for r in doc["results"]}
+        assert ratios == {(b, m): pytest.approx(1.1 if b == "tf" else 0.95) for b in ("tf", "torch") for m in ("mlp", "cnn")}
+    elif name == "scaling":
+        assert [r["train"] for r in doc["batch"] if r["backend"] == "tf" and r["model"] == "cnn"] == [
+            110.0 * b / 128 for b in (32, 64, 128, 256, 512, 1024)]
+        assert [r["us_per_sample"] for r in doc["size"] if r["backend"] == "tf"] == pytest.approx(
+            [2e6 / n for n in (10_000, 30_000, 60_000)])
+        assert doc["threads"][0]["1"] == doc["threads"][0]["2"] == 1100.0
+    elif name == "time_to_accuracy":
+        assert len(doc["runs"]) == 8 and all(r["hit"]["step"] == 200 for r in doc["runs"])
+    elif name == "accuracy":
+        assert len(doc["results"]) == 8 and all(r["met_by_every_seed"] for r in doc["results"])
+    else:
+        assert {r["train_samples_per_s"] for r in doc["runs"] if r["batch"] == 1024 and r["backend"] == "torch"} == {800.0}
