@@ -33,12 +33,6 @@ def _where(spec, data_dir):
     return out
 
 
-def _unverifiable(spec, folder) -> str:
-    archive = next(iter(spec.files.values())).name
-    return (f"{folder}: an extracted {archive}; only the archive's sha256 is known, so it cannot be verified "
-            f"(training reads it with --no-verify)")
-
-
 def cmd_list(args) -> int:
     for name, spec in DATASETS.items():
         found = _where(spec, args.data_dir)
@@ -72,7 +66,7 @@ def cmd_verify(args) -> int:
         raise DataError(f"{spec.name}: no copy found (run: python -m data fetch {spec.name})")
     label, where = found[0]
     if label == "data-dir (extracted)":
-        raise DataError(_unverifiable(spec, where))
+        raise DataError(f"{sources.unverifiable(spec, where)} (training reads it with --no-verify)")
     sources.verify_folder(where, spec)
     print(f"{spec.name}: {label}:{where} verified ({len(spec.files)} files, content sha256 match)")
     return 0

@@ -254,8 +254,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise ConfigError("--resume needs --checkpoint-dir")
     if cfg.checkpoint_every and not cfg.checkpoint_dir:
         raise ConfigError("--checkpoint-every needs --checkpoint-dir (where the checkpoints go)")
-    if cfg.checkpoint_dir and not cfg.checkpoint_every and not cfg.resume:
-        raise ConfigError("--checkpoint-dir needs --checkpoint-every K (checkpoint every K steps)")
+    if cfg.checkpoint_dir and not cfg.checkpoint_every:  # with --resume too: the run goes on checkpointing, and
+        raise ConfigError("--checkpoint-dir needs --checkpoint-every K (checkpoint every K steps; with --resume, "
+                          "the K the run was started with)")  # Lightning's blocks depend on K
     if cfg.val_fraction and not cfg.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be below 1, got {cfg.val_fraction}")
     if cfg.batch_size % cfg.devices:

@@ -112,12 +112,25 @@ def finished_runs_exit_cleanly(run):
     return wrapper
 
 
+def finished_result(cfg: RunConfig, total: int) -> bool:
+    """--json already holds this run's result, status ok, at its last step (written after the checkpoint)."""
+    import json
+    try:
+        r = json.loads(Path(cfg.json).read_text()) if cfg.json else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(r, dict) and r.get("status") == "ok" and (r.get("final") or {}).get("steps") == total
+
+
 def resume_from(cfg: RunConfig, suffix: str, read, total: int, say=print) -> tuple | None:
     """(path, step, state) of the checkpoint --resume continues: the newest step-*<suffix> in --checkpoint-dir
     that reads, `read(path) -> (step, signature or None, state)`, and belongs to this run (check_resume).
-    A damaged newest file (a crash while it was written) is passed over with a note for the one before;
+    A damaged newest file is passed over with a note for the one before;
     None, with a note, when the folder holds no checkpoint yet. ConfigError when it holds only another
-    loop's, or the checkpoint lies past this run's steps; AlreadyFinished when it is this run's last."""
+    loop's, or the checkpoint lies past this run's steps; AlreadyFinished when it is this run's last and
+    --json holds that run's finished result. A damaged file: one copied or cut short outside this
+    writer (it writes each checkpoint whole before renaming it into place), or one written in place
+    by earlier versions' Lightning callback."""
     import zipfile
 
     from .contract import ConfigError
@@ -143,10 +156,10 @@ def resume_from(cfg: RunConfig, suffix: str, read, total: int, say=print) -> tup
         if step > total:
             raise ConfigError(f"--resume: {path} is at step {step}, past this run's {total} steps; give the "
                               f"--steps/--epochs of the run that wrote it")
-        if step == total:
-            raise AlreadyFinished(f"--resume: {path} is this run's last step ({total}): it already finished, nothing "
-                                  f"is left to train (its result file is left as it is)")
-        return path, step, state
+        if step == total and finished_result(cfg, total):
+            raise AlreadyFinished(f"--resume: {path} is this run's last step ({total}) and {cfg.json} holds its "
+                                  f"finished result: nothing is left to train, the result is left as it is")
+        return path, step, state  # at the last step without a finished result: the loop writes it
     raise DataError(f"--resume: no readable checkpoint in {folder} ({'; '.join(failures)})")
 
 
@@ -197,11 +210,14 @@ def commit_checkpoint(tmp, final, keep: int = 2, companions: tuple = ()) -> None
         os.fsync(f.fileno())
     os.replace(tmp, final)
     folder, suffix = final.parent, final.suffix
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    try:  # the rename itself: some file systems refuse to sync a folder (EINVAL), which costs only this
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
     for old in checkpoint_files(folder, suffix)[:-keep]:
         for path in [old] + [old.with_suffix(c) for c in companions]:
             path.unlink(missing_ok=True)

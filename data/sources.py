@@ -107,6 +107,12 @@ def extracted_archive(folder: Path, spec: DatasetSpec) -> Path | None:
     return None
 
 
+def unverifiable(spec: DatasetSpec, extracted: Path) -> str:
+    """Why an extracted archive folder cannot be verified (load and `python -m data verify` say it alike)."""
+    return (f"{extracted}: an extracted {next(iter(spec.files.values())).name}; only the archive's sha256 is known, "
+            f"so it cannot be verified")
+
+
 def locate(folder: Path, spec: DatasetSpec) -> tuple[Path | None, dict]:
     """The first of folder/<name>, folder/<name-dashed>, folder that holds any of the dataset's files,
     and {role: path or None} there."""
@@ -353,10 +359,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: b
         where, found = locate(user_dir, spec)
         extracted = extracted_archive(user_dir, spec) if where is None else None
         if extracted is not None:  # only the archive's hash is known: usable, not verifiable
-            archive = next(iter(spec.files.values())).name
             if verify:
-                raise DataError(f"{extracted}: an extracted {archive}; only the archive's sha256 is known, so it "
-                                f"cannot be verified: add --no-verify to use it, or give the original {archive}")
+                raise DataError(f"{unverifiable(spec, extracted)}: add --no-verify to use it, or give the original "
+                                f"{next(iter(spec.files.values())).name}")
             return _loaded(spec, f"data-dir (unverified):{extracted}", {"archive": extracted}, extracted, notes)
         if where is None:
             notes.append(f"data-dir {user_dir}: no {spec.name} files")

@@ -153,7 +153,14 @@ def test_resume_picks_the_newest_readable_checkpoint_of_this_run(tmp_path):
     (ck / "step-0000030.pt").write_bytes(b"ok 30")
     with pytest.raises(ConfigError, match="step-0000030.pt is at step 30, past this run's 25 steps"):
         resume_from(cfg, ".pt", read, 25, notes.append)
-    with pytest.raises(AlreadyFinished, match="is this run's last step \\(30\\): it already finished"):
+    from dataclasses import replace
+    assert resume_from(cfg, ".pt", read, 30, notes.append)[1] == 30  # no finished result: the loop writes one
+    finished = {"status": "ok", "final": {"steps": 30}}
+    (tmp_path / "r.json").write_text(json.dumps(dict(finished, status="interrupted")))
+    cfg = replace(cfg, json=str(tmp_path / "r.json"))
+    assert resume_from(cfg, ".pt", read, 30, notes.append)[1] == 30
+    (tmp_path / "r.json").write_text(json.dumps(finished))
+    with pytest.raises(AlreadyFinished, match="is this run's last step \\(30\\) and .*r.json holds its finished"):
         resume_from(cfg, ".pt", read, 30, notes.append)
     with pytest.raises(ConfigError, match="holds another loop's checkpoints \\(step-0000030.pt, ...\\), none of this "
                                           "one's \\(step-\\*.ckpt\\)"):
@@ -172,7 +179,8 @@ def test_checkpoint_flags_and_folder_are_checked_before_training(tmp_path):
                        (["--checkpoint-dir", "d"], "--checkpoint-dir needs --checkpoint-every K")):
         with pytest.raises(ConfigError, match=said):
             config_from_args(parser.parse_args(argv))
-    assert config_from_args(parser.parse_args(["--checkpoint-dir", "d", "--resume"])).resume  # resume, no new ones
+    with pytest.raises(ConfigError, match="with --resume, the K the run was started with"):
+        config_from_args(parser.parse_args(["--checkpoint-dir", "d", "--resume"]))
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="a file \\(or a file above it\\), not a folder"):
         check_checkpoint_dir(RunConfig(checkpoint_dir=str(tmp_path / "file" / "ck"), checkpoint_every=10))
