@@ -480,14 +480,17 @@ def plot_curves(path, results: list, context: dict) -> None:
                     if first_beat else None)
             at_step.setdefault((model, step), []).append((seed, acc, seconds))
             first_beat = False
+        last_step = max((p["step"] for r in runs for p in r.get("curve") or []), default=0)
         if len(at_step) <= 2:
             for (model, step), hits in at_step.items():
+                left = step > 0.6 * last_step  # a label right of a late star would leave the axes
                 secs = sorted(s for _, _, s in hits if s is not None)
                 secs = "" if not secs else f", {secs[0]:.1f} s" if len(secs) == 1 or f"{secs[0]:.1f}" == f"{secs[-1]:.1f}" \
                     else f", {secs[0]:.1f}-{secs[-1]:.1f} s"
                 seeds = f" (seeds {', '.join(str(s) for s, _, _ in hits)})" if len(hits) > 1 else ""
                 ax.annotate(f"{model} beats MLP\nat step {step}{secs}{seeds}", (step, max(a for _, a, _ in hits)),
-                            xytext=(14, -34), textcoords="offset points", fontsize=8.5,
+                            xytext=(-14 if left else 14, -34), textcoords="offset points", fontsize=8.5,
+                            ha="right" if left else "left",
                             bbox={"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "0.75"},
                             arrowprops={"arrowstyle": "-", "color": "0.4", "linewidth": 0.8})
         ax.set_title(backend_title(backend, runs[0].get("loop") if runs else None))

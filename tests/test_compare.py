@@ -278,6 +278,8 @@ def test_seeds_that_beat_at_one_step_share_one_label(tmp_path, monkeypatch):
     report.plot_curves(tmp_path / "curves.png", runs, fake_context(plan={**fake_context()["plan"], "seeds": [0, 1]}))
     texts = [t.get_text() for ax in shown[0].axes for t in ax.texts]
     assert texts == ["cnn beats MLP\nat step 75, 1.5-2.0 s (seeds 0, 1)"], texts  # torch's CNN never beats
+    label = next(t for ax in shown[0].axes for t in ax.texts)  # step 75 of 100: drawn left of its star, inside
+    assert label.get_ha() == "right" and label.xyann[0] < 0
     stars = [line for ax in shown[0].axes for line in ax.lines if line.get_marker() == "*"]
     assert len(stars) == 2  # each seed's own star stays
 
