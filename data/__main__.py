@@ -16,10 +16,13 @@ from .errors import DataError
 from .registry import DATASETS, MNIST_5K_LABEL, get_spec
 
 
+EXTRACTED = "data-dir (extracted)"  # the label of an archive dataset's extracted folder in the data dir
+
+
 def _where(spec, data_dir):
     """[(label, folder)] in source order, for folders that hold any of the dataset's files. In the data
     dir, an archive dataset's extracted folder counts too (as sources.load uses it), labelled
-    "data-dir (extracted)": it can be read with --no-verify but not verified."""
+    EXTRACTED: it can be read with --no-verify but not verified."""
     out = []
     user = sources.explicit_dir(data_dir)
     folders = ([("data-dir", user)] if user else []) + [("cache", sources.cache_root() / spec.name)] + \
@@ -29,7 +32,7 @@ def _where(spec, data_dir):
         if where is not None:
             out.append((label, where))
         elif label == "data-dir" and (extracted := sources.extracted_archive(folder, spec)) is not None:
-            out.append(("data-dir (extracted)", extracted))
+            out.append((EXTRACTED, extracted))
     return out
 
 
@@ -41,7 +44,7 @@ def cmd_list(args) -> int:
             print(f"{name:14s} not found (run: python -m data fetch {name}){fallback}")
             continue
         label, where = found[0]
-        if label == "data-dir (extracted)":
+        if label == EXTRACTED:
             state = "extracted archive: not verifiable, use --no-verify"
         else:
             try:
@@ -65,7 +68,7 @@ def cmd_verify(args) -> int:
     if not found:
         raise DataError(f"{spec.name}: no copy found (run: python -m data fetch {spec.name})")
     label, where = found[0]
-    if label == "data-dir (extracted)":
+    if label == EXTRACTED:
         raise DataError(f"{sources.unverifiable(spec, where)} (training reads it with --no-verify)")
     sources.verify_folder(where, spec)
     print(f"{spec.name}: {label}:{where} verified ({len(spec.files)} files, content sha256 match)")

@@ -138,7 +138,7 @@ def resume_from(cfg: RunConfig, suffix: str, read, total: int, say=print) -> tup
     folder = Path(cfg.checkpoint_dir)
     found = checkpoint_files(folder, suffix)
     if not found:
-        others = sorted(p.name for s in CHECKPOINT_SUFFIXES if s != suffix for p in checkpoint_files(folder, s))
+        others = checkpoint_names(folder, [s for s in CHECKPOINT_SUFFIXES if s != suffix])
         if others:
             raise ConfigError(f"--resume: {folder} holds another loop's checkpoints ({others[-1]}, ...), none of this "
                               f"one's (step-*{suffix}); resume with the backend and --loop that wrote them")
@@ -192,6 +192,11 @@ def checkpoint_files(folder, suffix: str) -> list:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_names(folder, suffixes=CHECKPOINT_SUFFIXES) -> list:
+    """Sorted file names of every checkpoint in `folder` of the given kinds (all three by default)."""
+    return sorted(p.name for suffix in suffixes for p in checkpoint_files(folder, suffix))
+
+
 def checkpoint_paths(folder, step: int, suffix: str) -> tuple:
     """(temporary, final) paths of step `step`'s checkpoint; the folder is created. Write the temporary
     one, then commit_checkpoint: a write killed halfway leaves only a hidden temporary file, never a
@@ -243,7 +248,7 @@ def check_checkpoint_dir(cfg: RunConfig) -> None:
         raise ConfigError(f"--checkpoint-dir {folder}: not writable")
     if cfg.resume:
         return
-    found = sorted(p.name for suffix in CHECKPOINT_SUFFIXES for p in checkpoint_files(folder, suffix))
+    found = checkpoint_names(folder)
     if found:
         raise ConfigError(f"--checkpoint-dir {folder} already holds checkpoints ({found[-1]}, ...): continue that "
                           f"run with --resume, or give an empty folder")
@@ -399,7 +404,7 @@ def run_chunks(cfg: RunConfig, rec: Recorder, stream, train_chunk, evaluate, sav
             save_checkpoint(end)
 
 
-def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None, quiet: bool = False) -> int:
+def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False) -> int:
     """Run `body()`, turn divergence and interruption into a RunResult status, write the JSON
     (atomically) whatever happened, and return the exit code. `quiet`: no status line (DDP ranks > 0)."""
     from .contract import EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, write_json_atomic
@@ -412,8 +417,6 @@ def execute(cfg: RunConfig, rec: Recorder, body, on_stop=None, quiet: bool = Fal
         status, message, code = "diverged", str(e), EXIT_DIVERGED
     except KeyboardInterrupt:
         status, message, code = "interrupted", f"interrupted at step {rec.step}", EXIT_INTERRUPTED
-        if on_stop is not None:
-            on_stop(rec.step)
     except OSError as e:  # a checkpoint or log that could not be written (disk full): keep what was computed
         status, message, code = "failed", f"at step {rec.step}: {e}", EXIT_ERROR
     rec.finish(status, message)

@@ -288,12 +288,13 @@ def run(cfg: RunConfig) -> int:
                   forward_flops_per_sample=arch.forward_flops(layers), devices=r.strategy.num_replicas_in_sync if r.strategy else 1,
                   per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
     writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
-    rec = Recorder(cfg, result, total, log=lambda s: print(f"tf | {s}", flush=True), writer=writer)
+    say = lambda s: print(f"tf | {s}", flush=True)  # noqa: E731
+    rec = Recorder(cfg, result, total, log=say, writer=writer)
     start = 0
-    if cfg.resume and (restored := r.restore_checkpoint(say=lambda s: print(f"tf | {s}", flush=True))) is not None:
+    if cfg.resume and (restored := r.restore_checkpoint(say=say)) is not None:
         start, meta = restored
         rec.resume(start, meta)
-        print(f"tf | resumed from step {start}", flush=True)
+        say(f"resumed from step {start}")
     ckpt = (lambda step: r.save_checkpoint(step, rec)) if cfg.checkpoint_dir and cfg.checkpoint_every else None
     bar = progress(cfg.progress, total, start)
 

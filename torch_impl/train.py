@@ -398,10 +398,11 @@ def run(cfg: RunConfig) -> int:
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
                   forward_flops_per_sample=arch.forward_flops(layers), devices=cfg.devices, per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
     writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
-    rec = Recorder(cfg, result, total, log=lambda s: say(f"torch | {s}"), writer=writer)
+    tagged = lambda s: say(f"torch | {s}")  # noqa: E731
+    rec = Recorder(cfg, result, total, log=tagged, writer=writer)
     ckpt = None
     if cfg.loop == "raw":
-        if cfg.resume and (restored := r.restore_checkpoint(say=lambda s: say(f"torch | {s}"))) is not None:
+        if cfg.resume and (restored := r.restore_checkpoint(say=tagged)) is not None:
             restore_result(rec, restored[1], restored[0], say)
         if cfg.checkpoint_dir and cfg.checkpoint_every:
             ckpt = lambda step: r.save_checkpoint(step, rec)  # noqa: E731
