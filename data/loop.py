@@ -255,10 +255,67 @@ def check_checkpoint_dir(cfg: RunConfig) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM behaves like Ctrl-C: the loop stops, keeps what it has and writes its result."""
+    """SIGTERM behaves like Ctrl-C: before training (and in DDP runs, throughout) it stops at once; the
+    result is written (execute). While a one-process run trains, STOP defers both (see StopRequest)."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, handler)
+
+
+class Stopped(KeyboardInterrupt):
+    """The loop stopped where STOP asked it to; the message says where its checkpoint is, if it wrote one."""
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM while a one-process run trains. The first asks the loop to stop at the
+    next step it can stop at: between compiled calls (tf), steps (model.fit, the raw loop) or blocks
+    (Lightning), where the weights and the recorded losses agree, so the loop records the steps it made,
+    writes a checkpoint there (with --checkpoint-dir) and its result. A second one stops at once
+    (KeyboardInterrupt: the result is written, no checkpoint). A KeyboardInterrupt landing mid-step
+    could leave tf's weights ahead of the recorded step, so no checkpoint is written then.
+    The loops read STOP.requested; execute arms it around the training."""
+
+    def __init__(self):
+        self.signum = None
+        self.prefix = ""
+        self.checkpoints = False
+        self._old = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"signal {signum} again")
+        self.signum = signum
+        what = "its checkpoint and result" if self.checkpoints else "its result"
+        print(f"{self.prefix}: stopping after the current step; {what} will be written (send it again to "
+              f"stop at once)", file=sys.stderr, flush=True)
+
+    def arm(self, prefix: str, checkpoints: bool) -> None:
+        self.signum, self.prefix, self.checkpoints = None, prefix, checkpoints
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def disarm(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+STOP = StopRequest()
+
+
+def stop_here(rec, save_checkpoint=None, saved: int | None = None):
+    """A Stopped to raise where a run stopped on request, at rec.step: with checkpoints, step rec.step's
+    is written unless it exists (`saved`: the step the loop last wrote; rec.start: the one it resumed from)."""
+    cfg = rec.cfg
+    if not (cfg.checkpoint_dir and cfg.checkpoint_every) or rec.step == 0:
+        return Stopped("")
+    if rec.step not in (saved, rec.start) and save_checkpoint is not None:
+        save_checkpoint(rec.step)
+    return Stopped(f"checkpoint step-{rec.step:07d} in {cfg.checkpoint_dir}: continue with --resume")
 
 
 class Recorder:
@@ -389,34 +446,50 @@ def progress(enabled: bool, total: int, start: int = 0):
 
 def run_chunks(cfg: RunConfig, rec: Recorder, stream, train_chunk, evaluate, save_checkpoint=None, bar=None) -> None:
     """The plain training loop both custom loops share: train a chunk of steps from the stream,
-    record it, evaluate and checkpoint at their boundaries. `train_chunk(indices (k, B)) -> k losses`
-    must return host values (that read is the sync that ends the timed interval)."""
+    record it, evaluate and checkpoint at their boundaries. `train_chunk(indices (k, B)) -> losses`
+    must return host values (that read is the sync that ends the timed interval): k of them, or fewer
+    when STOP.requested made it stop early; the run then stops there (stop_here)."""
+    saved = None
     for end in boundaries(rec.step, rec.total, cfg, rec.warmup):
+        if STOP.requested:
+            break
         indices = stream.step_indices(rec.step, end)
         t0 = time.perf_counter()
         losses = train_chunk(indices)
         rec.add_steps(losses, time.perf_counter() - t0)
         if bar is not None:
             bar.update(bar.task_ids[0], completed=rec.step)
+        if rec.step < end:  # stopped inside the chunk
+            break
         if end == rec.total or (cfg.eval_every and end % cfg.eval_every == 0):
             rec.add_eval(*evaluate())
         if save_checkpoint is not None and cfg.checkpoint_every and end % cfg.checkpoint_every == 0:
             save_checkpoint(end)
+            saved = end
+    if rec.step < rec.total:
+        raise stop_here(rec, save_checkpoint, saved)
 
 
-def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False) -> int:
+def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False, graceful: bool = True) -> int:
     """Run `body()`, turn divergence and interruption into a RunResult status, write the JSON
-    (atomically) whatever happened, and return the exit code. `quiet`: no status line (DDP ranks > 0)."""
+    (atomically) whatever happened, and return the exit code. `quiet`: no status line (DDP ranks > 0).
+    `graceful`: Ctrl-C and SIGTERM stop the loop at its next step (STOP); False (DDP): at once."""
     from .contract import EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, write_json_atomic
     status, message, code = "ok", "", EXIT_OK
     try:
-        body()
+        if graceful:
+            STOP.arm(rec.result["backend"], checkpoints=bool(cfg.checkpoint_dir and cfg.checkpoint_every))
+        try:
+            body()
+        finally:
+            STOP.disarm()
     except TargetReached as e:
         message = str(e)
     except Diverged as e:
         status, message, code = "diverged", str(e), EXIT_DIVERGED
-    except KeyboardInterrupt:
-        status, message, code = "interrupted", f"interrupted at step {rec.step}", EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        status, code = "interrupted", EXIT_INTERRUPTED
+        message = f"interrupted at step {rec.step}" + (f"; {e}" if isinstance(e, Stopped) and str(e) else "")
     except OSError as e:  # a checkpoint or log that could not be written (disk full): keep what was computed
         status, message, code = "failed", f"at step {rec.step}: {e}", EXIT_ERROR
     rec.finish(status, message)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -205,18 +203,6 @@ def test_dropout_run_trains_and_records_the_rate(tmp_path, backend, loop):
     assert np.mean(r["train_losses"][-10:]) < 0.7 * np.mean(r["train_losses"][:5])
 
 
-def _run_and_interrupt_after(backend, args, ckpt_dir, pattern, timeout=120):
-    """Start a run, wait until a checkpoint file matching `pattern` exists, send SIGINT."""
-    proc = subprocess.Popen([sys.executable, "-m", BACKENDS[backend], *map(str, args)], cwd=ROOT, env=child_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None and not list(ckpt_dir.glob(pattern)):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    return proc.returncode, out, err
-
-
 def test_resume_signature_holds_what_changes_the_numbers():
     from data.contract import ConfigError
     from data.loop import check_resume, run_signature
@@ -244,31 +230,97 @@ def test_recorder_resume_restores_losses_seconds_and_the_last_finite_loss():
         rec.add_steps([float("nan")], 0.1)
 
 
-@pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("tf", "fit"), ("torch", "lightning"), ("torch", "raw")])
-def test_resume_from_step_200_matches_uninterrupted(tmp_path, backend, loop):
-    """With dropout: the checkpoint carries the generators' state, so the resumed run draws the masks the
-    uninterrupted one did (without it the weights differed). The complete checkpoint file is waited for
-    (tf writes its .json before its .npz), and the resume must be one (a fresh 400-step run would pass)."""
+# A Ctrl-C at a known point of a real run: the child counts the loop's stop checks (data.loop.STOP, read
+# between tf's compiled calls, fit's and the raw loop's steps, Lightning's blocks) once `name` exists in
+# `folder`, and at the nth sends itself SIGINT, through the real handler. `signals` 2: a second Ctrl-C
+# right after the first. Deterministic, unlike a signal sent from the test process at some moment.
+CTRL_C_AT = """
+import os, signal, sys, time
+from pathlib import Path
+import data.loop as loop
+from data.cli import run_cli
+folder, name, nth, signals, module = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+sys.argv = [module, *sys.argv[6:]]  # the backend's own flags, as run_cli reads them
+checks, requested = [0], loop.StopRequest.requested.fget
+def counted(self):
+    if (folder / name).exists():
+        checks[0] += 1
+        if checks[0] == nth:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # the Python-level handler runs at the next bytecode boundary
+                    if self.signum is not None:
+                        break
+                    time.sleep(0.001)
+    return requested(self)
+loop.StopRequest.requested = property(counted)
+sys.exit(run_cli(__import__(module + ".__main__", fromlist=["main"]).main, prog=module))
+"""
+
+
+def ctrl_c_at(backend, args, folder, name, nth, signals=1):
+    return subprocess.run([sys.executable, "-c", CTRL_C_AT, str(folder), name, str(nth), str(signals), BACKENDS[backend],
+                           *map(str, args)], cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+
+
+WRITTEN = {"custom": "npz", "fit": "npz", "lightning": "ckpt", "raw": "pt"}  # tf writes its .json before its .npz
+# where the third stop check after step 200's checkpoint stops a 400-step run, evaluated every 200 (the
+# first check is the one before the next chunk): after one compiled call of 32 steps (tf), two steps (fit
+# stops after the step whose start saw the request), one step (the raw loop checks before each), two
+# Lightning blocks of 25 (its first check is at the end of the block after the evaluation at 200)
+STOPS_AT = {"custom": 232, "fit": 202, "lightning": 275, "raw": 201}
+
+
+@pytest.mark.parametrize("backend,loop", LOOPS)
+def test_ctrl_c_writes_a_checkpoint_where_it_stops_and_the_resume_matches_uninterrupted(tmp_path, backend, loop):
+    """Ctrl-C between two checkpoints lost every step since the last one: the run now stops at its next
+    step boundary, records those steps and writes a checkpoint there, and the resumed run is the
+    uninterrupted one. With dropout, so the checkpoint must carry the generators' state (without it the
+    weights differed by 0.046); --resume must continue from the new checkpoint (a fresh 400-step run,
+    or one resumed at 200, would not print its step)."""
     common = [*SMALL, "--model", "cnn", "--steps", "400", "--eval-every", "200", "--deterministic",
               "--loop", loop, "--widths", "8,16,32", "--dropout", "0.25"]
-    run_module(BACKENDS[backend], *common, "--save-weights", tmp_path / "full.npz", check=True, timeout=300)
+    run_module(BACKENDS[backend], *common, "--save-weights", tmp_path / "full.npz", "--json", tmp_path / "full.json",
+               check=True, timeout=300)
     ckpt = tmp_path / "ckpt"
     args = [*common, "--checkpoint-dir", ckpt, "--checkpoint-every", "200", "--json", tmp_path / "part.json"]
-    written = {"custom": "npz", "fit": "npz", "lightning": "ckpt", "raw": "pt"}[loop]
-    code, _, err = _run_and_interrupt_after(backend, args, ckpt, f"step-0000200.{written}")
+    at = STOPS_AT[loop]
+    proc = ctrl_c_at(backend, args, ckpt, f"step-0000200.{WRITTEN[loop]}", nth=3)
     part = json.loads((tmp_path / "part.json").read_text())
-    assert code == 130 and part["status"] == "interrupted", f"exit {code}: {err[-1500:]}"
-    assert part["final"]["steps"] >= 200 and part["curve"][0]["step"] == 200  # the partial curve is kept
+    assert proc.returncode == 130 and part["status"] == "interrupted", f"exit {proc.returncode}: {proc.stderr[-1500:]}"
+    assert part["message"] == f"interrupted at step {at}; checkpoint step-{at:07d} in {ckpt}: continue with --resume"
+    assert "send it again to stop at once" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert part["final"]["steps"] == len(part["train_losses"]) == at and [p["step"] for p in part["curve"]] == [200]
+    assert sorted(p.name for p in ckpt.glob(f"step-*.{WRITTEN[loop]}")) == [f"step-0000200.{WRITTEN[loop]}",
+                                                                           f"step-{at:07d}.{WRITTEN[loop]}"]
     proc = run_module(BACKENDS[backend], *args, "--resume", "--save-weights", tmp_path / "resumed.npz", check=True,
                       timeout=300)
-    assert "resumed from step 200" in proc.stdout + proc.stderr
-    resumed = json.loads((tmp_path / "part.json").read_text())
+    assert f"resumed from step {at}" in proc.stdout + proc.stderr
+    resumed, full = json.loads((tmp_path / "part.json").read_text()), json.loads((tmp_path / "full.json").read_text())
     assert resumed["status"] == "ok" and resumed["final"]["steps"] == 400
-    assert resumed["throughput"]["timed_steps"] <= 200  # only the steps after the resume were trained here
+    assert 0 < resumed["throughput"]["timed_steps"] < 400 - at  # only the steps after the resume, less the warm-up
     assert len(resumed["train_losses"]) == 400 and [p["step"] for p in resumed["curve"]] == [200, 400]
+    if loop != "fit":  # fit records each call's mean loss for its steps, and the resumed run's calls are others
+        assert np.abs(np.array(resumed["train_losses"]) - full["train_losses"]).max() <= 1e-6
+    assert resumed["curve"][-1]["test_loss"] == pytest.approx(full["curve"][-1]["test_loss"], abs=1e-6)
     a, b = np.load(tmp_path / "full.npz"), np.load(tmp_path / "resumed.npz")
     diff = max(np.abs(a[k] - b[k]).max() for k in a.files)
     assert diff <= 1e-6, f"resumed weights differ from the uninterrupted run by {diff:.3g}"
+
+
+@pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning")])
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, backend, loop):
+    """The second signal does not wait for the step boundary: no checkpoint is written (tf's weights may be
+    ahead of the recorded step there), the result still is, with the steps recorded so far."""
+    ckpt = tmp_path / "ckpt"
+    args = [*SMALL, "--model", "mlp", "--steps", "400", "--eval-every", "100", "--checkpoint-dir", ckpt,
+            "--checkpoint-every", "100", "--loop", loop, "--json", tmp_path / "r.json"]
+    proc = ctrl_c_at(backend, args, ckpt, f"step-0000100.{WRITTEN[loop]}", nth=2, signals=2)
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert proc.returncode == 130 and r["status"] == "interrupted", f"exit {proc.returncode}: {proc.stderr[-1500:]}"
+    assert r["message"] == f"interrupted at step {r['final']['steps']}" and len(r["train_losses"]) == r["final"]["steps"]
+    assert 100 <= r["final"]["steps"] < 400 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert sorted(p.name for p in ckpt.glob(f"step-*.{WRITTEN[loop]}")) == [f"step-0000100.{WRITTEN[loop]}"]
 
 
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
@@ -316,19 +368,22 @@ def test_checkpoints_of_another_run_are_refused_and_kept(tmp_path, backend, loop
 
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
 def test_resume_with_fewer_steps_left_than_the_evaluation_interval(tmp_path, backend, loop):
-    """Checkpoint every 100, evaluate every 200, stopped after 300: 100 steps remain, fewer than one
+    """Checkpoint every 100, evaluate every 200, stopped after 300: 100 steps (Lightning: 75) remain, fewer than one
     evaluation interval. Lightning must count val_check_interval over the whole run (not per pass of
     the resumed loader, which would be refused as longer than the loader) and still evaluate at 400."""
     ckpt = tmp_path / "ckpt"
     args = [*SMALL, "--model", "cnn", "--widths", "8,16,32", "--steps", "400", "--eval-every", "200",
             "--checkpoint-dir", ckpt, "--checkpoint-every", "100", "--loop", loop, "--json", tmp_path / "r.json"]
-    written = {"custom": "npz", "lightning": "ckpt", "raw": "pt"}[loop]  # tf's .json comes before its .npz
-    code, _, err = _run_and_interrupt_after(backend, args, ckpt, f"step-0000300.{written}")
-    assert code == 130, f"exit {code}: {err[-1500:]}"
+    # Ctrl-C right after the checkpoint at 300: the custom loops stop there (their next stop check comes
+    # before the next chunk: no second checkpoint), Lightning after the block it is in (25 steps)
+    stop = ctrl_c_at(backend, args, ckpt, f"step-0000300.{WRITTEN[loop]}", nth=1)
+    at = {"custom": 300, "lightning": 325, "raw": 300}[loop]
+    assert stop.returncode == 130, f"exit {stop.returncode}: {stop.stderr[-1500:]}"
+    assert len(list(ckpt.glob(f"step-*.{WRITTEN[loop]}"))) == 2 and (ckpt / f"step-{at:07d}.{WRITTEN[loop]}").exists()
     proc = run_module(BACKENDS[backend], *args, "--resume", timeout=300)
     r = json.loads((tmp_path / "r.json").read_text())
     assert proc.returncode == 0 and r["status"] == "ok", proc.stderr[-1500:]
-    assert "resumed from step 300" in proc.stdout + proc.stderr
+    assert f"resumed from step {at}" in proc.stdout + proc.stderr
     assert len(r["train_losses"]) == 400 and [p["step"] for p in r["curve"]] == [200, 400]
     assert 0 < r["throughput"]["timed_steps"] <= 90  # the warm-up after the resume is excluded, the rest timed
 

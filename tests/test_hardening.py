@@ -36,6 +36,8 @@ def test_sigterm_mid_run_keeps_the_partial_curve(tmp_path, module):
     r = json.loads(out.read_text())
     assert proc.returncode == 130, err[-1500:]
     assert r["status"] == "interrupted" and [p["step"] for p in r["curve"]][:2] == [20, 40]
+    # it stops at the next step boundary: the steps since the last evaluation are recorded too
+    assert len(r["train_losses"]) == r["final"]["steps"] >= 40 and r["message"] == f"interrupted at step {r['final']['steps']}"
     assert "Traceback" not in err and len([l for l in err.splitlines() if "interrupted" in l]) == 1
 
 

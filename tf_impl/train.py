@@ -21,7 +21,7 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, lr_table, new_result, versions
-from data.loop import (Recorder, checkpoint_paths, commit_checkpoint, done_line, execute, finished_runs_exit_cleanly,
+from data.loop import (STOP, Recorder, checkpoint_paths, commit_checkpoint, done_line, execute, finished_runs_exit_cleanly,
                        prepare, progress, resume_from, run_chunks, run_signature)
 from data.tensorboard import EventWriter, run_dir
 
@@ -187,10 +187,14 @@ class Run:
                 "logits": logits.dtype.name, "loss": loss.dtype.name}
 
     def train_chunk(self, indices: np.ndarray) -> np.ndarray:
-        """Steps in calls of at most --steps-per-call each (the losses' read is the host sync)."""
-        k = self.cfg.steps_per_call
-        losses = [self.train_steps(self.tf.constant(indices[i: i + k], self.tf.int64)) for i in range(0, len(indices), k)]
-        return np.concatenate([part.numpy() for part in losses])
+        """Steps in calls of at most --steps-per-call each (the losses' read is the host sync); a stop
+        request (STOP) ends the chunk after the current call, where weights and losses agree."""
+        k, losses = self.cfg.steps_per_call, []
+        for i in range(0, len(indices), k):
+            if STOP.requested:
+                break
+            losses.append(self.train_steps(self.tf.constant(indices[i: i + k], self.tf.int64)))
+        return np.concatenate([part.numpy() for part in losses]) if losses else np.zeros(0)
 
     def evaluate(self):
         """(mean test loss, test accuracy, n, seconds) over the whole evaluation split."""
@@ -244,15 +248,27 @@ class Run:
         the same model, optimizer and batches, Keras's defaults (steps_per_execution=1), and no
         per-batch callback, since one turns off Keras's asynchronous dispatch (measured here: a fit
         reading each batch's loss ran the MLP at half speed). fit reports the mean loss of the call,
-        so every step of the chunk gets that mean: fit runs' train_losses are chunk means."""
-        tf = self.tf
+        so every step of the chunk gets that mean: fit runs' train_losses are chunk means.
+        A stop request (STOP) ends the call after the current step (model.stop_training, set at the
+        start of a batch, which keeps the dispatch asynchronous); the optimizer's step count says how many
+        steps it made."""
+        tf, keras = self.tf, self.keras
         if not getattr(self, "_fit_compiled", False):
             self.model.compile(optimizer=self.optimizer, loss=self.loss_fn, jit_compile=False)
             self._fit_compiled = True
+
+            class StopWhenAsked(keras.callbacks.Callback):
+                def on_train_batch_begin(self, batch, logs=None):
+                    if STOP.requested:
+                        self.model.stop_training = True
+            self._fit_callbacks = [StopWhenAsked()]
         ds = tf.data.Dataset.from_tensor_slices(tf.constant(indices, tf.int64)).map(
             lambda i: (tf.gather(self.x_train, i), tf.gather(self.y_train, i))).prefetch(tf.data.AUTOTUNE)
-        history = self.model.fit(ds, epochs=1, steps_per_epoch=len(indices), verbose=0)
-        return np.full(len(indices), history.history["loss"][-1], np.float64)
+        before = int(self.optimizer.iterations.numpy())
+        history = self.model.fit(ds, epochs=1, steps_per_epoch=len(indices), verbose=0, shuffle=False,  # the stream's order
+                                 callbacks=self._fit_callbacks)
+        done = int(self.optimizer.iterations.numpy()) - before
+        return np.full(done, history.history["loss"][-1], np.float64)
 
 
 def save_checkpoint_files(folder: Path, step: int, arrays: dict, rec: Recorder, keep: int = 2) -> None:

@@ -27,8 +27,8 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
-from data.loop import (Recorder, boundaries, checkpoint_paths, commit_checkpoint, done_line, execute,
-                       finished_runs_exit_cleanly, prepare, progress, resume_from, run_chunks, run_signature)
+from data.loop import (STOP, Recorder, boundaries, checkpoint_paths, commit_checkpoint, done_line, execute,
+                       finished_runs_exit_cleanly, prepare, progress, resume_from, run_chunks, run_signature, stop_here)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -128,12 +128,15 @@ class Run:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     def train_chunk(self, indices: np.ndarray) -> np.ndarray:
-        """The raw loop: k optimizer steps, losses kept on the device and read once at the end."""
+        """The raw loop: k optimizer steps, losses kept on the device and read once at the end; a stop
+        request (STOP) ends the chunk after the current step."""
         torch, F = self.torch, self.torch.nn.functional
         model, opt, sched = self.model, self.optimizer, self.scheduler
         model.train()
         losses = []
         for idx in torch.from_numpy(indices).to(self.device):
+            if STOP.requested:
+                break
             images, labels = self.x_train[idx], self.y_train[idx]  # (B, C, H, W), (B,)
             with self.autocast:
                 logits = model(images)
@@ -143,6 +146,8 @@ class Run:
             opt.step()
             sched.step()
             losses.append(loss.detach())
+        if not losses:
+            return np.zeros(0)
         return torch.stack(losses).float().cpu().numpy()  # the host sync that ends the timed interval
 
     def evaluate(self):
@@ -248,11 +253,13 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         ckpt_path, state = str(found[0]), found[1]
         restore_result(rec, state.get("klc_result"), state["global_step"], log)
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))  # where the callback hands steps to the Recorder
+    evaluates = lambda step: step == rec.total or bool(cfg.eval_every and step % cfg.eval_every == 0)  # noqa: E731
 
     class RecorderCallback(L.Callback):
         t0 = None
         losses: list = []
         warm = False  # one untimed evaluation forward done
+        stopping = False  # a stop request (STOP) seen at a block end: the run ends after this block
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             rec.result["per_device_batch"] = batch.batch_size  # what this rank trains on: batch_size / devices
@@ -261,7 +268,13 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.losses.append(outputs["loss"])  # (k,) this block's losses, detached
-            if trainer.global_step in marks:
+            # read once per block: StepCheckpoint, which runs next, must see the decision that recorded the steps
+            self.stopping = STOP.requested and trainer.global_step < rec.total
+            if self.stopping:
+                trainer.should_stop = True
+                if not evaluates(trainer.global_step):  # Lightning validates when asked to stop; the others do not
+                    trainer.limit_val_batches = 0
+            if trainer.global_step in marks or self.stopping:
                 losses = torch.cat(self.losses).float()
                 if trainer.world_size > 1:  # each rank's loss is its share's mean: the global mean is their mean
                     losses = trainer.strategy.reduce(losses, reduce_op="mean")
@@ -284,7 +297,8 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
 
     class StepCheckpoint(L.Callback):
         """Lightning checkpoint every K steps, written after that step's evaluation when there is one
-        (as ModelCheckpoint does on validation end), so the saved curve includes it."""
+        (as ModelCheckpoint does on validation end), so the saved curve includes it; and where a stop
+        request ends the run (the Recorder's block end)."""
 
         def _save(self, trainer):
             tmp, final = checkpoint_paths(cfg.checkpoint_dir, trainer.global_step, ".ckpt")
@@ -292,16 +306,20 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
             if trainer.is_global_zero:
                 commit_checkpoint(tmp, final)
 
+        def _due(self, step) -> bool:
+            return step % cfg.checkpoint_every == 0 or (recorder.stopping and step != rec.start)
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step
-            if step % cfg.checkpoint_every == 0 and not (cfg.eval_every and step % cfg.eval_every == 0):
+            if self._due(step) and not evaluates(step):
                 self._save(trainer)
 
         def on_validation_end(self, trainer, pl_module):
-            if trainer.state.fn == "fit" and trainer.global_step % cfg.checkpoint_every == 0:
+            if trainer.state.fn == "fit" and self._due(trainer.global_step):
                 self._save(trainer)
 
-    callbacks = [RecorderCallback()]
+    recorder = RecorderCallback()
+    callbacks = [recorder]
     if cfg.checkpoint_dir and cfg.checkpoint_every:
         callbacks.append(StepCheckpoint())
     bar = progress(cfg.progress, rec.total, rec.step)
@@ -325,6 +343,8 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
             bar.stop()
     if trainer.interrupted:
         raise KeyboardInterrupt
+    if rec.step < rec.total:  # stopped on request (the checkpoint, if any, is written)
+        raise stop_here(rec, saved=rec.step)
     if not rec.result["curve"] or rec.result["curve"][-1]["step"] != rec.step:
         trainer.limit_val_batches = 1.0
         trainer.validate(module, datamodule=dm, verbose=False)
@@ -414,8 +434,8 @@ def run(cfg: RunConfig) -> int:
         else:
             lightning_fit(r, rec)
 
-    try:
-        code = execute(cfg, rec, body, quiet=rank != 0)
+    try:  # DDP: a stop request would have to reach every rank at the same block; Ctrl-C stops at once
+        code = execute(cfg, rec, body, quiet=rank != 0, graceful=cfg.devices == 1)
     finally:
         if bar is not None:
             bar.stop()
