@@ -9,15 +9,19 @@ JSON and .npz files in the run folder.
       init-<model>-s<seed>.npz     the shared initial weights both backends load
       <backend>-<model>-s<seed>.json   each RunResult
       logs/<name>.out.log, .err.log    each child's stdout and stderr
+      checkpoints/<name>/          a run's checkpoints while it is unfinished (removed when it finishes)
       probe/                       parity inputs and logits, peak-<backend>.json
 
-Ctrl-C (SIGINT) or SIGTERM: the current child is asked to stop (it writes an "interrupted" result),
-finished runs are kept, no new run starts; a second Ctrl-C kills the child.
+Ctrl-C (SIGINT) or SIGTERM: the current child is asked to stop (it stops at its next step, writes a
+checkpoint there and an "interrupted" result), finished runs are kept, no new run starts; a second
+Ctrl-C kills the child. --resume continues an unfinished run from its newest checkpoint.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +33,7 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import RunConfig, default_loop, write_json_atomic
+from data.loop import checkpoint_names
 
 from .metrics import FINISHED
 
@@ -109,8 +114,22 @@ def _flag(name: str, value) -> list:
     return [flag, str(value)]
 
 
-def train_command(plan: Plan, backend: str, model: str, seed: int) -> list:
-    """argv of one training child."""
+def checkpoint_dir(plan: Plan, backend: str, model: str, seed: int) -> Path:
+    return Path(plan.out) / "checkpoints" / run_name(backend, model, seed)
+
+
+def checkpoint_every(plan: Plan) -> int:
+    """Steps between a run's checkpoints: a multiple of --eval-every (so they land on evaluation steps and
+    change neither the timed chunks nor Lightning's blocks), about ten per run; a Ctrl-C writes one
+    where it stops besides. 0 (none) when the run evaluates only at its end."""
+    if not plan.eval_every:
+        return 0
+    evaluations = plan.total_steps // plan.eval_every
+    return plan.eval_every * max(1, math.ceil(evaluations / 10))
+
+
+def train_command(plan: Plan, backend: str, model: str, seed: int, resume: bool = False) -> list:
+    """argv of one training child; `resume`: continue from the checkpoints an earlier attempt left."""
     defaults = RunConfig().to_dict()
     cmd = [sys.executable, "-m", f"{backend}_impl", "--model", model, "--seed", str(seed),
            "--loop", plan.loops.get(backend, default_loop(backend))]
@@ -126,6 +145,9 @@ def train_command(plan: Plan, backend: str, model: str, seed: int) -> list:
         cmd += ["--init-file", str(init_path(plan.out, model, seed))]
     else:
         cmd += ["--init", "native"]
+    if checkpoint_every(plan):
+        cmd += ["--checkpoint-dir", str(checkpoint_dir(plan, backend, model, seed)),
+                "--checkpoint-every", str(checkpoint_every(plan))] + (["--resume"] if resume else [])
     cmd += ["--json", str(Path(plan.out) / f"{run_name(backend, model, seed)}.json"), "--no-progress"]
     return cmd
 
@@ -386,7 +408,8 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
         if control is not None and control.stopped:
             continue  # no new run starts; finished ones further on are still collected
         json_path.unlink(missing_ok=True)  # an interrupted or failed earlier attempt
-        cmd = train_command(plan, backend, model, seed)
+        folder = checkpoint_dir(plan, backend, model, seed)
+        cmd = train_command(plan, backend, model, seed, resume=bool(checkpoint_names(folder)))
         echo(f"{label}: {' '.join(Path(c).name if c == sys.executable else c for c in cmd[1:])}")
         prefix = f"{backend:<5} {model:<4}" + (f" s{seed}" if len(plan.seeds) > 1 else "")
         outcome = launcher(cmd, prefix, Path(plan.out) / "logs" / name, control, echo, env=plan.env)
@@ -407,5 +430,11 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
             write_json_atomic(json_path, result)
             if result.get("status") != "ok":
                 echo(f"{label}: {result.get('status')}: {result.get('message')}")
+        if result.get("status") in FINISHED:  # nothing left to resume
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                folder.parent.rmdir()  # checkpoints/, once no run has any
+            except OSError:
+                pass
         results.append(result)
     return results

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -234,3 +235,59 @@ def test_comparison_interrupted_after_two_runs_then_resumed(tmp_path):
         a = [p["test_accuracy"] for p in runs[("tf", model)]["curve"]]
         b = [p["test_accuracy"] for p in runs[("torch", model)]["curve"]]
         np.testing.assert_allclose(a, b, atol=2.5 / n_test)
+
+
+# Loaded by every child of the comparison below (PYTHONPATH): in the run whose --checkpoint-dir ends in
+# KLC_TEST_CTRL_C's name, the nth stop check after its first checkpoint sends the harness a Ctrl-C (SIGINT)
+# and waits for the SIGINT the harness forwards, so the run stops exactly there.
+HARNESS_CTRL_C = """
+import os, signal, sys, time
+from pathlib import Path
+name, nth = os.environ["KLC_TEST_CTRL_C"].split(":")
+import data.loop as loop
+checks, requested = [0], loop.StopRequest.requested.fget
+def counted(self):
+    folder = sys.argv[sys.argv.index("--checkpoint-dir") + 1] if "--checkpoint-dir" in sys.argv else ""
+    if Path(folder).name == name and any(Path(folder).glob("step-*")):
+        checks[0] += 1
+        if checks[0] == int(nth):
+            os.kill(os.getppid(), signal.SIGINT)
+            for _ in range(10000):
+                if self.signum is not None:
+                    break
+                time.sleep(0.001)
+    return requested(self)
+loop.StopRequest.requested = property(counted)
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupted_comparison_resumes_its_run_from_where_ctrl_c_stopped_it(tmp_path):
+    """compare --resume re-ran an interrupted run from step 0. Each run now checkpoints into
+    checkpoints/<run>/ and a Ctrl-C stops it at its next step with a checkpoint there: the resumed
+    comparison continues the run from that step, the curve complete, and removes the checkpoints."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HARNESS_CTRL_C)
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "compare", "--dataset", "mnist", "--backends", "torch", "--models", "cnn",
+            "--widths", "8,16,32", "--steps", "200", "--eval-every", "50", "--batch-size", "32", "--out", str(out)]
+    env = child_env()
+    env.update(KLC_TEST_CTRL_C="torch-cnn-s0:3", PYTHONPATH=f"{hook}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    first = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    part = json.loads((out / "torch-cnn-s0.json").read_text())
+    assert first.returncode == 130 and part["status"] == "interrupted", first.stdout[-3000:] + first.stderr[-2000:]
+    # checkpoint every 50 (the evaluations); Lightning checks once per block of 25: at 75, 100, then 125
+    assert part["message"].startswith("interrupted at step 125; checkpoint step-0000125")
+    assert sorted(p.name for p in (out / "checkpoints" / "torch-cnn-s0").glob("step-*")) == [
+        "step-0000100.ckpt", "step-0000125.ckpt"]
+    assert len(part["train_losses"]) == 125 and [p["step"] for p in part["curve"]] == [50, 100]
+
+    again = subprocess.run([sys.executable, "-m", "compare", "--resume", str(out)], capture_output=True, text=True,
+                           env=child_env(), cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    assert "--resume" in again.stdout and "resumed from step 125" in again.stdout
+    run = json.loads((out / "results.json").read_text())["runs"][0]
+    assert run["status"] == "ok" and len(run["train_losses"]) == 200
+    assert [p["step"] for p in run["curve"]] == [50, 100, 150, 200] and run["throughput"]["timed_steps"] == 50
+    assert not (out / "checkpoints").exists()

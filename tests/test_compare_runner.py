@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ class FakeBackends:
 
     def __init__(self, crash=(), stop_at=None):
         self.crash, self.stop_at = set(crash), stop_at
-        self.launched, self.probes, self.loops = [], [], {}
+        self.launched, self.probes, self.loops, self.resumed = [], [], {}, {}
 
     def __call__(self, cmd, prefix, log_stem, control=None, echo=print, env=None):
         if cmd[2].endswith(".jobs"):  # the probe: python -m <backend>_impl.jobs jobs.json (logits, peak)
@@ -51,6 +52,12 @@ class FakeBackends:
         assert os.path.isfile(_value(cmd, "--init-file")), "the shared initial weights exist before the run"
         self.launched.append((backend, model, seed))
         self.loops[backend] = _value(cmd, "--loop")
+        if "--checkpoint-dir" in cmd:  # as a real run: a checkpoint at its first evaluation, one where Ctrl-C stops it
+            folder = Path(_value(cmd, "--checkpoint-dir"))
+            self.resumed[(backend, model, seed)] = "--resume" in cmd
+            assert "--resume" in cmd or not folder.exists() or not any(folder.iterdir()), "a new run gets an empty folder"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "step-0000010.pt").write_bytes(b"weights")
         if (backend, model, seed) in self.crash:
             return Outcome(-11, 0.2, ["Fatal Python error: Segmentation fault"])
         status = "ok"
@@ -153,9 +160,16 @@ def test_interrupt_keeps_finished_runs_and_resume_skips_them(tmp_path, capsys):
     assert "Interrupted" in (out / "report.md").read_text()
     assert [r["status"] for r in _results(out)["runs"]] == ["ok", "ok", "interrupted"]
 
+    # the interrupted run keeps its checkpoints for --resume; a finished run's are removed
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["torch-mlp-s0"]
+    assert first.resumed == {("tf", "mlp", 0): False, ("tf", "cnn", 0): False, ("torch", "mlp", 0): False}
+
     second = FakeBackends()
     assert run_comparison(["--resume", str(out)], launcher=second) == 0
     assert second.launched == [("torch", "mlp", 0), ("torch", "cnn", 0)]  # the finished two are not re-run
+    # the interrupted run continues from its checkpoint (it was started again from step 0)
+    assert second.resumed == {("torch", "mlp", 0): True, ("torch", "cnn", 0): False}
+    assert not (out / "checkpoints").exists()
     assert second.probes == []  # parity and peak were stored by the first pass
     assert "kept from" in capsys.readouterr().out
     assert [r["status"] for r in _results(out)["runs"]] == ["ok"] * 4
@@ -247,6 +261,27 @@ def test_train_command_passes_the_shared_settings(tmp_path):
     plan = _plan(tmp_path)
     plan.init = "native"
     assert "--init-file" not in train_command(plan, "torch", "mlp", 0)
+
+
+def test_runs_checkpoint_on_evaluation_steps_about_ten_times(tmp_path):
+    """Each run checkpoints into its own folder so that compare --resume continues an interrupted run; the
+    interval is a multiple of --eval-every, so neither the timed chunks nor Lightning's blocks change."""
+    cmd = train_command(_plan(tmp_path), "torch", "cnn", 1)  # 20 steps, evaluated every 10
+    assert _value(cmd, "--checkpoint-dir") == str(tmp_path / "checkpoints" / "torch-cnn-s1")
+    assert _value(cmd, "--checkpoint-every") == "10" and "--resume" not in cmd
+    assert "--resume" in train_command(_plan(tmp_path), "torch", "cnn", 1, resume=True)
+    long = _plan(tmp_path, steps=469, eval_every=25)  # one MNIST epoch, compare's default interval: 18 evaluations
+    long.total_steps = 469
+    assert _value(train_command(long, "tf", "mlp", 0), "--checkpoint-every") == "50"
+    at_end = _plan(tmp_path, eval_every=0)  # evaluated only at the end: no interval to checkpoint on
+    assert "--checkpoint-dir" not in train_command(at_end, "tf", "mlp", 0)
+    from data.loop import steps_per_block
+    for plan in (_plan(tmp_path), long):
+        cfg = RunConfig(steps=plan.total_steps, eval_every=plan.eval_every, loop="lightning")
+        every = int(_value(train_command(plan, "torch", "mlp", 0), "--checkpoint-every"))
+        assert steps_per_block(cfg, plan.total_steps) == steps_per_block(
+            RunConfig(steps=plan.total_steps, eval_every=plan.eval_every, checkpoint_every=every, loop="lightning"),
+            plan.total_steps)
 
 
 # --- real children ----------------------------------------------------------------------------------------
