@@ -265,6 +265,8 @@ def run_comparison(argv: list, launcher=None) -> int:
               else f"{data.label} from {data.source}")
     print(f"compare | {source} | {len(plan.runs())} runs of {plan.total_steps} steps, one at a time "
           f"| {plan.run_flags['threads']} threads each | folder {folder}", flush=True)
+    for note in data.notes:  # why the data comes from here and not from where it was asked for
+        print(f"compare | note: {note}", flush=True)
 
     probe_result, results = {"peaks": {}, "parity": {}, "errors": []}, []
     with runner.StopControl() as control:

