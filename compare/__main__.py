@@ -59,8 +59,8 @@ def _seed_list(text: str) -> list:
         seeds = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 0,1,2, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0 like 0,1,2, got {text!r}")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) >= 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected distinct seeds in [0, 2**32) like 0,1,2, got {text!r}")
     return seeds
 
 

@@ -149,6 +149,22 @@ def _decay(text: str) -> float:
     return v
 
 
+def _momentum(text: str) -> float:
+    """SGD momentum: Keras's SGD refuses values outside [0, 1], so both backends do."""
+    v = _finite_nonneg(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return v
+
+
+def _seed(text: str) -> int:
+    """numpy (and so Keras's set_random_seed) takes seeds below 2**32."""
+    v = _nonneg_int(text)
+    if v >= 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be below 2**32 = 4294967296, got {v}")
+    return v
+
+
 def _accuracy(text: str) -> float:
     v = _finite_nonneg(text)
     if v > 1:
@@ -194,7 +210,7 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--adam-impl", choices=("keras", "torch"), default=d.adam_impl,
                    help="torch backend: 'keras' computes Keras's Adam update, 'torch' uses torch.optim.Adam "
                         "(epsilon added after bias correction; differs from Keras) (default: keras)")
-    p.add_argument("--momentum", type=_finite_nonneg, default=d.momentum, help=f"SGD (default: {d.momentum})")
+    p.add_argument("--momentum", type=_momentum, default=d.momentum, help=f"SGD (default: {d.momentum})")
     p.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help=f"LR schedule in steps (default: {d.schedule})")
     p.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps, help="linear LR warm-up steps (default: 0)")
@@ -204,7 +220,7 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
                    help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every})")
     p.add_argument("--target-accuracy", type=_accuracy, help="stop at the first evaluation with test accuracy >= this")
     p.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size, help=f"(default: {d.eval_batch_size})")
-    p.add_argument("--seed", type=_nonneg_int, default=d.seed,
+    p.add_argument("--seed", type=_seed, default=d.seed,
                    help=f"data order, initial weights and dropout masks (default: {d.seed})")
     p.add_argument("--threads", type=_nonneg_int, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")
     p.add_argument("--init", choices=("shared", "native"), default=d.init,

@@ -55,6 +55,12 @@ def load(path: str | os.PathLike, layers: list | None = None) -> dict:
             weights = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # truncated or damaged: BadZipFile
         raise DataError(f"{path}: not a readable weights .npz ({e})") from None
+    for k, v in weights.items():  # both backends cast to float32; NaN or inf would train apart (tf's fused
+        # Dense+ReLU turns a NaN into 0, torch keeps it), so such a file is refused, not loaded
+        if v.dtype.kind != "f":
+            raise DataError(f"{path}: {k} holds {v.dtype} values; weights must be floating point")
+        if not np.isfinite(v).all():
+            raise DataError(f"{path}: {k} holds {int((~np.isfinite(v)).sum())} NaN or infinite values")
     if layers is not None:
         expected = param_shapes(layers)
         if set(weights) != set(expected):

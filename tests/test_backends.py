@@ -33,6 +33,8 @@ BAD_FLAGS = [
     (["--beta-1", "1"], "--beta-1"), (["--beta-2", "1.5"], "--beta-2"),  # was a ZeroDivisionError traceback (torch)
     (["--target-accuracy", "97"], "--target-accuracy"),  # a percentage where a share is meant: never reached
     (["--seed", "-1"], "--seed"),  # numpy refused it later, in a line that did not name the flag
+    (["--seed", "4294967296"], "--seed"),  # numpy's limit: tf failed with exit 1 while torch trained
+    (["--momentum", "1.5"], "--momentum"),  # Keras's SGD refuses it (exit 1 in tf), torch's KerasSGD did not
 ]
 
 

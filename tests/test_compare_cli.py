@@ -38,7 +38,7 @@ def cli(argv, capsys):
     (["--backends", "jax"], "--backends"),
     (["--models", "rnn"], "--models"),
     (["--models", "cnn,cnn"], "twice"),
-    (["--seeds", "a,b"], "--seeds"), (["--seeds", "0,-1"], "--seeds"),
+    (["--seeds", "a,b"], "--seeds"), (["--seeds", "0,-1"], "--seeds"), (["--seeds", "0,4294967296"], "--seeds"),
     (["--seed", "1", "--seeds", "0,1"], "--seed or --seeds"),
     (["--steps", "0"], "--steps"),
     (["--steps", "5", "--epochs", "1"], "not allowed with"),
@@ -122,6 +122,22 @@ def test_convert_npz_checks_the_architecture(tmp_path):
     assert not (tmp_path / "out.npz").exists()
     convert.convert("cnn", "mnist", src, tmp_path / "copy.npz", log=lambda s: None)  # .npz -> .npz: checked copy
     assert (tmp_path / "copy.npz").read_bytes()
+
+
+@pytest.mark.parametrize("kind,said", [("nan", "holds 1 NaN or infinite values"), ("int", "holds int32 values")])
+def test_weights_that_are_not_finite_floats_are_refused(tmp_path, kind, said):
+    """A NaN in a shared initial draw trains apart (tf's fused Dense+ReLU turns it into 0, torch keeps it),
+    and an integer array was cast silently: --init-file and convert now refuse both."""
+    weights = neutral.initial_weights(arch.build_layers("mlp", (28, 28, 1), 10), 0)
+    k = sorted(weights)[0]
+    if kind == "nan":
+        weights[k] = weights[k].copy()
+        weights[k].flat[3] = np.nan
+    else:
+        weights[k] = weights[k].astype(np.int32)
+    np.savez(tmp_path / "w.npz", **weights)
+    with pytest.raises(DataError, match=f"w.npz: {k} {said}"):
+        neutral.load(tmp_path / "w.npz", arch.build_layers("mlp", (28, 28, 1), 10))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "bad crc"])

@@ -110,3 +110,10 @@ def test_train_limit_keeps_the_first_samples():
 def test_batch_larger_than_the_training_set_is_refused():
     with pytest.raises(ValueError, match=r"batch size 104 is larger than the training set \(103 samples\)"):
         make_stream(_data(), 104, seed=0)
+
+
+def test_an_empty_test_split_is_refused():
+    """IDX files may hold 0 images: the evaluation then divided by zero in torch (a traceback) and gave an
+    empty metric in Keras."""
+    with pytest.raises(ValueError, match="the test split holds no samples"):
+        make_stream(_data(n_test=0), BATCH, seed=0)
