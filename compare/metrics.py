@@ -6,6 +6,9 @@ utilisation, and the per-(backend, model) rows and per-backend summary built fro
 Steps-to-beat-MLP is the first *evaluated* step at which the CNN's test accuracy is strictly greater
 than the MLP's final test accuracy (same backend, budget and seed); a tie is not a beat. Its
 resolution is the evaluation interval: the true crossing lies somewhere in (previous eval, step].
+"Not within budget" needs a CNN that ran its whole budget against an MLP that ran its whole budget;
+a run that ended early (failed, interrupted, diverged, stopped at --target-accuracy) without a beat,
+or one whose MLP ended early, is unknown, and said so.
 """
 from __future__ import annotations
 
@@ -70,27 +73,44 @@ def _seed(result: dict) -> int:
     return (result.get("config") or {}).get("seed", 0)
 
 
+def ran_its_budget(result: dict) -> bool:
+    """Status ok at its last step: not failed, interrupted or diverged, nor stopped at --target-accuracy.
+    (Results written before RunResults held total_steps count as whole when ok.)"""
+    total = result.get("total_steps")
+    return result.get("status") == "ok" and (total is None or (result.get("final") or {}).get("steps") == total)
+
+
 def references(results: list) -> dict:
-    """{(backend, seed): the reference model's final accuracy} over its finished runs."""
+    """{(backend, seed): the reference model's final accuracy} over its runs that ran their whole budget."""
     return {(r["backend"], _seed(r)): final_accuracy(r) for r in results
-            if r["model"] == REFERENCE_MODEL and r.get("status") in FINISHED}
+            if r["model"] == REFERENCE_MODEL and ran_its_budget(r) and final_accuracy(r) is not None}
+
+
+def beat_outcomes(results: list) -> dict:
+    """{(backend, model, seed): (step, seconds) or why it is unknown} for every non-reference run whose
+    backend and seed have a reference run. (step, seconds) is a beat; (None, None): not within the
+    budget (both runs ran theirs whole); "ended early": the run ended early before a beat; "MLP ended
+    early": the reference run did not run its whole budget (failed, diverged, interrupted, stopped
+    at --target-accuracy), so there is no bar."""
+    reference = references(results)
+    ran = {(r["backend"], _seed(r)) for r in results if r["model"] == REFERENCE_MODEL}
+    out = {}
+    for r in results:
+        key, name = (r["backend"], _seed(r)), (r["backend"], r["model"], _seed(r))
+        if r["model"] == REFERENCE_MODEL or key not in ran:
+            continue
+        if key not in reference:
+            out[name] = "MLP ended early"
+            continue
+        beat = steps_to_beat(r.get("curve"), reference[key])
+        out[name] = beat if beat[0] is not None or ran_its_budget(r) else "ended early"
+    return out
 
 
 def beat_points(results: list) -> dict:
-    """{(backend, model, seed): (step, seconds)} for every non-reference model that has a reference
-    run (same backend and seed) with a final accuracy. (None, None) means: not within the budget.
-    A run that did not finish (failed, interrupted) is left out unless its curve already beat the
-    reference: whether it would have within the budget is unknown."""
-    reference = references(results)
-    out = {}
-    for r in results:
-        key = (r["backend"], _seed(r))
-        if r["model"] == REFERENCE_MODEL or reference.get(key) is None:
-            continue
-        beat = steps_to_beat(r.get("curve"), reference[key])
-        if beat[0] is not None or r.get("status") in FINISHED:
-            out[(r["backend"], r["model"], _seed(r))] = beat
-    return out
+    """{(backend, model, seed): (step, seconds)} of the runs with a known answer (beat_outcomes without
+    the unknown ones); (None, None) means: not within the budget."""
+    return {k: v for k, v in beat_outcomes(results).items() if isinstance(v, tuple)}
 
 
 def rows(results: list, peaks: dict | None = None) -> list:
@@ -98,19 +118,23 @@ def rows(results: list, peaks: dict | None = None) -> list:
 
     {"backend", "model", "device", "n", "statuses", "seeds", "accuracy": (mean, std, n),
      "beat_steps": (mean, std, n_beat), "beat_seconds": (...), "beat_of": n seeds with a reference and
-     a known answer, "beat_unknown": n seeds with a reference whose run ended early without a beat,
-     "train_sps", "infer_sps", "mfu", "warmup_s", "wall_s": (mean, std, n) each, "messages": [...]}"""
+     a known answer, "beat_unknown": n seeds with an MLP run but no known answer, "beat_unknown_why":
+     their reasons (beat_outcomes), "train_sps", "infer_sps", "mfu", "warmup_s", "wall_s": (mean, std, n)
+     each, "messages": [...]}. Speeds average the finished runs with timed steps: a run that diverged
+     inside its warm-up has only the warm-up's speed, tracing included."""
     peaks = peaks or {}
-    beats = beat_points(results)
-    reference = references(results)
+    outcomes = beat_outcomes(results)
     groups: dict = {}
     for r in results:
         groups.setdefault((r["backend"], r["model"]), []).append(r)
     out = []
     for (backend, model), runs in groups.items():
         done = [r for r in runs if r.get("status") in FINISHED]
-        its_beats = [beats[(backend, model, _seed(r))] for r in runs if (backend, model, _seed(r)) in beats]
-        tput = [r.get("throughput") or {} for r in done]
+        answers = [outcomes.get((backend, model, _seed(r))) for r in runs]
+        its_beats = [a for a in answers if isinstance(a, tuple)]
+        unknown = [a for a in answers if isinstance(a, str)]
+        timed = [r for r in done if (r.get("throughput") or {}).get("timed_steps")]  # a speed after the warm-up
+        tput = [r.get("throughput") or {} for r in timed]
         out.append({
             "backend": backend, "model": model, "loop": runs[0].get("loop") or "",
             "device": runs[0].get("device") or "?",
@@ -118,13 +142,11 @@ def rows(results: list, peaks: dict | None = None) -> list:
             "accuracy": mean_std(final_accuracy(r) for r in done),
             "beat_steps": mean_std(b[0] for b in its_beats),
             "beat_seconds": mean_std(b[1] for b in its_beats),
-            "beat_of": len(its_beats),
-            "beat_unknown": sum(1 for r in runs if (backend, model, _seed(r)) not in beats
-                                and reference.get((backend, _seed(r))) is not None),
+            "beat_of": len(its_beats), "beat_unknown": len(unknown), "beat_unknown_why": unknown,
             "is_reference": model == REFERENCE_MODEL,
             "train_sps": mean_std(t.get("train_samples_per_s") for t in tput),
-            "infer_sps": mean_std(t.get("infer_samples_per_s") for t in tput),
-            "mfu": mean_std(mfu(r, peaks.get(backend)) for r in done),
+            "infer_sps": mean_std((r.get("throughput") or {}).get("infer_samples_per_s") for r in done),
+            "mfu": mean_std(mfu(r, peaks.get(backend)) for r in timed),
             "warmup_s": mean_std(t.get("warmup_s") for t in tput),
             "wall_s": mean_std(wall_seconds(r) for r in runs),
             "messages": [r.get("message") for r in runs if r.get("status") not in ("ok",) and r.get("message")],
@@ -135,14 +157,17 @@ def rows(results: list, peaks: dict | None = None) -> list:
 def summary(results: list, eval_every: int | None = None) -> dict:
     """results.json's summary, per backend: steps_to_beat_mlp and seconds_to_beat_mlp of the CNN (mean over
     the seeds where it beat the MLP; null when it never did), the resolution (the evaluation interval),
-    and per model the per-seed values (null for a seed where it did not beat the MLP within the budget)."""
-    beats = beat_points(results)
+    and per model the per-seed values: null for a seed where it did not beat the MLP within the budget,
+    and with "unknown": why, for a seed whose run or MLP ended early (beat_outcomes)."""
+    outcomes = beat_outcomes(results)
     out = {}
     for backend in dict.fromkeys(r["backend"] for r in results):
         models = {}
-        for (b, model, seed), (step, seconds) in sorted(beats.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        for (b, model, seed), answer in sorted(outcomes.items(), key=lambda kv: (kv[0][1], kv[0][2])):
             if b == backend:
-                models.setdefault(model, {})[str(seed)] = {"steps": step, "seconds": seconds}
+                step, seconds = answer if isinstance(answer, tuple) else (None, None)
+                models.setdefault(model, {})[str(seed)] = {"steps": step, "seconds": seconds, **(
+                    {"unknown": answer} if isinstance(answer, str) else {})}
         entry = {}
         for model, per_seed in models.items():
             steps_mean, steps_std, n_beat = mean_std(v["steps"] for v in per_seed.values())
@@ -152,9 +177,11 @@ def summary(results: list, eval_every: int | None = None) -> dict:
                 steps_mean, secs_mean, steps_std, secs_std = only["steps"], only["seconds"], None, None
             entry[model] = {"steps_to_beat_mlp": steps_mean, "steps_to_beat_mlp_std": steps_std,
                             "seconds_to_beat_mlp": secs_mean, "seconds_to_beat_mlp_std": secs_std,
-                            "beat_in_seeds": n_beat, "seeds": len(per_seed), "per_seed": per_seed}
+                            "beat_in_seeds": n_beat, "unknown_in_seeds": sum("unknown" in v for v in per_seed.values()),
+                            "seeds": len(per_seed), "per_seed": per_seed}
         head = entry.get("cnn") or next(iter(entry.values()), None)
         out[backend] = {"steps_to_beat_mlp": head["steps_to_beat_mlp"] if head else None,
                         "seconds_to_beat_mlp": head["seconds_to_beat_mlp"] if head else None,
+                        "beat_in_seeds": head["beat_in_seeds"] if head else 0, "seeds": head["seeds"] if head else 0,
                         "resolution_steps": eval_every, "models": entry}
     return out

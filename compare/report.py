@@ -66,12 +66,15 @@ def beat_text(row: dict) -> tuple:
     """(steps cell, seconds cell) for steps-to-beat-MLP."""
     if row["is_reference"]:
         return "– (reference)", "–"
-    unknown = row.get("beat_unknown", 0)  # seeds whose run failed or was interrupted before beating the MLP
-    early = f"{unknown} ended early" if unknown else ""
+    unknown = row.get("beat_unknown", 0)  # seeds whose run, or whose MLP, ended early before a beat
+    why = row.get("beat_unknown_why") or ["ended early"] * unknown
+    early = ", ".join(f"{why.count(w)} {w}" for w in dict.fromkeys(why))
     if row["beat_of"] == 0:
         if not unknown:
             return "no MLP run", "–"
-        return ("– (run ended early)" if unknown == 1 else f"– ({early})"), "–"
+        if unknown == 1:
+            return ("– (run ended early)" if why[0] == "ended early" else f"– ({why[0]})"), "–"
+        return f"– ({early})", "–"
     n_beat = row["beat_steps"][2]
     if n_beat == 0:
         return "not within budget" + (f" ({early})" if unknown else ""), "–"
@@ -263,24 +266,35 @@ def peak_flops(context: dict) -> dict:
 # --- files -----------------------------------------------------------------------------------------------
 
 CSV_FIELDS = ("backend", "loop", "model", "seed", "status", "device", "threads", "params", "flops_per_sample", "steps",
-              "test_accuracy", "test_loss", "steps_to_beat_mlp", "seconds_to_beat_mlp", "train_samples_per_s",
+              "test_accuracy", "test_loss", "steps_to_beat_mlp", "steps_to_beat_note", "seconds_to_beat_mlp",
+              "train_samples_per_s",
               "infer_samples_per_s", "mfu", "warmup_s", "train_seconds", "process_seconds", "data_source",
               "message")
 
 
+def beat_note(answer) -> str:
+    """results.csv's words for a steps_to_beat_mlp cell that holds no step (metrics.beat_outcomes)."""
+    if answer is None:
+        return ""  # the MLP itself, or no MLP in the comparison
+    if isinstance(answer, str):
+        return answer
+    return "" if answer[0] is not None else "not within budget"
+
+
 def csv_rows(results: list, context: dict) -> list:
-    beats = metrics.beat_points(results)
+    outcomes = metrics.beat_outcomes(results)
     peaks = peak_flops(context)
     out = []
     for r in results:
         seed = (r.get("config") or {}).get("seed", 0)
         final, tput = r.get("final") or {}, r.get("throughput") or {}
-        step, seconds = beats.get((r["backend"], r["model"], seed), (None, None))
+        answer = outcomes.get((r["backend"], r["model"], seed))
+        step, seconds = answer if isinstance(answer, tuple) else (None, None)
         out.append({"backend": r["backend"], "loop": r.get("loop"), "model": r["model"], "seed": seed, "status": r.get("status"),
                     "device": r.get("device"), "threads": r.get("threads"), "params": r.get("params"),
                     "flops_per_sample": r.get("flops_per_sample"), "steps": final.get("steps"),
                     "test_accuracy": final.get("test_accuracy"), "test_loss": final.get("test_loss"),
-                    "steps_to_beat_mlp": step, "seconds_to_beat_mlp": seconds,
+                    "steps_to_beat_mlp": step, "steps_to_beat_note": beat_note(answer), "seconds_to_beat_mlp": seconds,
                     "train_samples_per_s": tput.get("train_samples_per_s"),
                     "infer_samples_per_s": tput.get("infer_samples_per_s"),
                     "mfu": metrics.mfu(r, peaks.get(r["backend"])), "warmup_s": tput.get("warmup_s"),
@@ -371,7 +385,7 @@ def markdown(results: list, context: dict) -> str:
         for backend, s in summary.items():
             for model, m in s["models"].items():
                 for seed, v in m["per_seed"].items():
-                    steps = v["steps"] if v["steps"] is not None else "not within budget"
+                    steps = v["steps"] if v["steps"] is not None else v.get("unknown") or "not within budget"
                     secs = f"{v['seconds']:.1f}" if v["seconds"] is not None else "–"
                     lines.append(f"| {backend} | {model} | {seed} | {steps} | {secs} |")
         lines.append("")

@@ -324,6 +324,7 @@ class Recorder:
     def __init__(self, cfg: RunConfig, result: dict, total_steps: int, log=print, writer=None,
                  block: int | None = None):
         self.cfg, self.result, self.total = cfg, result, total_steps
+        result["total_steps"] = total_steps  # the budget: final.steps below it means the run ended early
         self.writer = writer  # a data.tensorboard.EventWriter, or None
         # Lightning's training_step takes blocks of this many steps, so its warm-up is whole blocks; every
         # loop uses the same warm-up, so warm-up seconds and timed steps compare like for like across loops

@@ -180,7 +180,8 @@ def test_a_cnn_that_ended_early_is_not_called_not_within_budget():
     for run in (failed, cut):
         row = next(r for r in metrics.rows([mlp, run]) if r["model"] == "cnn")
         assert report.table_cells(row)[4:6] == ["– (run ended early)", "–"]
-        assert metrics.summary([mlp, run])["tf"]["models"] == {}  # no per-seed null ("never beat")
+        per_seed = metrics.summary([mlp, run])["tf"]["models"]["cnn"]["per_seed"]
+        assert per_seed == {"0": {"steps": None, "seconds": None, "unknown": "ended early"}}  # not a bare null ("never")
     beat_then_cut = fake_result("tf", "cnn", 0, points=((25, 0.96),), status="interrupted")
     row = next(r for r in metrics.rows([mlp, beat_then_cut]) if r["model"] == "cnn")
     assert report.table_cells(row)[4] == "25"  # a beat before the interruption is a beat
@@ -191,6 +192,44 @@ def test_a_cnn_that_ended_early_is_not_called_not_within_budget():
     runs[1] = fake_result("tf", "cnn", 0, ((50, 0.97),))
     row = next(r for r in metrics.rows(runs) if r["model"] == "cnn")
     assert report.table_cells(row)[4] == "50 (1/2 seeds, 1 ended early)"
+
+
+def test_runs_that_ended_early_are_unknown_not_never_and_not_averaged_in():
+    """A diverged CNN read 'not within budget' and a diverged or failed MLP 'no MLP run'; a seed whose MLP
+    failed vanished from the CNN's mean without a count; with --target-accuracy the MLP's bar was its
+    accuracy where it stopped; a run that diverged inside its warm-up pulled the speed mean down."""
+    def whole(r, total=50):
+        return dict(r, total_steps=total)
+    mlp = whole(fake_result("tf", "mlp", 0, ((50, 0.95),)))
+    diverged = whole(fake_result("tf", "cnn", 0, ((25, 0.90),), status="diverged"))
+    row = next(r for r in metrics.rows([mlp, diverged]) if r["model"] == "cnn")
+    assert report.table_cells(row)[4] == "– (run ended early)"
+    for bad in (dict(mlp, status="diverged", final=dict(mlp["final"], test_accuracy=None)),
+                dict(mlp, status="failed"), whole(fake_result("tf", "mlp", 0, ((25, 0.95),))),  # stopped at its target
+                dict(mlp, status="interrupted")):
+        row = next(r for r in metrics.rows([bad, whole(fake_result("tf", "cnn", 0, ((50, 0.97),)))])
+                   if r["model"] == "cnn")
+        assert report.table_cells(row)[4:6] == ["– (MLP ended early)", "–"], bad
+    # three seeds, the MLP of seed 1 failed: the mean is over two, and the table says so
+    runs = [mlp, whole(fake_result("tf", "cnn", 0, ((50, 0.97),))),
+            dict(mlp, status="failed", config={"seed": 1}), whole(fake_result("tf", "cnn", 1, ((25, 0.97),))),
+            dict(mlp, config={"seed": 2}), whole(fake_result("tf", "cnn", 2, ((50, 0.97),)))]
+    row = next(r for r in metrics.rows(runs) if r["model"] == "cnn")
+    assert report.table_cells(row)[4] == "50 ± 0 (2/3 seeds, 1 MLP ended early)"
+    doc = metrics.summary(runs)["tf"]
+    assert (doc["beat_in_seeds"], doc["seeds"], doc["models"]["cnn"]["unknown_in_seeds"]) == (2, 3, 1)
+    # a CNN stopped at --target-accuracy before beating the MLP: it did not use up its budget
+    stopped = whole(fake_result("tf", "cnn", 0, ((25, 0.93),)))
+    assert metrics.beat_outcomes([mlp, stopped]) == {("tf", "cnn", 0): "ended early"}
+    csv = {(r["model"], r["seed"]): r["steps_to_beat_note"] for r in report.csv_rows(
+        [mlp, stopped, dict(mlp, config={"seed": 1}), whole(fake_result("tf", "cnn", 1, ((50, 0.90),)))], fake_context())}
+    assert csv == {("mlp", 0): "", ("cnn", 0): "ended early", ("mlp", 1): "", ("cnn", 1): "not within budget"}
+    # speeds: a diverged run without timed steps (it diverged inside its warm-up) is left out
+    fast = [fake_result("tf", "cnn", s, train_sps=7_000.0) for s in (0, 1)]
+    slow = dict(fake_result("tf", "cnn", 2, status="diverged", train_sps=900.0))
+    slow["throughput"] = dict(slow["throughput"], timed_steps=0)
+    row = metrics.rows(fast + [slow], {"tf": 1e11})[0]
+    assert row["train_sps"] == (7_000.0, 0.0, 2) and row["mfu"][2] == 2
 
 
 def test_cnn_without_an_mlp_run_says_so():
