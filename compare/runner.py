@@ -404,13 +404,15 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
         label = f"[{i}/{len(runs)}] {backend} {model}" + (f" seed {seed}" if len(plan.seeds) > 1 else "")
         if kept is not None:
             echo(f"{label}: kept from {json_path} ({kept['status']}), not re-run")
+            remove_checkpoints(checkpoint_dir(plan, backend, model, seed))  # left if a stop came right before
             results.append(kept)
             continue
         if control is not None and control.stopped:
             continue  # no new run starts; finished ones further on are still collected
         json_path.unlink(missing_ok=True)  # an interrupted or failed earlier attempt
         folder = checkpoint_dir(plan, backend, model, seed)
-        cmd = train_command(plan, backend, model, seed, resume=bool(checkpoint_names(folder)))
+        resume = bool(checkpoint_names(folder))
+        cmd = train_command(plan, backend, model, seed, resume=resume)
         echo(f"{label}: {' '.join(Path(c).name if c == sys.executable else c for c in cmd[1:])}")
         prefix = f"{backend:<5} {model:<4}" + (f" s{seed}" if len(plan.seeds) > 1 else "")
         outcome = launcher(cmd, prefix, Path(plan.out) / "logs" / name, control, echo, env=plan.env)
@@ -422,6 +424,9 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
                 result = None
         if result is None:
             result = failed_result(plan, backend, model, seed, outcome, cmd)
+            if resume and not outcome.stopped:  # e.g. its checkpoints cannot be read: --resume would fail again
+                result["message"] += (f"; it was resumed from {folder}: delete that folder to run it again from "
+                                      f"step 0")
             write_json_atomic(json_path, result)
             echo(f"{label}: {result['status']}: {result['message']}")
             for line in outcome.stderr_tail if result["status"] == "failed" else []:
@@ -432,10 +437,15 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
             if result.get("status") != "ok":
                 echo(f"{label}: {result.get('status')}: {result.get('message')}")
         if result.get("status") in FINISHED:  # nothing left to resume
-            shutil.rmtree(folder, ignore_errors=True)
-            try:
-                folder.parent.rmdir()  # checkpoints/, once no run has any
-            except OSError:
-                pass
+            remove_checkpoints(folder)
         results.append(result)
     return results
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """A finished run's checkpoint folder, and checkpoints/ once no run has one."""
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:
+        pass

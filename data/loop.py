@@ -290,13 +290,22 @@ class StopRequest:
             raise KeyboardInterrupt(f"signal {signum} again")
         self.signum = signum
         what = "its checkpoint and result" if self.checkpoints else "its result"
-        print(f"{self.prefix}: stopping after the current step; {what} will be written (send it again to "
-              f"stop at once)", file=sys.stderr, flush=True)
+        try:  # os.write, not print: a handler that prints while the main thread prints raises RuntimeError
+            os.write(2, f"{self.prefix}: stopping after the current step; {what} will be written (send it again "
+                        f"to stop at once)\n".encode())
+        except OSError:
+            pass
 
     def arm(self, prefix: str, checkpoints: bool) -> None:
         self.signum, self.prefix, self.checkpoints = None, prefix, checkpoints
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
+
+    def reclaim_sigterm(self) -> None:
+        """Take SIGTERM back from a handler installed since arm(): Lightning's Trainer.fit installs one that
+        raises SystemExit at its next check (mid-validation, at a block end), before any checkpoint."""
+        if self._old:
+            signal.signal(signal.SIGTERM, self._handle)
 
     def disarm(self) -> None:
         for sig, old in self._old.items():
@@ -329,8 +338,8 @@ class Recorder:
         # Lightning's training_step takes blocks of this many steps, so its warm-up is whole blocks; every
         # loop uses the same warm-up, so warm-up seconds and timed steps compare like for like across loops
         self.block = block or steps_per_block(cfg, total_steps)
-        self.restart_at(0)  # a resumed run continues with resume()
         self.train_seconds = 0.0  # training time so far (evaluation excluded)
+        self.restart_at(0)  # a resumed run continues with resume()
         self.timed_seconds = 0.0
         self.timed_steps = 0
         self.warmup_s = 0.0
@@ -338,20 +347,32 @@ class Recorder:
         self.log = log
         self.t_start = time.perf_counter()
 
+    def state(self) -> dict:
+        """What a checkpoint carries of the run so far (resume() restores it), with the run's signature."""
+        return {"train_losses": list(self.result["train_losses"]), "curve": list(self.result["curve"]),
+                "train_seconds": self.train_seconds, "timed_seconds": self.timed_seconds,
+                "timed_steps": self.timed_steps, "warmup_s": self.warmup_s,
+                "resumed_at": list(self.result.get("resumed_at", [])), "signature": run_signature(self.cfg, self.total)}
+
     def resume(self, step: int, state: dict | None) -> None:
-        """Continue from a checkpoint at `step`: its losses, curve and training seconds (state holds
-        train_losses, curve, train_seconds; None for a checkpoint without them), the last finite loss
-        (a divergence right after the resume names it), and the warm-up counted from `step`."""
+        """Continue from a checkpoint at `step`: its losses, curve, training seconds and timed steps (state:
+        what state() wrote; None for a checkpoint without them), the last finite loss (a divergence right
+        after the resume names it), and a new warm-up counted from `step` (this process traces again).
+        samples/s then covers the timed steps of both processes, each without its warm-up."""
         if state:
             self.result["train_losses"], self.result["curve"] = list(state["train_losses"]), list(state["curve"])
             self.train_seconds = state.get("train_seconds", 0.0)
+            self.timed_seconds, self.timed_steps = state.get("timed_seconds", 0.0), state.get("timed_steps", 0)
+            self.warmup_s = state.get("warmup_s", 0.0)
             finite = [v for v in self.result["train_losses"] if v is not None]
             self.last_finite = finite[-1] if finite else None
+        self.result["resumed_at"] = list((state or {}).get("resumed_at", [])) + [step]
         self.restart_at(step)
 
     def restart_at(self, step: int) -> None:
         """Count from `step` (a resumed run): the warm-up is the first steps after it, in whole blocks."""
         self.start = self.step = step
+        self.start_seconds = self.train_seconds
         w = warmup_steps(self.total, step)
         self.warmup = min(self.total - step, -(-w // self.block) * self.block)
 
@@ -413,8 +434,9 @@ class Recorder:
     def samples_per_s(self) -> float | None:
         if self.timed_steps and self.timed_seconds > 0:
             return self.cfg.batch_size * self.timed_steps / self.timed_seconds
-        if self.step > self.start and self.train_seconds > 0:  # runs shorter than the warm-up
-            return self.cfg.batch_size * (self.step - self.start) / self.train_seconds
+        seconds = self.train_seconds - self.start_seconds  # this process's: a resumed run's earlier ones are restored
+        if self.step > self.start and seconds > 0:  # runs shorter than the warm-up
+            return self.cfg.batch_size * (self.step - self.start) / seconds
         return None
 
     def finish(self, status: str, message: str = "") -> dict:

@@ -221,6 +221,28 @@ def test_resume_signature_holds_what_changes_the_numbers():
     check_resume(lit, None, "c", 400)  # a checkpoint from before signatures: trusted
 
 
+def test_a_run_resumed_in_its_last_block_keeps_its_speed():
+    """Stopped at 450 of 468 (blocks of 25) and resumed: the rest is all warm-up, so samples/s fell back to
+    the steps since the resume over the training seconds of both processes: 51 samples/s for 12,800. The
+    checkpoint now carries the timed steps and seconds, and samples/s covers both processes."""
+    cfg = RunConfig(eval_every=25, batch_size=128, loop="lightning")
+    first = Recorder(cfg, new_result(cfg, "torch"), 468)
+    for _ in range(18):
+        first.add_steps([0.5] * 25, 0.25)  # 0.01 s a step: 12,800 samples/s
+    state = json.loads(json.dumps(first.state()))  # as a checkpoint stores it
+    again = Recorder(cfg, new_result(cfg, "torch"), 468)
+    again.resume(450, state)
+    again.add_steps([0.5] * 18, 0.18 + 2.0)  # the new process's warm-up: tracing again
+    assert again.samples_per_s() == pytest.approx(12_800)
+    r = again.finish("ok")
+    assert r["throughput"]["timed_steps"] == first.timed_steps == 425 and r["resumed_at"] == [450]
+    # a checkpoint without timed steps (written by an earlier version): this process's own steps and seconds
+    bare = Recorder(cfg, new_result(cfg, "torch"), 468)
+    bare.resume(450, {k: state[k] for k in ("train_losses", "curve", "train_seconds")})
+    bare.add_steps([0.5] * 18, 0.36)
+    assert bare.samples_per_s() == pytest.approx(18 * 128 / 0.36)
+
+
 def test_recorder_resume_restores_losses_seconds_and_the_last_finite_loss():
     """torch's resume did not restore the last finite loss: a divergence right after it said 'none'."""
     from data.loop import Diverged
@@ -234,22 +256,22 @@ def test_recorder_resume_restores_losses_seconds_and_the_last_finite_loss():
 
 # A Ctrl-C at a known point of a real run: the child counts the loop's stop checks (data.loop.STOP, read
 # between tf's compiled calls, fit's and the raw loop's steps, Lightning's blocks) once `name` exists in
-# `folder`, and at the nth sends itself SIGINT, through the real handler. `signals` 2: a second Ctrl-C
-# right after the first. Deterministic, unlike a signal sent from the test process at some moment.
+# `folder`, and at the nth sends itself SIGINT, through the real handler. `signals` "INT,INT": a second
+# Ctrl-C right after the first; "TERM": SIGTERM (what timeout, docker stop and Slurm send). Deterministic, unlike a signal sent from the test process at some moment.
 CTRL_C_AT = """
 import os, signal, sys, time
 from pathlib import Path
 import data.loop as loop
 from data.cli import run_cli
-folder, name, nth, signals, module = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+folder, name, nth, signals, module = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4].split(","), sys.argv[5]
 sys.argv = [module, *sys.argv[6:]]  # the backend's own flags, as run_cli reads them
 checks, requested = [0], loop.StopRequest.requested.fget
 def counted(self):
     if (folder / name).exists():
         checks[0] += 1
         if checks[0] == nth:
-            for _ in range(signals):
-                os.kill(os.getpid(), signal.SIGINT)
+            for sig in signals:
+                os.kill(os.getpid(), getattr(signal, "SIG" + sig))
                 for _ in range(1000):  # the Python-level handler runs at the next bytecode boundary
                     if self.signum is not None:
                         break
@@ -260,7 +282,7 @@ sys.exit(run_cli(__import__(module + ".__main__", fromlist=["main"]).main, prog=
 """
 
 
-def ctrl_c_at(backend, args, folder, name, nth, signals=1):
+def ctrl_c_at(backend, args, folder, name, nth, signals="INT"):
     return subprocess.run([sys.executable, "-c", CTRL_C_AT, str(folder), name, str(nth), str(signals), BACKENDS[backend],
                            *map(str, args)], cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
 
@@ -300,7 +322,9 @@ def test_ctrl_c_writes_a_checkpoint_where_it_stops_and_the_resume_matches_uninte
     assert f"resumed from step {at}" in proc.stdout + proc.stderr
     resumed, full = json.loads((tmp_path / "part.json").read_text()), json.loads((tmp_path / "full.json").read_text())
     assert resumed["status"] == "ok" and resumed["final"]["steps"] == 400
-    assert 0 < resumed["throughput"]["timed_steps"] < 400 - at  # only the steps after the resume, less the warm-up
+    # samples/s covers both processes' timed steps, each without its own warm-up
+    assert part["throughput"]["timed_steps"] < resumed["throughput"]["timed_steps"] < 400 - 10
+    assert resumed["resumed_at"] == [at] and "resumed_at" not in full
     assert len(resumed["train_losses"]) == 400 and [p["step"] for p in resumed["curve"]] == [200, 400]
     if loop != "fit":  # fit records each call's mean loss for its steps, and the resumed run's calls are others
         assert np.abs(np.array(resumed["train_losses"]) - full["train_losses"]).max() <= 1e-6
@@ -310,6 +334,24 @@ def test_ctrl_c_writes_a_checkpoint_where_it_stops_and_the_resume_matches_uninte
     assert diff <= 1e-6, f"resumed weights differ from the uninterrupted run by {diff:.3g}"
 
 
+def test_sigterm_stopping_lightning_on_an_evaluation_step_writes_the_evaluation_and_the_checkpoint(tmp_path):
+    """Trainer.fit installs its own SIGTERM handler, which raised SystemExit at its next check: inside the
+    validation of the step where the run stopped, so neither that evaluation nor the checkpoint after it
+    was written. The checks after step 100's checkpoint come at block ends 125 and 150 (blocks of 25)."""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "r.json"
+    args = [*SMALL, "--model", "mlp", "--steps", "200", "--eval-every", "50", "--eval-batch-size", "100",
+            "--checkpoint-dir", ckpt, "--checkpoint-every", "100", "--loop", "lightning", "--json", out]
+    proc = ctrl_c_at("torch", args, ckpt, "step-0000100.ckpt", nth=2, signals="TERM")
+    r = json.loads(out.read_text())
+    assert proc.returncode == 130 and r["message"].startswith("interrupted at step 150; checkpoint step-0000150"), \
+        f"exit {proc.returncode}: {r['message']} {proc.stderr[-1500:]}"
+    assert [p["step"] for p in r["curve"]] == [50, 100, 150] and (ckpt / "step-0000150.ckpt").exists()
+    again = run_module("torch_impl", *args, "--resume", timeout=300)
+    r = json.loads(out.read_text())
+    assert again.returncode == 0 and "resumed from step 150" in again.stdout, again.stderr[-1500:]
+    assert [p["step"] for p in r["curve"]] == [50, 100, 150, 200] and len(r["train_losses"]) == 200
+
+
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning")])
 def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, backend, loop):
     """The second signal does not wait for the step boundary: no checkpoint is written (tf's weights may be
@@ -317,7 +359,7 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, backend, l
     ckpt = tmp_path / "ckpt"
     args = [*SMALL, "--model", "mlp", "--steps", "400", "--eval-every", "100", "--checkpoint-dir", ckpt,
             "--checkpoint-every", "100", "--loop", loop, "--json", tmp_path / "r.json"]
-    proc = ctrl_c_at(backend, args, ckpt, f"step-0000100.{WRITTEN[loop]}", nth=2, signals=2)
+    proc = ctrl_c_at(backend, args, ckpt, f"step-0000100.{WRITTEN[loop]}", nth=2, signals="INT,INT")
     r = json.loads((tmp_path / "r.json").read_text())
     assert proc.returncode == 130 and r["status"] == "interrupted", f"exit {proc.returncode}: {proc.stderr[-1500:]}"
     assert r["message"] == f"interrupted at step {r['final']['steps']}" and len(r["train_losses"]) == r["final"]["steps"]
@@ -387,7 +429,7 @@ def test_resume_with_fewer_steps_left_than_the_evaluation_interval(tmp_path, bac
     assert proc.returncode == 0 and r["status"] == "ok", proc.stderr[-1500:]
     assert f"resumed from step {at}" in proc.stdout + proc.stderr
     assert len(r["train_losses"]) == 400 and [p["step"] for p in r["curve"]] == [200, 400]
-    assert 0 < r["throughput"]["timed_steps"] <= 90  # the warm-up after the resume is excluded, the rest timed
+    assert r["resumed_at"] == [at] and 0 < r["throughput"]["timed_steps"] <= 400 - 10 - (10 if loop != "lightning" else 25)
 
 
 @pytest.mark.parametrize("backend,loop", LOOPS)

@@ -175,6 +175,27 @@ def test_interrupt_keeps_finished_runs_and_resume_skips_them(tmp_path, capsys):
     assert [r["status"] for r in _results(out)["runs"]] == ["ok"] * 4
 
 
+def test_a_run_that_cannot_be_resumed_says_which_folder_to_delete(tmp_path):
+    """A resumed run that fails before training (its checkpoints unreadable, say) would fail on every
+    --resume: its message names the folder to delete. A finished run's leftover folder is removed."""
+    out = tmp_path / "run"
+    assert run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends(stop_at=3)) == 130
+    (out / "checkpoints" / "tf-mlp-s0").mkdir()  # a stop between tf mlp's result and its folder's removal
+    fake = FakeBackends()
+
+    def refusing(cmd, prefix, log_stem, control=None, echo=print, env=None):
+        if "--resume" in cmd:
+            return Outcome(1, 0.5, ["python -m torch_impl: error: --resume: no readable checkpoint in ..."])
+        return fake(cmd, prefix, log_stem, control, echo, env)
+
+    assert run_comparison(["--resume", str(out)], launcher=refusing) == 1
+    failed = json.loads((out / "torch-mlp-s0.json").read_text())
+    folder = out / "checkpoints" / "torch-mlp-s0"
+    assert failed["status"] == "failed" and failed["message"].endswith(
+        f"it was resumed from {folder}: delete that folder to run it again from step 0")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["torch-mlp-s0"]
+
+
 def test_resume_refuses_different_settings(tmp_path):
     out = tmp_path / "run"
     run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends(stop_at=1))

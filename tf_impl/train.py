@@ -22,7 +22,7 @@ import numpy as np
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, lr_table, new_result, versions
 from data.loop import (STOP, Recorder, checkpoint_paths, commit_checkpoint, done_line, execute, finished_runs_exit_cleanly,
-                       prepare, progress, resume_from, run_chunks, run_signature)
+                       prepare, progress, resume_from, run_chunks)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "tf"
@@ -276,8 +276,7 @@ def save_checkpoint_files(folder: Path, step: int, arrays: dict, rec: Recorder, 
     from data.contract import write_json_atomic
     tmp, final = checkpoint_paths(folder, step, ".npz")
     np.savez(tmp, **arrays)
-    meta = {"step": step, "train_losses": rec.result["train_losses"], "curve": rec.result["curve"],
-            "train_seconds": rec.train_seconds, "signature": run_signature(rec.cfg, rec.total)}
+    meta = {"step": step, **rec.state()}
     write_json_atomic(final.with_suffix(".json"), meta)
     commit_checkpoint(tmp, final, keep, companions=(".json",))  # the .npz appears last: it marks a complete checkpoint
 

@@ -28,7 +28,7 @@ import numpy as np
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
 from data.loop import (STOP, Recorder, boundaries, checkpoint_paths, commit_checkpoint, done_line, execute,
-                       finished_runs_exit_cleanly, prepare, progress, resume_from, run_chunks, run_signature, stop_here)
+                       finished_runs_exit_cleanly, prepare, progress, resume_from, run_chunks, stop_here)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -197,7 +197,7 @@ class Run:
     def save_checkpoint(self, step: int, rec: Recorder) -> None:
         torch = self.torch
         state = {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "klc_result": result_state(rec), "klc_rng": rng_state(torch)}
+                 "scheduler": self.scheduler.state_dict(), "klc_result": rec.state(), "klc_rng": rng_state(torch)}
         tmp, final = checkpoint_paths(self.cfg.checkpoint_dir, step, ".pt")
         torch.save(state, tmp)
         commit_checkpoint(tmp, final)
@@ -228,11 +228,6 @@ def newest_checkpoint(cfg: RunConfig, suffix: str, total: int, map_location="cpu
     return None if found is None else (found[0], found[2])
 
 
-def result_state(rec: Recorder) -> dict:
-    return {"train_losses": list(rec.result["train_losses"]), "curve": list(rec.result["curve"]),
-            "train_seconds": rec.train_seconds, "signature": run_signature(rec.cfg, rec.total)}
-
-
 def lightning_fit(r: Run, rec: Recorder) -> None:
     """Train with the Lightning Trainer; RecorderCallback measures what run_chunks measures."""
     import lightning as L
@@ -242,7 +237,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
     from .module import LitClassifier
     cfg, torch = r.cfg, r.torch
     module = LitClassifier(r.model, cfg, r.total, r.model.spec[-1].units)
-    module.result_state = lambda: result_state(rec)
+    module.result_state = rec.state
     k = rec.block  # steps_per_block(cfg, total), decided by the Recorder: its warm-up is whole blocks
     dm = (StreamDataModule if cfg.devices == 1 else sharded_datamodule())(r.stream, r.total, cfg.eval_batch_size,
                                                                           steps_per_block=k)
@@ -260,6 +255,9 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         losses: list = []
         warm = False  # one untimed evaluation forward done
         stopping = False  # a stop request (STOP) seen at a block end: the run ends after this block
+
+        def on_train_start(self, trainer, pl_module):
+            STOP.reclaim_sigterm()  # Trainer.fit installed its own; Lightning restores ours when fit ends
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             rec.result["per_device_batch"] = batch.batch_size  # what this rank trains on: batch_size / devices
@@ -343,8 +341,10 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
             bar.stop()
     if trainer.interrupted:
         raise KeyboardInterrupt
-    if rec.step < rec.total:  # stopped on request (the checkpoint, if any, is written)
-        raise stop_here(rec, saved=rec.step)
+    if rec.step < rec.total:
+        if not STOP.requested:
+            raise RuntimeError(f"Lightning's Trainer ended at step {rec.step} of {rec.total} without being asked to")
+        raise stop_here(rec, saved=rec.step)  # stopped on request: StepCheckpoint wrote the checkpoint, if any
     if not rec.result["curve"] or rec.result["curve"][-1]["step"] != rec.step:
         trainer.limit_val_batches = 1.0
         trainer.validate(module, datamodule=dm, verbose=False)
