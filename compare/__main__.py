@@ -111,6 +111,28 @@ def explicit_flags(argv: list) -> dict:
     return vars(p.parse_args(argv))
 
 
+def _action(dest: str) -> argparse.Action:
+    return next(a for a in build_parser()._actions if a.dest == dest)
+
+
+def as_given(dest: str, value) -> str:
+    """How a stored option reads on a command line: '--backends tf,torch', 'without --no-verify',
+    '--eval-every at its default'."""
+    action = _action(dest)
+    flag = max(action.option_strings, key=len)
+    if action.nargs == 0:  # store_true / store_false: the flag is there or not
+        return flag if value != action.default else f"without {flag}"
+    if value is None:
+        return f"{flag} at its default"
+    return f"{flag} {','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+
+
+def given_flag(dest: str, argv: list) -> str:
+    """The option string of `dest` as it was typed."""
+    strings = _action(dest).option_strings
+    return next((a.split("=")[0] for a in argv if a.split("=")[0] in strings), max(strings, key=len))
+
+
 def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
@@ -137,9 +159,8 @@ def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
         if dest in NOT_RESUMABLE:
             continue
         if _jsonable(value) != stored.get(dest):
-            flag = "--" + dest.replace("_", "-")
-            raise ConfigError(f"--resume continues the stored comparison ({flag} {stored.get(dest)}); drop {flag} "
-                              f"or start a new comparison without --resume")
+            raise ConfigError(f"--resume continues the stored comparison, which ran {as_given(dest, stored.get(dest))}; "
+                              f"drop {given_flag(dest, argv)} or start a new comparison without --resume")
     merged = argparse.Namespace(**stored)
     merged.resume, merged.out, merged.debug = str(folder), str(folder), args.debug
     return merged

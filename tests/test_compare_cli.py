@@ -305,5 +305,7 @@ def test_an_interrupted_comparison_resumes_its_run_from_where_ctrl_c_stopped_it(
     assert "--resume" in again.stdout and "resumed from step 125" in again.stdout
     run = json.loads((out / "results.json").read_text())["runs"][0]
     assert run["status"] == "ok" and len(run["train_losses"]) == 200
-    assert [p["step"] for p in run["curve"]] == [50, 100, 150, 200] and run["throughput"]["timed_steps"] == 50
+    assert [p["step"] for p in run["curve"]] == [50, 100, 150, 200] and run["resumed_at"] == [125]
+    # timed: 100 of the first 125 steps and 50 of the last 75, each process's first block of 25 left out as warm-up
+    assert run["throughput"]["timed_steps"] == 150
     assert not (out / "checkpoints").exists()

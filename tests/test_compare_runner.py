@@ -201,6 +201,13 @@ def test_resume_refuses_different_settings(tmp_path):
     run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends(stop_at=1))
     with pytest.raises(ConfigError, match="--steps 20"):
         run_comparison(["--resume", str(out), "--steps", "30"], launcher=FakeBackends())
+    # how the stored comparison had it, as a command line: not a Python list, a verify=True or a None
+    for flags, said in ((["--backends", "torch"], "which ran --backends tf,torch; drop --backends"),
+                        (["--no-verify"], "which ran without --no-verify; drop --no-verify"),
+                        (["--momentum", "0.5"], "which ran --momentum 0.9; drop --momentum"),
+                        (["--seed", "3"], "which ran --seed at its default; drop --seed")):
+        with pytest.raises(ConfigError, match=said):
+            run_comparison(["--resume", str(out), *flags], launcher=FakeBackends())
     with pytest.raises(ConfigError, match="no comparison.json"):
         run_comparison(["--resume", str(tmp_path / "nothing")], launcher=FakeBackends())
     with pytest.raises(ConfigError, match="--resume"):  # --out onto an existing comparison
