@@ -182,7 +182,9 @@ def header_lines(context: dict) -> list:
     seeds = plan.get("seeds") or [0]
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))} (mean ± std)"
     opt = flags.get("optimizer", "adam")
-    opt_text = "Adam" if opt == "adam" else "SGD" + (" Nesterov" if flags.get("nesterov") else "")
+    momentum = flags.get("momentum", 0.9)  # RunConfig's default: plain --optimizer sgd is momentum SGD
+    opt_text = "Adam" if opt == "adam" else ("SGD" + (f" momentum {momentum:g}" if momentum else "")
+                                             + (" Nesterov" if flags.get("nesterov") else ""))
     evaluated = (f"{context['val_size']:,} validation held out from train by --val-fraction "
                  f"{flags.get('val_fraction')}: every 'test' figure is on them" if context.get("val_size")
                  else f"{context.get('test_size', 0):,} test")
@@ -549,8 +551,9 @@ def plot_throughput(path, results: list, context: dict) -> None:
                 ys.append(row[key][0])
                 errs.append(row[key][1] if row[key][2] > 1 else 0.0)
             values += ys
+            loop = next((r.get("loop") for r in rows if r["backend"] == backend), None)
             bars = ax.bar(xs, ys, width * 0.92, yerr=errs if any(errs) else None, capsize=3,
-                          color=BACKEND_COLORS.get(backend), label=backend)
+                          color=BACKEND_COLORS.get(backend), label=backend_title(backend, loop))
             for bar, y, e in zip(bars, ys, errs):
                 ax.annotate(f"{y:,.0f}", (bar.get_x() + bar.get_width() / 2, y + e), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=8)

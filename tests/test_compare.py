@@ -323,6 +323,26 @@ def test_seeds_that_beat_at_one_step_share_one_label(tmp_path, monkeypatch):
     assert len(stars) == 2  # each seed's own star stays
 
 
+def test_throughput_legend_and_header_name_what_ran(tmp_path, monkeypatch):
+    """throughput.png's legend said tf/torch while the table said tf (fit), and the header said 'SGD' for
+    what, by RunConfig's default, is SGD with momentum 0.9."""
+    runs = [dict(fake_result("tf", m), loop="fit") for m in ("mlp", "cnn")] + \
+           [dict(fake_result("torch", m), loop="lightning") for m in ("mlp", "cnn")]
+    plt = report._pyplot()
+    shown = []
+    monkeypatch.setattr(plt, "close", lambda fig: shown.append(fig))
+    report.plot_throughput(tmp_path / "throughput.png", runs, fake_context())
+    legend = [t.get_text() for t in shown[0].axes[0].get_legend().get_texts()]
+    assert legend == ["tf.keras (model.fit)", "PyTorch Lightning"]
+    ctx = fake_context()
+    for flags, said in (({"optimizer": "sgd", "momentum": 0.9}, "SGD momentum 0.9 lr"),
+                        ({"optimizer": "sgd", "momentum": 0.0}, "SGD lr"),
+                        ({"optimizer": "sgd", "momentum": 0.5, "nesterov": True}, "SGD momentum 0.5 Nesterov lr")):
+        ctx["plan"]["run_flags"] = {**fake_context()["plan"]["run_flags"], **flags}
+        config = dict(report.header_lines(ctx))["config"]
+        assert config.startswith(said), config
+
+
 def test_pictures_survive_empty_and_failed_results(tmp_path):
     failed = fake_result("tf", "cnn", points=(), status="failed", train_sps=None, infer_sps=None)
     report.write_files(tmp_path / "a", [], fake_context())
