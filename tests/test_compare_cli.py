@@ -184,6 +184,48 @@ def test_convert_reads_torch_files_without_running_their_pickles(tmp_path):
     assert not (tmp_path / "out.npz").exists()
 
 
+RAW_LOOP_PT = """
+import sys, torch
+from data import weights as neutral
+from torch_impl.models import build_model
+from torch_impl.weights import to_neutral
+torch.manual_seed(3)
+model = build_model("mlp", (28, 28, 1), 10)
+opt = torch.optim.Adam(model.parameters())
+model(torch.zeros(2, 1, 28, 28)).sum().backward()
+opt.step()
+torch.save({"step": 1, "model": model.state_dict(), "optimizer": opt.state_dict()}, sys.argv[1])  # as the raw loop
+neutral.save(sys.argv[2], to_neutral(model))
+"""
+CKPT_KEYS = "import sys, torch; print(sorted(torch.load(sys.argv[1], weights_only=True)))"
+
+
+def test_convert_reads_raw_loop_checkpoints_and_says_when_weights_do_not_fit(tmp_path):
+    """The raw loop's step-N.pt keeps its weights under "model": convert failed on it with a list of missing
+    keys. A torch file of another model gave the tail of a traceback; a .CKPT became a plain state_dict."""
+    proc = subprocess.run([sys.executable, "-c", RAW_LOOP_PT, str(tmp_path / "step-0000001.pt"),
+                           str(tmp_path / "expected.npz")], capture_output=True, text=True, env=child_env(), cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    proc = run_module("compare", "convert", "--model", "mlp", "--dataset", "mnist", "--from", "step-0000001.pt",
+                      "--to", "out.npz", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    out, expected = neutral.load(tmp_path / "out.npz"), neutral.load(tmp_path / "expected.npz")
+    assert sorted(out) == sorted(expected) and all(out[k].tobytes() == expected[k].tobytes() for k in out)
+    proc = run_module("compare", "convert", "--model", "cnn", "--dataset", "mnist", "--from", "step-0000001.pt",
+                      "--to", "cnn.npz", cwd=tmp_path, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "step-0000001.pt does not hold a cnn of input (28, 28, 1) and 10 classes (" in lines[0]
+    assert lines[0].endswith("check --model, --dataset and --widths") and not (tmp_path / "cnn.npz").exists()
+    proc = run_module("compare", "convert", "--model", "mlp", "--dataset", "mnist", "--from", "out.npz",
+                      "--to", "model.CKPT", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    keys = subprocess.run([sys.executable, "-c", CKPT_KEYS, str(tmp_path / "model.CKPT")], capture_output=True,
+                          text=True, env=child_env(), cwd=ROOT, timeout=120)
+    assert "'state_dict'" in keys.stdout and "'pytorch-lightning_version'" in keys.stdout, keys.stdout + keys.stderr
+
+
 def test_convert_round_trip_keras_lightning_keras_is_bit_identical(tmp_path):
     """npz -> .keras -> Lightning .ckpt -> .keras -> npz with the real job runners (one framework per child):
     every array comes back with the same bits, dtype and shape."""

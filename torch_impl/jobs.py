@@ -61,14 +61,25 @@ def op_dropout(job):
 
 
 def op_export(job):
-    """A Lightning .ckpt or a Backbone .pt state_dict -> neutral weights."""
+    """A Lightning .ckpt, a raw-loop checkpoint step-N.pt or a Backbone .pt state_dict -> neutral weights.
+    Weights that do not fit the model asked for are one DataError line (load_state_dict's message is a
+    list of every mismatched tensor)."""
+    from data.errors import DataError
+
     from .weights import load_trusted, to_neutral
     state = load_trusted(job["src"])
-    sd = state.get("state_dict", state) if isinstance(state, dict) else state
+    sd = state
+    if isinstance(state, dict):  # Lightning keeps the weights under state_dict, the raw loop under model
+        sd = state.get("state_dict") or (state["model"] if isinstance(state.get("model"), dict) else state)
     prefix = "backbone." if any(k.startswith("backbone.") for k in sd) else ""
     model = _model(job)
-    model.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and
-                           k[len(prefix):].startswith("net.")})
+    try:
+        model.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and
+                               k[len(prefix):].startswith("net.")})
+    except RuntimeError as e:
+        what = " ".join(ln.strip() for ln in str(e).splitlines()[1:3])  # the first mismatch or missing keys
+        raise DataError(f"{job['src']} does not hold a {job['model']} of input {tuple(job['input_shape'])} and "
+                        f"{job['num_classes']} classes ({what}); check --model, --dataset and --widths") from None
     neutral.save(job["out"], to_neutral(model))
 
 
@@ -77,7 +88,7 @@ def op_import(job):
     import lightning
     import torch
     model = _loaded(job)
-    if str(job["out"]).endswith(".ckpt"):
+    if str(job["out"]).lower().endswith(".ckpt"):  # convert reads extensions case-blind
         state = {"state_dict": {f"backbone.{k}": v for k, v in model.state_dict().items()},
                  "pytorch-lightning_version": lightning.__version__, "global_step": 0, "epoch": 0,
                  "klc_model": {k: job.get(k) for k in ("model", "input_shape", "num_classes", "widths")}}
