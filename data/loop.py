@@ -352,7 +352,8 @@ class Recorder:
         return {"train_losses": list(self.result["train_losses"]), "curve": list(self.result["curve"]),
                 "train_seconds": self.train_seconds, "timed_seconds": self.timed_seconds,
                 "timed_steps": self.timed_steps, "warmup_s": self.warmup_s,
-                "resumed_at": list(self.result.get("resumed_at", [])), "signature": run_signature(self.cfg, self.total)}
+                "resumed_at": list(self.result.get("resumed_at", [])), "signature": run_signature(self.cfg, self.total),
+                "tensorboard_dir": str(self.writer.logdir) if self.writer is not None else None}
 
     def resume(self, step: int, state: dict | None) -> None:
         """Continue from a checkpoint at `step`: its losses, curve, training seconds and timed steps (state:
@@ -367,6 +368,9 @@ class Recorder:
             finite = [v for v in self.result["train_losses"] if v is not None]
             self.last_finite = finite[-1] if finite else None
         self.result["resumed_at"] = list((state or {}).get("resumed_at", [])) + [step]
+        logged = (state or {}).get("tensorboard_dir")
+        if self.writer is not None and logged and Path(logged).parent == self.writer.logdir.parent:
+            self.writer.retarget(logged)  # this run's own folder, not the newest of its name (another run's)
         self.restart_at(step)
 
     def restart_at(self, step: int) -> None:

@@ -217,6 +217,13 @@ class EventWriter:
             self._file.write(frame(encode_event(self._created, 0, file_version=FILE_VERSION)))
         return self._file
 
+    def retarget(self, logdir: str | os.PathLike) -> None:
+        """Write into `logdir` instead (before the first event only): a resumed run's own folder."""
+        if self._file is not None:
+            raise ValueError(f"{self.path}: already written; cannot move to {logdir}")
+        self.logdir = Path(logdir)
+        self.path = self.logdir / self.path.name
+
     def scalar(self, tag: str, value: float, step: int, wall_time: float | None = None) -> None:
         self.scalars({tag: value}, step, wall_time)
 
@@ -260,7 +267,8 @@ def run_dir(root: str | os.PathLike, cfg, backend: str) -> Path:
     """Where a run logs: DIR/<dataset>/<backend>[-<loop>]-<model>-s<seed>/ (the loop named when it is not
     the backend's default), so one TensorBoard shows both backends, every seed and loop side by side.
     A new run whose folder already holds events gets <name>-2, -3, ... (as Lightning's versions): steps
-    starting again at 1 in one folder would be read as a restart; a --resume continues the newest one."""
+    starting again at 1 in one folder would be read as a restart; a --resume continues the newest one,
+    until its checkpoint names the run's own folder (Recorder.resume retargets the writer there)."""
     from .contract import default_loop
     loop = "" if not cfg.loop or cfg.loop == default_loop(backend) else f"-{cfg.loop}"
     name = f"{backend}{loop}-{cfg.model}-s{cfg.seed}"

@@ -7,6 +7,7 @@ Every run is tiny (MNIST or its 5k subset, 2,048 training samples, batch 32, 30 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,30 @@ def test_every_run_logs_into_a_folder_of_its_own(tmp_path):
     resumed = RunConfig(model="mlp", resume=True, checkpoint_dir="c")  # continues the newest run, not the first
     assert tb.run_dir(tmp_path, resumed, "tf").name == "tf-mlp-s0-3"
     assert tb.run_dir(tmp_path / "empty", resumed, "tf").name == "tf-mlp-s0"
+
+
+def test_a_resumed_run_logs_into_its_own_folder_not_the_newest_of_its_name(tmp_path):
+    """Run A stopped, run B of the same name ran to the end (tf-mlp-s0-2), A resumed: its remaining points
+    went into B's folder (the newest). A's checkpoint now names A's folder and the resume writes there."""
+    from data.contract import RunConfig, new_result
+    from data.loop import Recorder
+    cfg = RunConfig(model="mlp", eval_every=10, tensorboard=str(tmp_path))
+    a = Recorder(cfg, new_result(cfg, "tf"), 20, writer=tb.EventWriter(tb.run_dir(tmp_path, cfg, "tf")))
+    a.add_steps([1.0] * 10, 0.1)
+    state = json.loads(json.dumps(a.state()))  # as A's checkpoint at step 10 holds it
+    a.finish("interrupted")
+    b = Recorder(cfg, new_result(cfg, "tf"), 20, writer=tb.EventWriter(tb.run_dir(tmp_path, cfg, "tf")))
+    b.add_steps([2.0] * 20, 0.2)
+    b.finish("ok")
+    resumed = replace(cfg, resume=True, checkpoint_dir="c", checkpoint_every=10)
+    again = Recorder(resumed, new_result(resumed, "tf"), 20, writer=tb.EventWriter(tb.run_dir(tmp_path, resumed, "tf")))
+    assert again.writer.logdir.name == "tf-mlp-s0-2"  # the newest of the name: B's
+    again.resume(10, state)
+    again.add_steps([0.5] * 10, 0.1)
+    again.finish("ok")
+    a_steps = [s for s, _ in tb.read_scalars(tmp_path / "mnist" / "tf-mlp-s0")["train/loss"]]
+    b_steps = [s for s, _ in tb.read_scalars(tmp_path / "mnist" / "tf-mlp-s0-2")["train/loss"]]
+    assert a_steps == list(range(1, 21)) and b_steps == list(range(1, 21))
 
 
 def test_records_are_byte_identical_to_tensorboards():
