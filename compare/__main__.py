@@ -25,7 +25,7 @@ from pathlib import Path
 from data.arch import MODELS
 from data.cli import run_cli
 from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LOOPS, ConfigError, OneLineParser,
-                           RunConfig, add_run_arguments, default_loop, write_json_atomic)
+                           RunConfig, add_run_arguments, default_loop, ineffective_flags, write_json_atomic)
 
 from .runner import BACKENDS, Plan
 
@@ -200,6 +200,9 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
         parser.error("--adam-impl torch exists only in torch_impl; add --backends torch or drop it")
     if args.val_fraction and not args.val_fraction < 1:
         parser.error(f"--val-fraction must be below 1, got {args.val_fraction}")
+    unused = ineffective_flags(vars(args))
+    if unused:
+        parser.error(unused)
     # comparisons stored before --tf-loop/--torch-loop existed ran the default loops
     loops = {b: getattr(args, f"{b}_loop", None) or default_loop(b) for b in LOOPS}
     if args.devices > 1:

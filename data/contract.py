@@ -261,9 +261,38 @@ def build_parser(prog: str, description: str, loops: tuple) -> OneLineParser:
     return p
 
 
+# settings that only one optimizer or schedule reads: given with another, they would change nothing
+ONLY_FOR = {"optimizer": {"adam": ("beta_1", "beta_2", "epsilon", "adam_impl"), "sgd": ("momentum", "nesterov")},
+            "schedule": {"cosine": ("decay_steps",), "exponential": ("decay_steps", "decay_rate"),
+                         "step": ("decay_steps", "decay_rate")}}
+
+
+def ineffective_flags(values: dict) -> str | None:
+    """The error for flags set away from their defaults that the chosen optimizer or schedule never reads
+    (--nesterov with Adam, --decay-rate with a constant rate), else None: a run that silently ignores a
+    flag reports settings it did not train with, and --resume would refuse it for a difference that made
+    none."""
+    d = RunConfig().to_dict()
+    for choice, users in ONLY_FOR.items():
+        chosen = values.get(choice) or d[choice]
+        used = set(users.get(chosen, ()))
+        unused = [k for names in users.values() for k in dict.fromkeys(names) if k not in used
+                  and values.get(k) is not None and values.get(k) != d[k]]
+        unused = list(dict.fromkeys(unused))
+        if unused:
+            flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+            readers = sorted({name for name, ks in users.items() for k in unused if k in ks})
+            return (f"{flags} {'does' if len(unused) == 1 else 'do'} nothing with --{choice} {chosen}: "
+                    f"{'it applies' if len(unused) == 1 else 'they apply'} to --{choice} {' or '.join(readers)}")
+    return None
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     names = {f.name for f in fields(RunConfig)}
     cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    unused = ineffective_flags(cfg.to_dict())
+    if unused:
+        raise ConfigError(unused)
     if cfg.init_file:
         cfg.init = "shared"
     if cfg.resume and not cfg.checkpoint_dir:

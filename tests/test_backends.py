@@ -34,7 +34,11 @@ BAD_FLAGS = [
     (["--target-accuracy", "97"], "--target-accuracy"),  # a percentage where a share is meant: never reached
     (["--seed", "-1"], "--seed"),  # numpy refused it later, in a line that did not name the flag
     (["--seed", "4294967296"], "--seed"),  # numpy's limit: tf failed with exit 1 while torch trained
-    (["--momentum", "1.5"], "--momentum"),  # Keras's SGD refuses it (exit 1 in tf), torch's KerasSGD did not
+    (["--optimizer", "sgd", "--momentum", "1.5"], "--momentum"),  # Keras's SGD refuses it (exit 1 in tf), torch did not
+    # flags the chosen optimizer or schedule never reads: the run reported settings it did not train with
+    (["--nesterov"], "--nesterov does nothing with --optimizer adam: it applies to --optimizer sgd"),
+    (["--optimizer", "sgd", "--beta-1", "0.8"], "--beta-1 does nothing with --optimizer sgd"),
+    (["--decay-rate", "0.1"], "--decay-rate does nothing with --schedule constant: it applies to --schedule exponential or step"),
 ]
 
 

@@ -47,6 +47,7 @@ def cli(argv, capsys):
     (["--init-file", "x.npz"], "--init-file"),
     (["--widths", "8,8"], "--widths"),
     (["--adam-impl", "torch"], "--adam-impl"),
+    (["--decay-steps", "30"], "--decay-steps does nothing with --schedule constant"),
     (["--tf-loop", "lightning"], "--tf-loop"),
     (["--devices", "2", "--torch-loop", "raw"], "drop --torch-loop raw"),
     (["--resume", "/nonexistent/klc"], "no comparison.json"),
