@@ -177,6 +177,9 @@ def held_out(data, train_limit, val_fraction) -> int:
 
 def train_size(data, train_limit, val_fraction) -> int:
     """Samples the backends train on (data.stream.make_stream's rule, without building the arrays)."""
+    if train_limit and train_limit > len(data.train_labels):
+        raise ConfigError(f"--train-limit {train_limit:,} is larger than the training set ({len(data.train_labels):,} "
+                          f"samples in {data.label})")
     return min(len(data.train_labels), train_limit or len(data.train_labels)) - held_out(data, train_limit, val_fraction)
 
 

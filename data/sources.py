@@ -134,7 +134,7 @@ def verify_file(path: Path, fs: FileSpec) -> bytes | None:
     if fs.content_sha256 is None:  # archives: only the file hash is known
         if file_hash != fs.sha256 and path.name != fs.name:  # e.g. cifar-10-python.tar, gunzipped
             raise DataError(f"{path}: a decompressed copy of {fs.name}; only the original archive's sha256 is "
-                            f"known, so it cannot be verified: add --no-verify to use it, or give {fs.name}")
+                            f"known, so it cannot be verified: train with --no-verify to use it, or give {fs.name}")
         if file_hash != fs.sha256:
             what = "an HTML page (a mirror served an error page), not the archive; " if formats.looks_like_html(raw) else ""
             raise DataError(f"{path}: {what}sha256 {file_hash} does not match the expected {fs.sha256}; "
@@ -362,7 +362,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: b
         extracted = extracted_archive(user_dir, spec) if where is None else None
         if extracted is not None:  # only the archive's hash is known: usable, not verifiable
             if verify:
-                raise DataError(f"{unverifiable(spec, extracted)}: add --no-verify to use it, or give the original "
+                raise DataError(f"{unverifiable(spec, extracted)}: train with --no-verify to use it, or give the original "
                                 f"{next(iter(spec.files.values())).name}")
             return _loaded(spec, f"data-dir (unverified):{extracted}", {"archive": extracted}, extracted, said)
         if where is None:
@@ -374,6 +374,12 @@ def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: b
             if missing:
                 raise DataError(f"{where}: {spec.name} is incomplete, missing {', '.join(missing)}")
             blobs = {r: (formats.read_bytes(p) if spec.format == "idx" else p) for r, p in found.items()}
+            for role, blob in blobs.items():  # own data is not checked, but another registered dataset's file is
+                other = _known_as(sha256(blob)) if spec.format == "idx" else None  # known (MNIST under fashion's name)
+                if other and not other.startswith(f"{spec.name}'s "):
+                    raise DataError(f"{found[role]}: this is {other}, not {spec.name}'s {spec.files[role].name} (the "
+                                    f"two datasets' files share names): keep each dataset in a folder of its own, "
+                                    f"DIR/<dataset name>")
             return _loaded(spec, f"data-dir (unverified):{where}", blobs, where, said)
         else:  # the user pointed here: a bad file is an error, and the folder is never touched
             return _loaded(spec, f"data-dir:{where}", verify_folder(where, spec), where, said)

@@ -91,6 +91,9 @@ def make_stream(data: LoadedData, batch_size: int, seed: int, train_limit: int |
     `val_fraction` > 0 holds out that share of the training set (seeded, fixed for `seed`) and uses
     it as the evaluation split in place of the test split."""
     x, y = data.train_images, data.train_labels
+    if train_limit and train_limit > len(y):  # it was capped silently: the run then trained on fewer than asked
+        raise ValueError(f"--train-limit {train_limit:,} is larger than the training set ({len(y):,} samples in "
+                         f"{data.label})")
     if train_limit:
         x, y = x[:train_limit], y[:train_limit]
     tx, ty = data.test_images, data.test_labels

@@ -48,6 +48,7 @@ def cli(argv, capsys):
     (["--widths", "8,8"], "--widths"),
     (["--adam-impl", "torch"], "--adam-impl"),
     (["--decay-steps", "30"], "--decay-steps does nothing with --schedule constant"),
+    (["--train-limit", "10000000"], "--train-limit 10,000,000 is larger than the training set"),
     (["--tf-loop", "lightning"], "--tf-loop"),
     (["--devices", "2", "--torch-loop", "raw"], "drop --torch-loop raw"),
     (["--resume", "/nonexistent/klc"], "no comparison.json"),

@@ -129,6 +129,9 @@ def test_a_named_subfolder_wins_over_files_of_another_dataset_at_the_top(world):
     (world.user / "fashion_mnist").rename(world.user / "elsewhere")  # only mnist's files left: say whose they are
     with pytest.raises(DataError, match=f"this is mnist's {IDX_NAMES['train_images']}, not the .* wanted here"):
         sources.load(fashion.name, world.user)
+    # --no-verify reads one's own data unchecked, but MNIST's files are still known: they trained as fashion_mnist
+    with pytest.raises(DataError, match=f"this is mnist's {IDX_NAMES['train_images']}, not fashion_mnist's"):
+        sources.load(fashion.name, world.user, verify=False)
 
 
 def test_download_comes_after_system(world, mirror_factory, no_proxy):
@@ -443,7 +446,7 @@ def test_cifar_extracted_or_decompressed_is_usable_unverified_and_said_so(tmp_pa
     folder.mkdir(parents=True)
     for m, b in batches.items():
         (folder / m).write_bytes(pickle.dumps(b, protocol=2))
-    with pytest.raises(DataError, match="cifar-10-batches-py: an extracted cifar-10-python.tar.gz; .* add --no-verify"):
+    with pytest.raises(DataError, match="cifar-10-batches-py: an extracted cifar-10-python.tar.gz; .* train with --no-verify"):
         sources.load("cifar10", tmp_path / "keras")
     data = sources.load("cifar10", tmp_path / "keras", verify=False)
     assert data.source == f"data-dir (unverified):{folder}" and data.test_labels.tolist() == [5, 8]

@@ -112,6 +112,13 @@ def test_batch_larger_than_the_training_set_is_refused():
         make_stream(_data(), 104, seed=0)
 
 
+def test_a_train_limit_larger_than_the_training_set_is_refused():
+    """It was capped silently: a scaling run asked for 10,000 samples of the 4,000-sample subset trained on 4,000."""
+    with pytest.raises(ValueError, match=f"--train-limit {N_TRAIN + 1} is larger than the training set"):
+        make_stream(_data(), BATCH, seed=0, train_limit=N_TRAIN + 1)
+    assert len(make_stream(_data(), BATCH, seed=0, train_limit=N_TRAIN).train_labels) == N_TRAIN
+
+
 def test_an_empty_test_split_is_refused():
     """IDX files may hold 0 images: the evaluation then divided by zero in torch (a traceback) and gave an
     empty metric in Keras."""
