@@ -25,7 +25,8 @@ from pathlib import Path
 from data.arch import MODELS
 from data.cli import run_cli
 from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LOOPS, ConfigError, OneLineParser,
-                           RunConfig, add_run_arguments, default_loop, ineffective_flags, write_json_atomic)
+                           RunConfig, SEED_LIMIT, add_run_arguments, default_loop, ineffective_flags,
+                           write_json_atomic)
 
 from .runner import BACKENDS, Plan
 
@@ -59,7 +60,7 @@ def _seed_list(text: str) -> list:
         seeds = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 0,1,2, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) >= 2 ** 32:
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) >= SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"expected distinct seeds in [0, 2**32) like 0,1,2, got {text!r}")
     return seeds
 
@@ -121,7 +122,7 @@ def as_given(dest: str, value) -> str:
     action = _action(dest)
     flag = max(action.option_strings, key=len)
     if action.nargs == 0:  # store_true / store_false: the flag is there or not
-        return flag if value != action.default else f"without {flag}"
+        return flag if value not in (None, action.default) else f"without {flag}"
     if value is None:
         return f"{flag} at its default"
     return f"{flag} {','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
@@ -177,10 +178,12 @@ def held_out(data, train_limit, val_fraction) -> int:
 
 def train_size(data, train_limit, val_fraction) -> int:
     """Samples the backends train on (data.stream.make_stream's rule, without building the arrays)."""
-    if train_limit and train_limit > len(data.train_labels):
-        raise ConfigError(f"--train-limit {train_limit:,} is larger than the training set ({len(data.train_labels):,} "
-                          f"samples in {data.label})")
-    return min(len(data.train_labels), train_limit or len(data.train_labels)) - held_out(data, train_limit, val_fraction)
+    from data.stream import check_train_limit
+    try:
+        check_train_limit(data, train_limit)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return (train_limit or len(data.train_labels)) - held_out(data, train_limit, val_fraction)
 
 
 def make_plan(args: argparse.Namespace, parser: OneLineParser):

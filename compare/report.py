@@ -12,7 +12,7 @@ import csv
 import math
 from pathlib import Path
 
-from data.contract import LOOPS, default_loop, write_json_atomic
+from data.contract import LOOPS, RunConfig, default_loop, write_json_atomic
 
 from . import metrics
 
@@ -182,7 +182,7 @@ def header_lines(context: dict) -> list:
     seeds = plan.get("seeds") or [0]
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))} (mean ± std)"
     opt = flags.get("optimizer", "adam")
-    momentum = flags.get("momentum", 0.9)  # RunConfig's default: plain --optimizer sgd is momentum SGD
+    momentum = flags.get("momentum", RunConfig().momentum)  # plain --optimizer sgd is momentum SGD
     opt_text = "Adam" if opt == "adam" else ("SGD" + (f" momentum {momentum:g}" if momentum else "")
                                              + (" Nesterov" if flags.get("nesterov") else ""))
     evaluated = (f"{context['val_size']:,} validation held out from train by --val-fraction "
@@ -274,12 +274,15 @@ CSV_FIELDS = ("backend", "loop", "model", "seed", "status", "device", "threads",
               "message")
 
 
-def beat_note(answer) -> str:
-    """results.csv's words for a steps_to_beat_mlp cell that holds no step (metrics.beat_outcomes)."""
+def beat_note(result: dict, answer) -> str:
+    """results.csv's words for a steps_to_beat_mlp cell that holds no step, as the table words them
+    (metrics.beat_outcomes' answer for the run; None: no MLP run of its backend and seed)."""
+    if result["model"] == metrics.REFERENCE_MODEL:
+        return "reference"
     if answer is None:
-        return ""  # the MLP itself, or no MLP in the comparison
+        return "no MLP run"
     if isinstance(answer, str):
-        return answer
+        return "run ended early" if answer == "ended early" else answer
     return "" if answer[0] is not None else "not within budget"
 
 
@@ -296,7 +299,7 @@ def csv_rows(results: list, context: dict) -> list:
                     "device": r.get("device"), "threads": r.get("threads"), "params": r.get("params"),
                     "flops_per_sample": r.get("flops_per_sample"), "steps": final.get("steps"),
                     "test_accuracy": final.get("test_accuracy"), "test_loss": final.get("test_loss"),
-                    "steps_to_beat_mlp": step, "steps_to_beat_note": beat_note(answer), "seconds_to_beat_mlp": seconds,
+                    "steps_to_beat_mlp": step, "steps_to_beat_note": beat_note(r, answer), "seconds_to_beat_mlp": seconds,
                     "train_samples_per_s": tput.get("train_samples_per_s"),
                     "infer_samples_per_s": tput.get("infer_samples_per_s"),
                     "mfu": metrics.mfu(r, peaks.get(r["backend"])), "warmup_s": tput.get("warmup_s"),
@@ -474,8 +477,7 @@ def plot_curves(path, results: list, context: dict) -> None:
                 labelled.add(r["model"])
             ax.plot(steps, acc, marker="o", markersize=2.5, linewidth=1.4, color=color, label=label,
                     alpha=0.9 if n_seeds == 1 else 0.6)
-        mlp_final = [metrics.final_accuracy(r) for r in runs if r["model"] == metrics.REFERENCE_MODEL
-                     and r.get("status") in metrics.FINISHED and metrics.final_accuracy(r) is not None]
+        mlp_final = [acc for (b, _), acc in sorted(metrics.references(results).items()) if b == backend]  # the table's bars
         if mlp_final:
             ref = 100 * sum(mlp_final) / len(mlp_final)
             ref_acc.append(ref)

@@ -241,6 +241,8 @@ def launch(cmd: list, prefix: str, log_stem: Path, control: StopControl | None =
                 out.write(line)
                 line = line.rstrip("\n")
                 head, sep, rest = line.partition(" | ")
+                if sep and head in BACKENDS and rest.startswith("note: "):
+                    continue  # a data note: compare said it once, before the runs (it stays in the log)
                 echo(f"{prefix} | {rest if sep and head in BACKENDS else line}")
             try:
                 proc.wait(timeout=STOP_GRACE_S if control is not None and control.stopped else None)
@@ -409,9 +411,10 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
             continue
         if control is not None and control.stopped:
             continue  # no new run starts; finished ones further on are still collected
-        json_path.unlink(missing_ok=True)  # an interrupted or failed earlier attempt
         folder = checkpoint_dir(plan, backend, model, seed)
         resume = bool(checkpoint_names(folder))
+        earlier = (earlier_seconds(json_path) if resume else 0.0)  # the processes the resumed run continues
+        json_path.unlink(missing_ok=True)  # an interrupted or failed earlier attempt
         cmd = train_command(plan, backend, model, seed, resume=resume)
         echo(f"{label}: {' '.join(Path(c).name if c == sys.executable else c for c in cmd[1:])}")
         prefix = f"{backend:<5} {model:<4}" + (f" s{seed}" if len(plan.seeds) > 1 else "")
@@ -424,7 +427,8 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
                 result = None
         if result is None:
             result = failed_result(plan, backend, model, seed, outcome, cmd)
-            if resume and not outcome.stopped:  # e.g. its checkpoints cannot be read: --resume would fail again
+            result["process_seconds"] = round(earlier + outcome.seconds, 3)
+            if resume and any("--resume:" in line for line in outcome.stderr_tail):  # refused: it would be again
                 result["message"] += (f"; it was resumed from {folder}: delete that folder to run it again from "
                                       f"step 0")
             write_json_atomic(json_path, result)
@@ -432,7 +436,7 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
             for line in outcome.stderr_tail if result["status"] == "failed" else []:
                 echo(f"{prefix} ! {line}")
         else:
-            result.update(command=cmd, process_seconds=round(outcome.seconds, 3))  # the child's whole life
+            result.update(command=cmd, process_seconds=round(earlier + outcome.seconds, 3))  # its processes' lives
             write_json_atomic(json_path, result)
             if result.get("status") != "ok":
                 echo(f"{label}: {result.get('status')}: {result.get('message')}")
@@ -440,6 +444,14 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
             remove_checkpoints(folder)
         results.append(result)
     return results
+
+
+def earlier_seconds(path: Path) -> float:
+    """process_seconds of the earlier attempt's result at `path` (0 when there is none)."""
+    try:
+        return float(json.loads(Path(path).read_text()).get("process_seconds") or 0.0)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0.0
 
 
 def remove_checkpoints(folder: Path) -> None:

@@ -157,11 +157,13 @@ def _momentum(text: str) -> float:
     return v
 
 
+SEED_LIMIT = 2 ** 32  # numpy (and so Keras's set_random_seed) takes seeds below it
+
+
 def _seed(text: str) -> int:
-    """numpy (and so Keras's set_random_seed) takes seeds below 2**32."""
     v = _nonneg_int(text)
-    if v >= 2 ** 32:
-        raise argparse.ArgumentTypeError(f"must be below 2**32 = 4294967296, got {v}")
+    if v >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be below 2**32 = {SEED_LIMIT}, got {v}")
     return v
 
 

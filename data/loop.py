@@ -343,6 +343,7 @@ class Recorder:
         self.timed_seconds = 0.0
         self.timed_steps = 0
         self.warmup_s = 0.0
+        self.earlier_warmup = 0  # warm-up steps of the processes before a resume (warmup_s holds their seconds)
         self.last_finite = None
         self.log = log
         self.t_start = time.perf_counter()
@@ -351,7 +352,7 @@ class Recorder:
         """What a checkpoint carries of the run so far (resume() restores it), with the run's signature."""
         return {"train_losses": list(self.result["train_losses"]), "curve": list(self.result["curve"]),
                 "train_seconds": self.train_seconds, "timed_seconds": self.timed_seconds,
-                "timed_steps": self.timed_steps, "warmup_s": self.warmup_s,
+                "timed_steps": self.timed_steps, "warmup_s": self.warmup_s, "warmup_steps": self.warmup_steps_done(),
                 "resumed_at": list(self.result.get("resumed_at", [])), "signature": run_signature(self.cfg, self.total),
                 "tensorboard_dir": str(self.writer.logdir) if self.writer is not None else None}
 
@@ -365,6 +366,7 @@ class Recorder:
             self.train_seconds = state.get("train_seconds", 0.0)
             self.timed_seconds, self.timed_steps = state.get("timed_seconds", 0.0), state.get("timed_steps", 0)
             self.warmup_s = state.get("warmup_s", 0.0)
+            self.earlier_warmup = state.get("warmup_steps", 0)
             finite = [v for v in self.result["train_losses"] if v is not None]
             self.last_finite = finite[-1] if finite else None
         self.result["resumed_at"] = list((state or {}).get("resumed_at", [])) + [step]
@@ -435,6 +437,10 @@ class Recorder:
                                 f"at step {self.step} after {self.train_seconds:.1f} s of training")
         return point
 
+    def warmup_steps_done(self) -> int:
+        """Steps timed apart as warm-up so far, over every process of a resumed run (as warmup_s)."""
+        return self.earlier_warmup + min(self.warmup, self.step - self.start)
+
     def samples_per_s(self) -> float | None:
         if self.timed_steps and self.timed_seconds > 0:
             return self.cfg.batch_size * self.timed_steps / self.timed_seconds
@@ -449,7 +455,7 @@ class Recorder:
         r = self.result
         r["status"], r["message"] = status, message
         r["throughput"].update(train_samples_per_s=self.samples_per_s(), warmup_s=round(self.warmup_s, 4),
-                               warmup_steps=self.warmup, timed_steps=self.timed_steps)
+                               warmup_steps=self.warmup_steps_done(), timed_steps=self.timed_steps)
         curve = r["curve"]
         last = curve[-1] if curve and curve[-1]["step"] == self.step else None
         r["final"] = {"steps": self.step, "test_loss": last["test_loss"] if last else None,

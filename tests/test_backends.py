@@ -240,6 +240,8 @@ def test_a_run_resumed_in_its_last_block_keeps_its_speed():
     assert again.samples_per_s() == pytest.approx(12_800)
     r = again.finish("ok")
     assert r["throughput"]["timed_steps"] == first.timed_steps == 425 and r["resumed_at"] == [450]
+    # the warm-up: 25 steps in the first process, the 18 left in the second; its seconds are both processes'
+    assert r["throughput"]["warmup_steps"] == 25 + 18 and r["throughput"]["warmup_s"] == pytest.approx(0.25 + 2.18)
     # a checkpoint without timed steps (written by an earlier version): this process's own steps and seconds
     bare = Recorder(cfg, new_result(cfg, "torch"), 468)
     bare.resume(450, {k: state[k] for k in ("train_losses", "curve", "train_seconds")})
@@ -358,8 +360,9 @@ def test_sigterm_stopping_lightning_on_an_evaluation_step_writes_the_evaluation_
 
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning")])
 def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, backend, loop):
-    """The second signal does not wait for the step boundary: no checkpoint is written (tf's weights may be
-    ahead of the recorded step there), the result still is, with the steps recorded so far."""
+    """Two signals in a row (here both at one stop check): the second raises KeyboardInterrupt where it lands
+    instead of waiting for a step boundary, so no stop checkpoint is written (mid-step, tf's weights may be
+    ahead of the recorded step); the result still is, with the steps recorded so far."""
     ckpt = tmp_path / "ckpt"
     args = [*SMALL, "--model", "mlp", "--steps", "400", "--eval-every", "100", "--checkpoint-dir", ckpt,
             "--checkpoint-every", "100", "--loop", loop, "--json", tmp_path / "r.json"]

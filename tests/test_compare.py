@@ -194,7 +194,7 @@ def test_a_cnn_that_ended_early_is_not_called_not_within_budget():
     assert report.table_cells(row)[4] == "50 (1/2 seeds, 1 ended early)"
 
 
-def test_runs_that_ended_early_are_unknown_not_never_and_not_averaged_in():
+def test_runs_that_ended_early_are_unknown_not_never_and_not_averaged_in(tmp_path, monkeypatch):
     """A diverged CNN read 'not within budget' and a diverged or failed MLP 'no MLP run'; a seed whose MLP
     failed vanished from the CNN's mean without a count; with --target-accuracy the MLP's bar was its
     accuracy where it stopped; a run that diverged inside its warm-up pulled the speed mean down."""
@@ -223,7 +223,16 @@ def test_runs_that_ended_early_are_unknown_not_never_and_not_averaged_in():
     assert metrics.beat_outcomes([mlp, stopped]) == {("tf", "cnn", 0): "ended early"}
     csv = {(r["model"], r["seed"]): r["steps_to_beat_note"] for r in report.csv_rows(
         [mlp, stopped, dict(mlp, config={"seed": 1}), whole(fake_result("tf", "cnn", 1, ((50, 0.90),)))], fake_context())}
-    assert csv == {("mlp", 0): "", ("cnn", 0): "ended early", ("mlp", 1): "", ("cnn", 1): "not within budget"}
+    assert csv == {("mlp", 0): "reference", ("cnn", 0): "run ended early", ("mlp", 1): "reference",
+                   ("cnn", 1): "not within budget"}
+    assert report.csv_rows([whole(fake_result("tf", "cnn", 0))], fake_context())[0]["steps_to_beat_note"] == "no MLP run"
+    # curves.png's dashed bar is the table's: none for an MLP that stopped early (it drew one, and no star)
+    plt = report._pyplot()
+    shown = []
+    monkeypatch.setattr(plt, "close", lambda fig: shown.append(fig))
+    report.plot_curves(tmp_path / "curves.png", [whole(fake_result("tf", "mlp", 0, ((25, 0.95),))),
+                                                 whole(fake_result("tf", "cnn", 0, ((50, 0.97),)))], fake_context())
+    assert not [line for ax in shown[0].axes for line in ax.lines if line.get_linestyle() == "--"]
     # speeds: a diverged run without timed steps (it diverged inside its warm-up) is left out
     fast = [fake_result("tf", "cnn", s, train_sps=7_000.0) for s in (0, 1)]
     slow = dict(fake_result("tf", "cnn", 2, status="diverged", train_sps=900.0))

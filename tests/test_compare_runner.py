@@ -169,6 +169,8 @@ def test_interrupt_keeps_finished_runs_and_resume_skips_them(tmp_path, capsys):
     assert second.launched == [("torch", "mlp", 0), ("torch", "cnn", 0)]  # the finished two are not re-run
     # the interrupted run continues from its checkpoint (it was started again from step 0)
     assert second.resumed == {("torch", "mlp", 0): True, ("torch", "cnn", 0): False}
+    walls = {(r["backend"], r["model"]): r["process_seconds"] for r in _results(out)["runs"]}
+    assert walls[("torch", "mlp")] == 2.0 and walls[("torch", "cnn")] == 1.0  # a resumed run: both processes' lives
     assert not (out / "checkpoints").exists()
     assert second.probes == []  # parity and peak were stored by the first pass
     assert "kept from" in capsys.readouterr().out
@@ -194,6 +196,17 @@ def test_a_run_that_cannot_be_resumed_says_which_folder_to_delete(tmp_path):
     assert failed["status"] == "failed" and failed["message"].endswith(
         f"it was resumed from {folder}: delete that folder to run it again from step 0")
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["torch-mlp-s0"]
+    # a crash of the resumed run is not a refusal: its checkpoints are fine, and no one is told to delete them
+    crashing = lambda cmd, *a, **k: (Outcome(-11, 0.5, ["Fatal Python error: Segmentation fault"]) if "--resume" in cmd
+                                     else fake(cmd, *a, **k))  # noqa: E731
+    assert run_comparison(["--resume", str(out)], launcher=crashing) == 1
+    assert "delete that folder" not in json.loads((out / "torch-mlp-s0.json").read_text())["message"]
+
+
+def test_a_flag_an_older_record_lacks_reads_as_not_given():
+    from compare.__main__ import as_given
+    assert as_given("nesterov", None) == "without --nesterov" and as_given("nesterov", True) == "--nesterov"
+    assert as_given("verify", None) == "without --no-verify" and as_given("verify", False) == "--no-verify"
 
 
 def test_resume_refuses_different_settings(tmp_path):
@@ -316,11 +329,13 @@ def test_runs_checkpoint_on_evaluation_steps_about_ten_times(tmp_path):
 
 def test_launch_prefixes_lines_and_reports_exit_status(tmp_path):
     lines = []
-    script = "import sys; print('tf | step 10'); print('plain'); print('boom', file=sys.stderr); sys.exit(5)"
+    script = ("import sys; print('tf | step 10'); print('tf | note: --data-dir D: no mnist files, looking elsewhere'); "
+              "print('plain'); print('boom', file=sys.stderr); sys.exit(5)")
     outcome = launch([sys.executable, "-c", script], "tf    cnn", tmp_path / "logs" / "x", echo=lines.append)
     assert lines == ["tf    cnn | step 10", "tf    cnn | plain"]
     assert outcome.returncode == 5 and outcome.stderr_tail == ["boom"] and outcome.describe() == "exit status 5"
     assert "step 10" in (tmp_path / "logs" / "x.out.log").read_text()
+    assert "note: --data-dir D" in (tmp_path / "logs" / "x.out.log").read_text()  # compare says it once, the log keeps it
 
 
 def test_launch_names_the_signal_that_killed_a_child(tmp_path):
