@@ -25,10 +25,12 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps-per-call", type=int, default=32,
+                   help="both loops of each pair (1: Lightning's textbook one step per training_step)")
     p.add_argument("--json", default="bench-out/overhead.json")
     args = p.parse_args(argv)
     flags = ["--dataset", args.dataset, "--epochs", args.epochs, "--batch-size", args.batch_size,
-             "--threads", args.threads, "--eval-every", 0]
+             "--threads", args.threads, "--eval-every", 0, "--steps-per-call", args.steps_per_call]
     rows, out = [], []
     for model in args.models.split(","):
         for backend, a, b in PAIRS:
@@ -46,7 +48,7 @@ def main(argv=None) -> None:
                         "b_samples_per_s": sb, "ratios": ratios, "median_ratio": median(ratios)})
     print()
     print(f"{args.dataset}, batch {args.batch_size}, {args.threads} threads, {args.epochs:g} epoch(s), "
-          f"{args.repeats} alternating pairs; {machine()}; {datetime.date.today()}")
+          f"{args.steps_per_call} steps per call, {args.repeats} alternating pairs; {machine()}; {datetime.date.today()}")
     print(table(rows, ["backend", "model", "A / B", "A samples/s", "B samples/s", "ratio A/B (median)", "range"]))
     write_json(args.json, {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()), "results": out})
 

@@ -23,7 +23,8 @@ def main(argv=None) -> None:
     p.add_argument("--json", default="bench-out/scaling.json")
     args = p.parse_args(argv)
     base = ["--dataset", args.dataset, "--eval-every", 0]
-    out = {"machine": machine(), "date": str(datetime.date.today()), "dataset": args.dataset}
+    out = {"machine": machine(), "date": str(datetime.date.today()), "dataset": args.dataset, "threads": args.threads,
+           "loops": dict(BACKENDS)}
     parts = args.parts.split(",")
     if "batch" in parts:
         rows, res = [], []

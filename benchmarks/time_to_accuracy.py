@@ -27,9 +27,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     rows, res = [], []
     for dataset in args.datasets.split(","):
-        for backend in ("tf", "torch"):
-            steps, secs, misses = [], [], 0
-            for seed in map(int, args.seeds.split(",")):
+        hits = {b: ([], [], [0]) for b in ("tf", "torch")}  # steps, seconds, misses
+        for seed in map(int, args.seeds.split(",")):
+            for backend in ("tf", "torch"):  # alternating, seed by seed: a drifting machine hits both alike
+                steps, secs, misses = hits[backend]
                 flags = ["--dataset", dataset, "--model", "cnn", "--epochs", args.max_epochs, "--seed", seed,
                          "--eval-every", args.eval_every, "--target-accuracy", TARGETS[dataset], "--threads", args.threads]
                 if args.data_dir:
@@ -37,15 +38,16 @@ def main(argv=None) -> None:
                 r = train(backend, *flags)
                 hit = next((pt for pt in r["curve"] if pt["test_accuracy"] >= TARGETS[dataset]), None)
                 if hit is None:
-                    misses += 1
+                    misses[0] += 1
                 else:
                     steps.append(hit["step"])
                     secs.append(hit["seconds"])
                 res.append({"dataset": r["dataset"], "backend": backend, "seed": seed, "hit": hit})
                 print(dataset, backend, seed, hit, flush=True)
+        for backend, (steps, secs, misses) in hits.items():
             fmt = lambda xs, f: f"{statistics.mean(xs):{f}} +- {statistics.stdev(xs) if len(xs) > 1 else 0:{f}}" if xs else "-"  # noqa: E731
             rows.append([dataset, backend, f"{TARGETS[dataset]:.0%}", fmt(steps, ".0f"), fmt(secs, ".1f"),
-                         f"{len(steps)}/{len(steps) + misses}"])
+                         f"{len(steps)}/{len(steps) + misses[0]}"])
     print(f"CNN, Adam 1e-3, batch 128, eval every {args.eval_every} steps, {args.threads} threads; {machine()}; {datetime.date.today()}")
     print(table(rows, ["dataset", "backend", "target", "steps (mean +- std)", "train seconds", "reached"]))
     write_json(args.json, {"machine": machine(), "date": str(datetime.date.today()), "runs": res, "config": vars(args)})

@@ -56,9 +56,10 @@ def main(argv=None) -> None:
     def naive():
         m = textbook(args.model)
         opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_cf, labels), batch_size=B, shuffle=True)
-        it = iter(loader)
-        return lambda: step(m, opt, *next(it))
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x_cf, labels), batch_size=B, shuffle=True,
+                                             drop_last=True)  # every step a full batch, as the others
+        batches = (b for _ in iter(int, 1) for b in loader)  # epoch after epoch: large batches ran out (StopIteration)
+        return lambda: step(m, opt, *next(batches))
 
     def gather(cl=False, keras=False):
         m = build_model(args.model, (28, 28, 1), 10)

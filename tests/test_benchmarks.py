@@ -43,6 +43,23 @@ def test_peak_and_torch_configs_print_a_table_and_write_json(tmp_path):
         assert len(xs) == 1 and tc["ratio_to_naive"][name] == pytest.approx(np.median(xs) / base, rel=1e-12), name
 
 
+def test_torch_configs_runs_past_one_epoch_of_its_loader(tmp_path):
+    """The naive variant's DataLoader ran out after one epoch (StopIteration) for large batches: 8192 gives
+    7 full batches, and 5 warm-up steps plus 3 timed ones need 8."""
+    proc = run_module("benchmarks.torch_configs", "--model", "mlp", "--rounds", "1", "--steps", "3", "--threads", "1",
+                      "--batch-size", "8192", "--json", tmp_path / "tc.json", timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+
+
+def test_gpu_check_without_the_data_files_says_so_first(tmp_path):
+    """A DATA_DIR without the files fell through to the cache, whose location needs platformdirs (absent on the
+    accelerator machine), after the peak probes had run: the error named platformdirs."""
+    proc = subprocess.run([str(ROOT / "scripts" / "gpu-check"), str(tmp_path), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=child_env(PYTHON=sys.executable), timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == (f"scripts/gpu-check: no Fashion-MNIST *-ubyte.gz files in "
+                                                            f"{tmp_path} (or {tmp_path}/fashion_mnist)")
+
+
 def test_accuracy_refuses_an_unknown_recipe():
     proc = run_module("benchmarks.accuracy", "--recipes", "imagenet-cosine", timeout=120)
     assert proc.returncode == 2 and "unknown recipe imagenet-cosine" in proc.stderr
