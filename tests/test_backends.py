@@ -374,6 +374,20 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, backend, l
     assert sorted(p.name for p in ckpt.glob(f"step-*.{WRITTEN[loop]}")) == [f"step-0000100.{WRITTEN[loop]}"]
 
 
+def test_lightning_checkpoints_a_last_step_off_the_evaluation_grid(tmp_path):
+    """40 steps, evaluated every 15, checkpointed every 20: step 40 is a checkpoint step where Lightning's fit
+    loop does not validate (the end is validated after fit), so its checkpoint is written at the block end.
+    It was not (the rule for 'an evaluation follows' counted the end), and --resume then trained the
+    finished run again from step 20."""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "r.json"
+    args = [*SMALL, "--model", "mlp", "--steps", "40", "--eval-every", "15", "--checkpoint-dir", ckpt,
+            "--checkpoint-every", "20", "--loop", "lightning", "--json", out]
+    run_module("torch_impl", *args, check=True, timeout=300)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-0000020.ckpt", "step-0000040.ckpt"]
+    again = run_module("torch_impl", *args, "--resume", timeout=300)
+    assert again.returncode == 0 and "holds its finished result" in again.stdout, again.stdout[-1500:] + again.stderr[-1500:]
+
+
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
 def test_checkpoints_of_another_run_are_refused_and_kept(tmp_path, backend, loop):
     """A new run in a folder of checkpoints deleted its own (the newest two by name were kept) and a

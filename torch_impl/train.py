@@ -248,7 +248,8 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         ckpt_path, state = str(found[0]), found[1]
         restore_result(rec, state.get("klc_result"), state["global_step"], log)
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))  # where the callback hands steps to the Recorder
-    evaluates = lambda step: step == rec.total or bool(cfg.eval_every and step % cfg.eval_every == 0)  # noqa: E731
+    # where Lightning's fit loop validates: on the --eval-every grid only (an end off it is validated after fit)
+    evaluates = lambda step: bool(cfg.eval_every and step % cfg.eval_every == 0)  # noqa: E731
 
     class RecorderCallback(L.Callback):
         t0 = None
