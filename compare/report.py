@@ -62,6 +62,11 @@ def status_text(row: dict) -> str:
     return ", ".join(f"{bad.count(k)}/{len(row['statuses'])} {k}" for k in kinds)
 
 
+def unknown_words(why: str) -> str:
+    """metrics.beat_outcomes' reason as the table and results.csv say it."""
+    return "run ended early" if why == "ended early" else why
+
+
 def beat_text(row: dict) -> tuple:
     """(steps cell, seconds cell) for steps-to-beat-MLP."""
     if row["is_reference"]:
@@ -73,7 +78,7 @@ def beat_text(row: dict) -> tuple:
         if not unknown:
             return "no MLP run", "–"
         if unknown == 1:
-            return ("– (run ended early)" if why[0] == "ended early" else f"– ({why[0]})"), "–"
+            return f"– ({unknown_words(why[0])})", "–"
         return f"– ({early})", "–"
     n_beat = row["beat_steps"][2]
     if n_beat == 0:
@@ -282,7 +287,7 @@ def beat_note(result: dict, answer) -> str:
     if answer is None:
         return "no MLP run"
     if isinstance(answer, str):
-        return "run ended early" if answer == "ended early" else answer
+        return unknown_words(answer)
     return "" if answer[0] is not None else "not within budget"
 
 

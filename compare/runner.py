@@ -349,13 +349,19 @@ def probe(plan: Plan, test_images: np.ndarray, control: StopControl | None = Non
 
 # --- the runs ----------------------------------------------------------------------------------------------
 
-def load_finished(path: Path) -> dict | None:
-    """The RunResult at `path` when it is a finished run (status ok or diverged), else None."""
+def read_result(path: Path) -> dict | None:
+    """The RunResult at `path`, or None when there is none or it is damaged (a damaged one is run again)."""
     try:
         result = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return result if isinstance(result, dict) and result.get("status") in FINISHED else None
+    return result if isinstance(result, dict) else None
+
+
+def load_finished(path: Path) -> dict | None:
+    """The RunResult at `path` when it is a finished run (status ok or diverged), else None."""
+    result = read_result(path)
+    return result if result is not None and result.get("status") in FINISHED else None
 
 
 def failed_result(plan: Plan, backend: str, model: str, seed: int, outcome: Outcome, cmd: list) -> dict:
@@ -401,30 +407,24 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
     runs = plan.runs()
     for i, (seed, backend, model) in enumerate(runs, 1):
         name = run_name(backend, model, seed)
-        json_path = Path(plan.out) / f"{name}.json"
-        kept = load_finished(json_path)
+        json_path, folder = Path(plan.out) / f"{name}.json", checkpoint_dir(plan, backend, model, seed)
+        previous = read_result(json_path)
         label = f"[{i}/{len(runs)}] {backend} {model}" + (f" seed {seed}" if len(plan.seeds) > 1 else "")
-        if kept is not None:
-            echo(f"{label}: kept from {json_path} ({kept['status']}), not re-run")
-            remove_checkpoints(checkpoint_dir(plan, backend, model, seed))  # left if a stop came right before
-            results.append(kept)
+        if previous is not None and previous.get("status") in FINISHED:
+            echo(f"{label}: kept from {json_path} ({previous['status']}), not re-run")
+            remove_checkpoints(folder)  # left if a stop came right before
+            results.append(previous)
             continue
         if control is not None and control.stopped:
             continue  # no new run starts; finished ones further on are still collected
-        folder = checkpoint_dir(plan, backend, model, seed)
         resume = bool(checkpoint_names(folder))
-        earlier = (earlier_seconds(json_path) if resume else 0.0)  # the processes the resumed run continues
+        earlier = float((previous or {}).get("process_seconds") or 0.0) if resume else 0.0  # the processes it continues
         json_path.unlink(missing_ok=True)  # an interrupted or failed earlier attempt
         cmd = train_command(plan, backend, model, seed, resume=resume)
         echo(f"{label}: {' '.join(Path(c).name if c == sys.executable else c for c in cmd[1:])}")
         prefix = f"{backend:<5} {model:<4}" + (f" s{seed}" if len(plan.seeds) > 1 else "")
         outcome = launcher(cmd, prefix, Path(plan.out) / "logs" / name, control, echo, env=plan.env)
-        result = None
-        if json_path.is_file():
-            try:
-                result = json.loads(json_path.read_text())
-            except ValueError:
-                result = None
+        result = read_result(json_path)
         if result is None:
             result = failed_result(plan, backend, model, seed, outcome, cmd)
             result["process_seconds"] = round(earlier + outcome.seconds, 3)
@@ -444,14 +444,6 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
             remove_checkpoints(folder)
         results.append(result)
     return results
-
-
-def earlier_seconds(path: Path) -> float:
-    """process_seconds of the earlier attempt's result at `path` (0 when there is none)."""
-    try:
-        return float(json.loads(Path(path).read_text()).get("process_seconds") or 0.0)
-    except (OSError, ValueError, AttributeError, TypeError):
-        return 0.0
 
 
 def remove_checkpoints(folder: Path) -> None:

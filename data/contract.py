@@ -82,6 +82,11 @@ class RunConfig:
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
 
+    @property
+    def checkpoints(self) -> bool:
+        """Checkpoints are on: --checkpoint-dir and --checkpoint-every, which config_from_args requires together."""
+        return bool(self.checkpoint_dir and self.checkpoint_every)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["widths"] = list(self.widths) if self.widths else None
@@ -278,9 +283,8 @@ def ineffective_flags(values: dict) -> str | None:
     for choice, users in ONLY_FOR.items():
         chosen = values.get(choice) or d[choice]
         used = set(users.get(chosen, ()))
-        unused = [k for names in users.values() for k in dict.fromkeys(names) if k not in used
-                  and values.get(k) is not None and values.get(k) != d[k]]
-        unused = list(dict.fromkeys(unused))
+        unused = list(dict.fromkeys(k for names in users.values() for k in names if k not in used
+                                    and values.get(k) is not None and values.get(k) != d[k]))
         if unused:
             flags = ", ".join("--" + k.replace("_", "-") for k in unused)
             readers = sorted({name for name, ks in users.items() for k in unused if k in ks})

@@ -55,6 +55,12 @@ def boundaries(start: int, total: int, cfg: RunConfig, warmup: int) -> list:
     return sorted(m for m in marks if start < m <= total)
 
 
+def on_eval_grid(cfg: RunConfig, step: int) -> bool:
+    """Step `step` is one of every --eval-every steps. The loops evaluate there and at the end of the run
+    (Lightning's Trainer validates on the grid; an end off it is validated after fit)."""
+    return bool(cfg.eval_every and step % cfg.eval_every == 0)
+
+
 def steps_per_block(cfg: RunConfig, total: int | None = None) -> int:
     """Optimizer steps per Lightning training_step: at most --steps-per-call, at most a quarter of a
     `total`-step run (the warm-up excluded from the throughput is whole blocks, so a short run still
@@ -235,7 +241,7 @@ def check_checkpoint_dir(cfg: RunConfig) -> None:
     and a new run (no --resume) must not write its checkpoints among another run's: keeping the newest two
     would delete its own, and a later --resume would continue the other run."""
     from .contract import ConfigError
-    folder = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir and cfg.checkpoint_every else None
+    folder = Path(cfg.checkpoint_dir) if cfg.checkpoints else None
     if folder is None:
         return
     try:
@@ -320,7 +326,7 @@ def stop_here(rec, save_checkpoint=None, saved: int | None = None):
     """A Stopped to raise where a run stopped on request, at rec.step: with checkpoints, step rec.step's
     is written unless it exists (`saved`: the step the loop last wrote; rec.start: the one it resumed from)."""
     cfg = rec.cfg
-    if not (cfg.checkpoint_dir and cfg.checkpoint_every) or rec.step == 0:
+    if not cfg.checkpoints or rec.step == 0:
         return Stopped("")
     if rec.step not in (saved, rec.start) and save_checkpoint is not None:
         save_checkpoint(rec.step)
@@ -374,6 +380,7 @@ class Recorder:
         if self.writer is not None and logged and Path(logged).parent == self.writer.logdir.parent:
             self.writer.retarget(logged)  # this run's own folder, not the newest of its name (another run's)
         self.restart_at(step)
+        self.log(f"resumed from step {step}")
 
     def restart_at(self, step: int) -> None:
         """Count from `step` (a resumed run): the warm-up is the first steps after it, in whole blocks."""
@@ -494,9 +501,9 @@ def run_chunks(cfg: RunConfig, rec: Recorder, stream, train_chunk, evaluate, sav
             bar.update(bar.task_ids[0], completed=rec.step)
         if rec.step < end:  # stopped inside the chunk
             break
-        if end == rec.total or (cfg.eval_every and end % cfg.eval_every == 0):
+        if end == rec.total or on_eval_grid(cfg, end):
             rec.add_eval(*evaluate())
-        if save_checkpoint is not None and cfg.checkpoint_every and end % cfg.checkpoint_every == 0:
+        if save_checkpoint is not None and cfg.checkpoints and end % cfg.checkpoint_every == 0:
             save_checkpoint(end)
             saved = end
     if rec.step < rec.total:
@@ -511,7 +518,7 @@ def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False, graceful: 
     status, message, code = "ok", "", EXIT_OK
     try:
         if graceful:
-            STOP.arm(rec.result["backend"], checkpoints=bool(cfg.checkpoint_dir and cfg.checkpoint_every))
+            STOP.arm(rec.result["backend"], checkpoints=cfg.checkpoints)
         try:
             body()
         finally:

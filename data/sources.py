@@ -97,6 +97,12 @@ def _known_as(content_hash: str) -> str | None:
     return None
 
 
+def another_datasets_file(path, other: str, wanted: str) -> DataError:
+    """`path` holds `other` ("mnist's train-images-idx3-ubyte.gz") where `wanted` belongs."""
+    return DataError(f"{path}: this is {other}, not {wanted} (the two datasets' files share names): keep each "
+                     f"dataset in a folder of its own, DIR/<dataset name>")
+
+
 def extracted_archive(folder: Path, spec: DatasetSpec) -> Path | None:
     """An archive dataset's extracted top folder (cifar-10-batches-py, as Keras and torchvision leave
     it) in folder/<name>, folder/<name-dashed> or folder, else None."""
@@ -147,8 +153,7 @@ def verify_file(path: Path, fs: FileSpec) -> bytes | None:
     if content_hash != fs.content_sha256:
         other = _known_as(content_hash)
         if other:
-            raise DataError(f"{path}: this is {other}, not the {fs.name} wanted here (the two datasets' files "
-                            f"share names): keep each dataset in a folder of its own, DIR/<dataset name>")
+            raise another_datasets_file(path, other, f"the {fs.name} wanted here")
         what = "an HTML page (a mirror served an error page), not IDX data; " if formats.looks_like_html(content) else ""
         raise DataError(f"{path}: {what}content sha256 {content_hash} does not match the expected "
                         f"{fs.content_sha256} (file sha256 {file_hash}); the file is damaged or not the "
@@ -377,9 +382,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, allow_download: b
             for role, blob in blobs.items():  # own data is not checked, but another registered dataset's file is
                 other = _known_as(sha256(blob)) if spec.format == "idx" else None  # known (MNIST under fashion's name)
                 if other and not other.startswith(f"{spec.name}'s "):
-                    raise DataError(f"{found[role]}: this is {other}, not {spec.name}'s {spec.files[role].name} (the "
-                                    f"two datasets' files share names): keep each dataset in a folder of its own, "
-                                    f"DIR/<dataset name>")
+                    raise another_datasets_file(found[role], other, f"{spec.name}'s {spec.files[role].name}")
             return _loaded(spec, f"data-dir (unverified):{where}", blobs, where, said)
         else:  # the user pointed here: a bad file is an error, and the folder is never touched
             return _loaded(spec, f"data-dir:{where}", verify_folder(where, spec), where, said)

@@ -246,7 +246,7 @@ class Run:
     def fit_chunk(self, indices: np.ndarray) -> np.ndarray:
         """k steps through a plain `model.fit` (the reference the custom loop is measured against):
         the same model, optimizer and batches, Keras's defaults (steps_per_execution=1), and no
-        per-batch callback, since one turns off Keras's asynchronous dispatch (measured here: a fit
+        callback at a batch's end, since one turns off Keras's asynchronous dispatch (measured here: a fit
         reading each batch's loss ran the MLP at half speed). fit reports the mean loss of the call,
         so every step of the chunk gets that mean: fit runs' train_losses are chunk means.
         A stop request (STOP) ends the call after the current step (model.stop_training, set at the
@@ -309,8 +309,7 @@ def run(cfg: RunConfig) -> int:
     if cfg.resume and (restored := r.restore_checkpoint(say=say)) is not None:
         start, meta = restored
         rec.resume(start, meta)
-        say(f"resumed from step {start}")
-    ckpt = (lambda step: r.save_checkpoint(step, rec)) if cfg.checkpoint_dir and cfg.checkpoint_every else None
+    ckpt = (lambda step: r.save_checkpoint(step, rec)) if cfg.checkpoints else None
     bar = progress(cfg.progress, total, start)
 
     def body():

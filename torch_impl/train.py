@@ -28,7 +28,7 @@ import numpy as np
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
 from data.loop import (STOP, Recorder, boundaries, checkpoint_paths, commit_checkpoint, done_line, execute,
-                       finished_runs_exit_cleanly, prepare, progress, resume_from, run_chunks, stop_here)
+                       finished_runs_exit_cleanly, on_eval_grid, prepare, progress, resume_from, run_chunks, stop_here)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -243,13 +243,10 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
                                                                           steps_per_block=k)
     dm.tensors = (r.x_train, r.y_train, r.x_test, r.y_test)  # Run's tensors, already on this rank's device
     ckpt_path = None
-    log = say_flushed if cfg.devices == 1 or process_rank() == 0 else (lambda s: None)
-    if cfg.resume and (found := newest_checkpoint(cfg, ".ckpt", r.total, say=lambda s: log(f"torch | {s}"))) is not None:
+    if cfg.resume and (found := newest_checkpoint(cfg, ".ckpt", r.total, say=rec.log)) is not None:
         ckpt_path, state = str(found[0]), found[1]
-        restore_result(rec, state.get("klc_result"), state["global_step"], log)
+        rec.resume(state["global_step"], state.get("klc_result"))
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))  # where the callback hands steps to the Recorder
-    # where Lightning's fit loop validates: on the --eval-every grid only (an end off it is validated after fit)
-    evaluates = lambda step: bool(cfg.eval_every and step % cfg.eval_every == 0)  # noqa: E731
 
     class RecorderCallback(L.Callback):
         t0 = None
@@ -271,7 +268,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
             self.stopping = STOP.requested and trainer.global_step < rec.total
             if self.stopping:
                 trainer.should_stop = True
-                if not evaluates(trainer.global_step):  # Lightning validates when asked to stop; the others do not
+                if not on_eval_grid(cfg, trainer.global_step):  # Lightning validates when asked to stop; the others do not
                     trainer.limit_val_batches = 0
             if trainer.global_step in marks or self.stopping:
                 losses = torch.cat(self.losses).float()
@@ -310,7 +307,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             step = trainer.global_step
-            if self._due(step) and not evaluates(step):
+            if self._due(step) and not on_eval_grid(cfg, step):  # else saved after that validation
                 self._save(trainer)
 
         def on_validation_end(self, trainer, pl_module):
@@ -319,7 +316,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
 
     recorder = RecorderCallback()
     callbacks = [recorder]
-    if cfg.checkpoint_dir and cfg.checkpoint_every:
+    if cfg.checkpoints:
         callbacks.append(StepCheckpoint())
     bar = progress(cfg.progress, rec.total, rec.step)
     strategy = "auto"
@@ -397,11 +394,6 @@ def say_flushed(text: str) -> None:
     print(text, flush=True)
 
 
-def restore_result(rec: Recorder, state: dict | None, step: int, log=say_flushed) -> None:
-    rec.resume(step, state)
-    log(f"torch | resumed from step {step}")
-
-
 @finished_runs_exit_cleanly
 def run(cfg: RunConfig) -> int:
     if cfg.devices > 1 and cfg.loop == "raw":
@@ -424,8 +416,8 @@ def run(cfg: RunConfig) -> int:
     ckpt = None
     if cfg.loop == "raw":
         if cfg.resume and (restored := r.restore_checkpoint(say=tagged)) is not None:
-            restore_result(rec, restored[1], restored[0], say)
-        if cfg.checkpoint_dir and cfg.checkpoint_every:
+            rec.resume(restored[0], restored[1])
+        if cfg.checkpoints:
             ckpt = lambda step: r.save_checkpoint(step, rec)  # noqa: E731
     bar = progress(cfg.progress, total, rec.step) if cfg.loop == "raw" else None
 
