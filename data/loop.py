@@ -261,8 +261,8 @@ def check_checkpoint_dir(cfg: RunConfig) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM behaves like Ctrl-C: before training (and in DDP runs, throughout) it stops at once; the
-    result is written (execute). While a one-process run trains, STOP defers both (see StopRequest)."""
+    """SIGTERM behaves like Ctrl-C: before training it stops at once; the result is written (execute).
+    While a run trains, STOP defers both (see StopRequest)."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, handler)
@@ -273,9 +273,10 @@ class Stopped(KeyboardInterrupt):
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM while a one-process run trains. The first asks the loop to stop at the
-    next step it can stop at: between compiled calls (tf), steps (model.fit, the raw loop) or blocks
-    (Lightning), where the weights and the recorded losses agree, so the loop records the steps it made,
+    """Ctrl-C (SIGINT) or SIGTERM while a run trains. The first asks the loop to stop at the next step it
+    can stop at: between compiled calls (tf), steps (model.fit, the raw loop) or blocks (Lightning; in
+    DDP, the first step whose end every rank reaches after any rank was asked), where the weights and
+    the recorded losses agree, so the loop records the steps it made,
     writes a checkpoint there (with --checkpoint-dir) and its result. A second one stops at once
     (KeyboardInterrupt: the result is written, no checkpoint). A KeyboardInterrupt landing mid-step
     could leave tf's weights ahead of the recorded step, so no checkpoint is written then.
@@ -285,6 +286,7 @@ class StopRequest:
         self.signum = None
         self.prefix = ""
         self.checkpoints = False
+        self.quiet = False
         self._old = {}
 
     @property
@@ -295,6 +297,8 @@ class StopRequest:
         if self.signum is not None:
             raise KeyboardInterrupt(f"signal {signum} again")
         self.signum = signum
+        if self.quiet:  # a DDP rank > 0: rank 0 says it
+            return
         what = "its checkpoint and result" if self.checkpoints else "its result"
         try:  # os.write, not print: a handler that prints while the main thread prints raises RuntimeError
             os.write(2, f"{self.prefix}: stopping after the current step; {what} will be written (send it again "
@@ -302,8 +306,8 @@ class StopRequest:
         except OSError:
             pass
 
-    def arm(self, prefix: str, checkpoints: bool) -> None:
-        self.signum, self.prefix, self.checkpoints = None, prefix, checkpoints
+    def arm(self, prefix: str, checkpoints: bool, quiet: bool = False) -> None:
+        self.signum, self.prefix, self.checkpoints, self.quiet = None, prefix, checkpoints, quiet
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
 
@@ -510,15 +514,14 @@ def run_chunks(cfg: RunConfig, rec: Recorder, stream, train_chunk, evaluate, sav
         raise stop_here(rec, save_checkpoint, saved)
 
 
-def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False, graceful: bool = True) -> int:
+def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False) -> int:
     """Run `body()`, turn divergence and interruption into a RunResult status, write the JSON
-    (atomically) whatever happened, and return the exit code. `quiet`: no status line (DDP ranks > 0).
-    `graceful`: Ctrl-C and SIGTERM stop the loop at its next step (STOP); False (DDP): at once."""
+    (atomically) whatever happened, and return the exit code. Ctrl-C and SIGTERM stop the loop at its
+    next step (STOP). `quiet`: no status line (DDP ranks > 0)."""
     from .contract import EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, write_json_atomic
     status, message, code = "ok", "", EXIT_OK
     try:
-        if graceful:
-            STOP.arm(rec.result["backend"], checkpoints=cfg.checkpoints)
+        STOP.arm(rec.result["backend"], checkpoints=cfg.checkpoints, quiet=quiet)
         try:
             body()
         finally:

@@ -265,11 +265,12 @@ def test_recorder_resume_restores_losses_seconds_and_the_last_finite_loss():
 # `folder`, and at the nth sends itself SIGINT, through the real handler. `signals` "INT,INT": a second
 # Ctrl-C right after the first; "TERM": SIGTERM (what timeout, docker stop and Slurm send). Deterministic, unlike a signal sent from the test process at some moment.
 CTRL_C_AT = """
-import os, signal, sys, time
+import __main__, importlib.util, os, signal, sys, time
 from pathlib import Path
 import data.loop as loop
 from data.cli import run_cli
 folder, name, nth, signals, module = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4].split(","), sys.argv[5]
+__main__.__spec__ = importlib.util.find_spec(module + ".__main__")  # DDP: Lightning starts ranks 1.. as python -m <this>
 sys.argv = [module, *sys.argv[6:]]  # the backend's own flags, as run_cli reads them
 checks, requested = [0], loop.StopRequest.requested.fget
 def counted(self):
@@ -356,6 +357,37 @@ def test_sigterm_stopping_lightning_on_an_evaluation_step_writes_the_evaluation_
     r = json.loads(out.read_text())
     assert again.returncode == 0 and "resumed from step 150" in again.stdout, again.stderr[-1500:]
     assert [p["step"] for p in r["curve"]] == [50, 100, 150, 200] and len(r["train_losses"]) == 200
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_when_rank_0_alone_is_asked(tmp_path):
+    """Lightning DDP stopped at once on Ctrl-C, losing the steps since the last checkpoint. The ranks now agree
+    every --steps-per-call steps (DDP's blocks are one step) whether any of them was asked to stop. Here rank
+    0 alone gets a SIGTERM (as from `kill` or a scheduler), at its first check after step 20's checkpoint,
+    step 25: without the agreement, rank 0 would stop there and rank 1 wait in the next step's all-reduce
+    (the test times out). Both stop after step 25, the checkpoint there resumes, and the resumed run is the
+    uninterrupted one."""
+    common = [*SMALL, "--model", "mlp", "--steps", "60", "--eval-every", "20", "--devices", "2", "--dropout", "0.25",
+              "--loop", "lightning", "--steps-per-call", "5"]
+    run_module("torch_impl", *common, "--save-weights", tmp_path / "full.npz", "--json", tmp_path / "full.json",
+               check=True, timeout=300)
+    ckpt, out = tmp_path / "ckpt", tmp_path / "part.json"
+    args = [*common, "--checkpoint-dir", ckpt, "--checkpoint-every", "20", "--json", out]
+    proc = ctrl_c_at("torch", args, ckpt, "step-0000020.ckpt", nth=1, signals="TERM")
+    part = json.loads(out.read_text())
+    assert proc.returncode == 130, f"exit {proc.returncode}: {part['message']} {proc.stderr[-1500:]}"
+    assert part["message"] == f"interrupted at step 25; checkpoint step-0000025 in {ckpt}: continue with --resume"
+    assert proc.stderr.count("stopping after the current step") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(part["train_losses"]) == 25 and [p["step"] for p in part["curve"]] == [20]
+    assert sorted(p.name for p in ckpt.glob("step-*.ckpt")) == ["step-0000020.ckpt", "step-0000025.ckpt"]
+    again = run_module("torch_impl", *args, "--resume", "--save-weights", tmp_path / "resumed.npz", timeout=300)
+    assert again.returncode == 0 and "resumed from step 25" in again.stdout, again.stderr[-1500:]
+    resumed, full = json.loads(out.read_text()), json.loads((tmp_path / "full.json").read_text())
+    assert [p["step"] for p in resumed["curve"]] == [20, 40, 60] and resumed["resumed_at"] == [25]
+    assert np.abs(np.array(resumed["train_losses"]) - full["train_losses"]).max() <= 1e-6
+    a, b = np.load(tmp_path / "full.npz"), np.load(tmp_path / "resumed.npz")
+    diff = max(np.abs(a[k] - b[k]).max() for k in a.files)
+    assert diff <= 1e-6, f"resumed weights differ from the uninterrupted run by {diff:.3g}"
 
 
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning")])

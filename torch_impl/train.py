@@ -28,7 +28,8 @@ import numpy as np
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
 from data.loop import (STOP, Recorder, boundaries, checkpoint_paths, commit_checkpoint, done_line, execute,
-                       finished_runs_exit_cleanly, on_eval_grid, prepare, progress, resume_from, run_chunks, stop_here)
+                       Stopped, finished_runs_exit_cleanly, on_eval_grid, prepare, progress, resume_from, run_chunks,
+                       stop_here)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -265,7 +266,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.losses.append(outputs["loss"])  # (k,) this block's losses, detached
             # read once per block: StepCheckpoint, which runs next, must see the decision that recorded the steps
-            self.stopping = STOP.requested and trainer.global_step < rec.total
+            self.stopping = trainer.global_step < rec.total and self._stop_requested(trainer)
             if self.stopping:
                 trainer.should_stop = True
                 if not on_eval_grid(cfg, trainer.global_step):  # Lightning validates when asked to stop; the others do not
@@ -279,6 +280,18 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
                 self.t0 = None
                 if bar is not None:
                     bar.update(bar.task_ids[0], completed=rec.step)
+
+        @staticmethod
+        def _stop_requested(trainer) -> bool:
+            """STOP.requested, agreed by every rank in DDP: a Ctrl-C reaches the ranks at different steps, and a
+            SIGTERM may reach rank 0 alone; all must stop after the same step. DDP's blocks are one step, and
+            an all-reduce per step cost a fifth of an MLP's samples/s on 2 CPU cores, so the ranks agree
+            every --steps-per-call steps."""
+            if trainer.world_size == 1:
+                return STOP.requested
+            if trainer.global_step % cfg.steps_per_call:
+                return False
+            return trainer.strategy.reduce_boolean_decision(STOP.requested, all=False)
 
         def on_validation_epoch_start(self, trainer, pl_module):
             if not self.warm:  # as Run.evaluate: kernel set-up outside the timed pass
@@ -340,7 +353,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
     if trainer.interrupted:
         raise KeyboardInterrupt
     if rec.step < rec.total:
-        if not STOP.requested:
+        if not recorder.stopping:  # not STOP.requested: a DDP rank stops when another one was asked to
             raise RuntimeError(f"Lightning's Trainer ended at step {rec.step} of {rec.total} without being asked to")
         raise stop_here(rec, saved=rec.step)  # stopped on request: StepCheckpoint wrote the checkpoint, if any
     if not rec.result["curve"] or rec.result["curve"][-1]["step"] != rec.step:
@@ -420,15 +433,20 @@ def run(cfg: RunConfig) -> int:
         if cfg.checkpoints:
             ckpt = lambda step: r.save_checkpoint(step, rec)  # noqa: E731
     bar = progress(cfg.progress, total, rec.step) if cfg.loop == "raw" else None
+    stopped = []  # the run stopped where a Ctrl-C or SIGTERM asked (in DDP: where all ranks agreed to)
 
     def body():
-        if cfg.loop == "raw":
-            run_chunks(cfg, rec, stream, r.train_chunk, r.evaluate, ckpt, bar)
-        else:
-            lightning_fit(r, rec)
+        try:
+            if cfg.loop == "raw":
+                run_chunks(cfg, rec, stream, r.train_chunk, r.evaluate, ckpt, bar)
+            else:
+                lightning_fit(r, rec)
+        except Stopped:
+            stopped.append(True)
+            raise
 
-    try:  # DDP: a stop request would have to reach every rank at the same block; Ctrl-C stops at once
-        code = execute(cfg, rec, body, quiet=rank != 0, graceful=cfg.devices == 1)
+    try:
+        code = execute(cfg, rec, body, quiet=rank != 0)
     finally:
         if bar is not None:
             bar.stop()
@@ -436,4 +454,6 @@ def run(cfg: RunConfig) -> int:
         neutral.save(cfg.save_weights, r.export_weights())
     if rec.result["final"]["test_accuracy"] is not None and rank == 0:
         print(done_line(rec.result), flush=True)
+    if rank and stopped:  # did as all ranks agreed: a rank's non-zero exit makes Lightning's process observer
+        return 0          # SIGKILL rank 0, perhaps before it has written the result and the checkpoint
     return code
