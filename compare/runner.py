@@ -33,7 +33,7 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import RunConfig, default_loop, write_json_atomic
-from data.loop import checkpoint_names
+from data.loop import checkpoint_names, steps_per_block
 
 from .metrics import FINISHED
 
@@ -119,13 +119,14 @@ def checkpoint_dir(plan: Plan, backend: str, model: str, seed: int) -> Path:
 
 
 def checkpoint_every(plan: Plan) -> int:
-    """Steps between a run's checkpoints: a multiple of --eval-every (so they land on evaluation steps and
-    change neither the timed chunks nor Lightning's blocks), about ten per run; a Ctrl-C writes one
-    where it stops besides. 0 (none) when the run evaluates only at its end."""
-    if not plan.eval_every:
-        return 0
-    evaluations = plan.total_steps // plan.eval_every
-    return plan.eval_every * max(1, math.ceil(evaluations / 10))
+    """Steps between a run's checkpoints, about ten per run; a Ctrl-C writes one where it stops besides.
+    A multiple of --eval-every (they land on evaluation steps, so no timed chunk and no Lightning block
+    changes), or, when the run evaluates only at its end (--eval-every 0), of the steps per Lightning
+    block that the run has without checkpoints (so its blocks stay the same)."""
+    unit = plan.eval_every or steps_per_block(RunConfig(
+        steps_per_call=plan.run_flags.get("steps_per_call") or RunConfig.steps_per_call,
+        devices=plan.run_flags.get("devices") or 1, eval_every=0), plan.total_steps)
+    return unit * max(1, math.ceil(plan.total_steps // unit / 10))
 
 
 def train_command(plan: Plan, backend: str, model: str, seed: int, resume: bool = False) -> list:

@@ -306,7 +306,9 @@ def test_train_command_passes_the_shared_settings(tmp_path):
 
 def test_runs_checkpoint_on_evaluation_steps_about_ten_times(tmp_path):
     """Each run checkpoints into its own folder so that compare --resume continues an interrupted run; the
-    interval is a multiple of --eval-every, so neither the timed chunks nor Lightning's blocks change."""
+    interval is a multiple of --eval-every, so neither the timed chunks nor Lightning's blocks change. With
+    --eval-every 0 (no interval) runs had no checkpoints and restarted from step 0; their interval is now a
+    multiple of the run's Lightning block (DDP: one step), and the blocks stay what they were."""
     cmd = train_command(_plan(tmp_path), "torch", "cnn", 1)  # 20 steps, evaluated every 10
     assert _value(cmd, "--checkpoint-dir") == str(tmp_path / "checkpoints" / "torch-cnn-s1")
     assert _value(cmd, "--checkpoint-every") == "10" and "--resume" not in cmd
@@ -314,15 +316,25 @@ def test_runs_checkpoint_on_evaluation_steps_about_ten_times(tmp_path):
     long = _plan(tmp_path, steps=469, eval_every=25)  # one MNIST epoch, compare's default interval: 18 evaluations
     long.total_steps = 469
     assert _value(train_command(long, "tf", "mlp", 0), "--checkpoint-every") == "50"
-    at_end = _plan(tmp_path, eval_every=0)  # evaluated only at the end: no interval to checkpoint on
-    assert "--checkpoint-dir" not in train_command(at_end, "tf", "mlp", 0)
+    at_end = _plan(tmp_path, eval_every=0)  # 20 steps, evaluated at the end only: blocks of 5 (a quarter)
+    assert _value(train_command(at_end, "tf", "mlp", 0), "--checkpoint-every") == "5"
+    epoch_at_end = _plan(tmp_path, eval_every=0)
+    epoch_at_end.total_steps = 469  # blocks of 32 (--steps-per-call): 14 blocks, one checkpoint every 2
+    assert _value(train_command(epoch_at_end, "torch", "mlp", 0), "--checkpoint-every") == "64"
+    odd = _plan(tmp_path, eval_every=0, steps_per_call=7)
+    odd.total_steps = 469
+    assert _value(train_command(odd, "torch", "mlp", 0), "--checkpoint-every") == "49"
+    ddp = _plan(tmp_path, eval_every=0, devices=2)
+    ddp.total_steps = 469
+    assert _value(train_command(ddp, "torch", "mlp", 0), "--checkpoint-every") == "47"
     from data.loop import steps_per_block
-    for plan in (_plan(tmp_path), long):
-        cfg = RunConfig(steps=plan.total_steps, eval_every=plan.eval_every, loop="lightning")
+    for plan in (_plan(tmp_path), long, at_end, epoch_at_end, odd, ddp):
+        same = dict(steps=plan.total_steps, eval_every=plan.eval_every, loop="lightning",
+                    steps_per_call=plan.run_flags.get("steps_per_call") or 32, devices=plan.run_flags.get("devices") or 1)
         every = int(_value(train_command(plan, "torch", "mlp", 0), "--checkpoint-every"))
-        assert steps_per_block(cfg, plan.total_steps) == steps_per_block(
-            RunConfig(steps=plan.total_steps, eval_every=plan.eval_every, checkpoint_every=every, loop="lightning"),
-            plan.total_steps)
+        assert 5 <= plan.total_steps // every <= 10 or plan.total_steps < 40  # at most ten; a block or interval apart
+        assert steps_per_block(RunConfig(**same), plan.total_steps) == steps_per_block(
+            RunConfig(**same, checkpoint_every=every), plan.total_steps)
 
 
 # --- real children ----------------------------------------------------------------------------------------
