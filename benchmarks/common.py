@@ -62,3 +62,9 @@ def table(rows: list, headers: list) -> str:
 def machine() -> str:
     import platform
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def stamp() -> dict:
+    """When and where a figure was measured, for every script's JSON."""
+    import datetime
+    return {"date": str(datetime.date.today()), "machine": machine()}

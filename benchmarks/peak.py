@@ -43,10 +43,12 @@ def main(argv=None) -> None:
         print(json.dumps(measure(args.framework, args.n, args.threads)))
         return
     results = [measure(f, args.n, args.threads) for f in FRAMEWORKS]
-    from .common import table, write_json
+    from .common import stamp, table, write_json
     print(table([[r["framework"], r["device"], f"{r['gflops']:,.1f}", f"fp32 {r['n']}^3, {r['threads']} threads"]
                  for r in results], ["framework", "device", "GFLOP/s", "matmul"]))
-    write_json(args.json, results)
+    when = stamp()
+    print(f"{when['machine']}; {when['date']}")
+    write_json(args.json, {**when, "results": results})
 
 
 if __name__ == "__main__":

@@ -95,12 +95,14 @@ def main(argv=None) -> None:
             loss.item()
             results[name].append(B * args.steps / (time.perf_counter() - t0))
     base = statistics.median(results["naive"])
-    print(f"{args.model}, batch {B}, {args.threads} threads, {args.rounds} rounds of {args.steps} steps, torch {torch.__version__}")
-    from .common import table, write_json
+    from .common import stamp, table, write_json
+    when = stamp()
+    print(f"{args.model}, batch {B}, {args.threads} threads, {args.rounds} rounds of {args.steps} steps, torch "
+          f"{torch.__version__}; {when['machine']}; {when['date']}")
     rows = [[name, f"{statistics.median(xs):,.0f}", f"{statistics.median(xs) / base:.2f}x", f"{min(xs):,.0f}",
              f"{max(xs):,.0f}"] for name, xs in results.items()]
     print(table(rows, ["variant", "samples/s (median)", "vs naive", "min", "max"]))
-    write_json(args.json, {"model": args.model, "batch_size": B, "threads": args.threads, "rounds": args.rounds,
+    write_json(args.json, {**when, "model": args.model, "batch_size": B, "threads": args.threads, "rounds": args.rounds,
                            "steps": args.steps, "torch": torch.__version__,
                            "samples_per_s": results, "ratio_to_naive": {k: statistics.median(v) / base
                                                                          for k, v in results.items()}})

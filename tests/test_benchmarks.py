@@ -5,6 +5,7 @@ check (scripts/gpu-check), run for a few steps on the CPU without the packages t
 machine lacks, writes the fields its README line promises."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -30,13 +31,16 @@ def test_peak_and_torch_configs_print_a_table_and_write_json(tmp_path):
     proc = run_module("benchmarks.peak", "--n", "128", "--threads", "1", "--json", tmp_path / "peak.json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "| framework " in proc.stdout and "| GFLOP/s |" in proc.stdout
-    peaks = json.loads((tmp_path / "peak.json").read_text())
+    out = json.loads((tmp_path / "peak.json").read_text())
+    assert out["date"] == str(datetime.date.today()) and "cores, Python" in out["machine"]  # had neither
+    peaks = out["results"]
     assert [r["framework"] for r in peaks] == ["tf", "torch", "numpy"] and all(r["gflops"] > 0 for r in peaks)
     proc = run_module("benchmarks.torch_configs", "--rounds", "1", "--steps", "2", "--threads", "1", "--batch-size", "16",
                       "--json", tmp_path / "tc.json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "| variant " in proc.stdout and "| vs naive |" in proc.stdout
     tc = json.loads((tmp_path / "tc.json").read_text())
+    assert tc["date"] == str(datetime.date.today()) and "cores, Python" in tc["machine"]
     assert set(tc["samples_per_s"]) == set(tc["ratio_to_naive"]) and len(tc["ratio_to_naive"]) >= 4
     base = np.median(tc["samples_per_s"]["naive"])
     for name, xs in tc["samples_per_s"].items():  # each variant over the naive port, both as medians
