@@ -461,7 +461,7 @@ def plot_curves(path, results: list, context: dict) -> None:
     backends = list(dict.fromkeys(r["backend"] for r in results)) or ["(no runs)"]
     fig, axes = plt.subplots(1, len(backends), figsize=(6.2 * len(backends), 4.6), sharey=True, squeeze=False)
     beats = metrics.beat_points(results)
-    all_acc, ref_acc = [], []
+    all_acc, ref_acc, late_acc = [], [], []  # late: past the first quarter of a run's steps
     for ax, backend in zip(axes[0], backends):
         runs = [r for r in results if r["backend"] == backend]
         labelled = set()
@@ -473,6 +473,7 @@ def plot_curves(path, results: list, context: dict) -> None:
             steps = [p["step"] for p in curve]
             acc = [100 * p["test_accuracy"] for p in curve]
             all_acc += acc
+            late_acc += [a for step, a in zip(steps, acc) if step > steps[-1] / 4]
             n_seeds = sum(1 for x in runs if x["model"] == r["model"])
             label = None
             if r["model"] not in labelled:
@@ -523,8 +524,10 @@ def plot_curves(path, results: list, context: dict) -> None:
             ax.legend(loc="lower right", fontsize=8.5)
     axes[0][0].set_ylabel("test accuracy (%)")
     if all_acc:
-        lo = sorted(all_acc)[len(all_acc) // 10]  # the 10th percentile: the first, steep evaluations may fall below
-        lower = max(0.0, min([lo] + ref_acc) - 1.5)
+        # the first, steep evaluations may fall below the 10th percentile; a run's later ones may not (a CNN
+        # that collapsed near its end was drawn off the axes, under a floor set by the rest)
+        lo = sorted(all_acc)[len(all_acc) // 10]
+        lower = max(0.0, min([lo] + late_acc + ref_acc) - 1.5)
         axes[0][0].set_ylim(lower, min(100.0, max(all_acc + ref_acc) + 0.6))
     plan = context.get("plan") or {}
     every = f"evaluated every {plan.get('eval_every')} steps" if plan.get("eval_every") else "evaluated at the end only"

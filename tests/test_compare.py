@@ -316,6 +316,25 @@ def test_report_md_and_pictures(tmp_path):
         assert blob[:8] == PNG_MAGIC and len(blob) > 10_000, name
 
 
+def test_curves_show_a_late_collapse_and_may_clip_only_the_first_evaluations(tmp_path, monkeypatch):
+    """The y floor was the 10th percentile of every point, so a CNN that fell to 40 % at its last of 20
+    evaluations was drawn below the axes; its early, steep points may still be clipped."""
+    steady = [(25 * i, 0.95 + 0.001 * i) for i in range(1, 21)]
+    collapsed = [(25 * i, 0.20 if i == 1 else 0.97) for i in range(1, 20)] + [(500, 0.40)]
+    plt = report._pyplot()
+    shown = []
+    monkeypatch.setattr(plt, "close", lambda fig: shown.append(fig))
+    report.plot_curves(tmp_path / "curves.png", [fake_result("tf", "mlp", 0, steady),
+                                                 fake_result("tf", "cnn", 0, collapsed)], fake_context())
+    lower, upper = shown[0].axes[0].get_ylim()
+    assert lower <= 40.0 - 1 and upper == pytest.approx(97.0 + 0.6)  # the collapse in view, with a margin
+    assert lower > 20.0  # the first evaluation (20 %) may fall below
+    shown.clear()
+    report.plot_curves(tmp_path / "curves.png", [fake_result("tf", "mlp", 0, steady),
+                                                 fake_result("tf", "cnn", 0, collapsed[:-1])], fake_context())
+    assert shown[0].axes[0].get_ylim()[0] == pytest.approx(95.3 - 1.5)  # without it: the 10th percentile
+
+
 def test_seeds_that_beat_at_one_step_share_one_label(tmp_path, monkeypatch):
     """Two seeds whose CNN beats the MLP at the same step got two labels drawn over each other."""
     runs = four_runs(0) + four_runs(1)  # tf: both seeds first beat their MLP (0.95, a tie at 50) at step 75
