@@ -106,7 +106,10 @@ def check_idx_pair(images: np.ndarray, labels: np.ndarray, name: str, num_classe
 # --- CIFAR -------------------------------------------------------------------------------------
 # A pickle is a program. These are the only globals a CIFAR batch needs (numpy's array rebuild,
 # and codecs.encode, which protocol-2 pickles written by Python 3 use for bytes); anything else
-# (os.system, eval, subprocess ...) is refused before it can run.
+# (os.system, eval, subprocess ...) is refused before it can run. numpy's own rebuild is not used
+# either: numpy.dtype's __setstate__ takes the dtype's flags from the file, and a damaged file that
+# flags uint8 as "holds Python objects" gave arrays numpy could neither copy safely nor free. The
+# numpy names are served by _Dtype, _Array and _scalar below, which build plain numeric arrays.
 SAFE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
@@ -114,13 +117,109 @@ SAFE_GLOBALS = {
 }
 
 
+def _text(x) -> str:
+    """A name as a pickle holds it: str (Python 3), or bytes (Python 2's str, read with encoding='bytes')."""
+    if isinstance(x, bytes):
+        return x.decode("latin1")
+    if isinstance(x, str):
+        return x
+    raise pickle.UnpicklingError(f"expected a name, got {type(x).__name__}")
+
+
+class _Dtype:
+    """numpy.dtype(name, align, copy) with its pickled state: a plain number type only (kinds b, i, u, f),
+    built by name and byte order; the flags in the state are never applied."""
+
+    def __init__(self, name, align=False, copy=True):
+        self.name, self.order = _text(name), "|"
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) < 2 or _text(state[1]) not in "<>|=":
+            raise pickle.UnpicklingError(f"malformed dtype state {str(state)[:60]}")
+        self.order = _text(state[1])
+
+    def build(self) -> np.dtype:
+        try:
+            d = np.dtype(self.name)
+        except (TypeError, ValueError) as e:
+            raise pickle.UnpicklingError(f"unknown dtype {self.name!r} ({e})") from None
+        if d.kind not in "biuf" or d.fields or d.subdtype:
+            raise pickle.UnpicklingError(f"dtype {self.name!r}: CIFAR batches hold plain numbers only")
+        return d.newbyteorder(self.order) if self.order in "<>" else d
+
+
+def _numeric(dtype) -> np.dtype:
+    if not isinstance(dtype, _Dtype):
+        raise pickle.UnpicklingError(f"expected a numpy dtype, got {type(dtype).__name__}")
+    return dtype.build()
+
+
+class _Array:
+    """numpy's _reconstruct(ndarray, (0,), b'b') followed by __setstate__((version,) shape, dtype,
+    is_fortran, raw bytes): the array is built from the raw bytes with a clean dtype (array)."""
+    array = None
+
+    def __init__(self, subtype=None, shape=None, code=None):
+        if subtype is not _NDARRAY:
+            raise pickle.UnpicklingError("_reconstruct of something other than numpy.ndarray")
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError(f"malformed array state {str(state)[:60]}")
+        shape, dtype, fortran, raw = state[-4:]
+        d = _numeric(dtype)
+        if isinstance(raw, str):  # Python 2's str read as text
+            raw = raw.encode("latin1")
+        if not isinstance(raw, bytes) or not isinstance(shape, tuple) or \
+                not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise pickle.UnpicklingError(f"malformed array state (shape {str(shape)[:40]})")
+        count = math.prod(shape)
+        if len(raw) != count * d.itemsize:
+            raise pickle.UnpicklingError(f"array of shape {shape} {d} needs {count * d.itemsize} bytes, has {len(raw)}")
+        self.array = np.frombuffer(raw, d, count=count).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _scalar(dtype, raw=None):
+    """numpy's scalar(dtype, raw bytes): a numpy number of a clean dtype."""
+    d = _numeric(dtype)
+    if isinstance(raw, str):
+        raw = raw.encode("latin1")
+    if not isinstance(raw, bytes) or len(raw) != d.itemsize:
+        raise pickle.UnpicklingError(f"malformed {d} scalar")
+    return np.frombuffer(raw, d, count=1)[0]
+
+
+_NDARRAY = object()  # what the unpickler hands out for numpy.ndarray: only _reconstruct's first argument
+_NUMPY = {"_reconstruct": _Array, "ndarray": _NDARRAY, "dtype": _Dtype, "scalar": _scalar}
+
+
+def _unwrap(obj, depth: int = 0):
+    """The unpickled object with each _Array replaced by its array (dicts, lists and tuples walked)."""
+    if depth > 50:
+        raise pickle.UnpicklingError("nested too deeply for a CIFAR batch")
+    if isinstance(obj, _Array):
+        if obj.array is None:
+            raise pickle.UnpicklingError("an array without its data")
+        return obj.array
+    if isinstance(obj, dict):
+        return {_unwrap(k, depth + 1): _unwrap(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_unwrap(v, depth + 1) for v in obj)
+    if isinstance(obj, _Dtype) or obj is _NDARRAY:
+        raise pickle.UnpicklingError("a bare numpy type where data should be")
+    return obj
+
+
 class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that builds plain data only: numbers, bytes, str, lists, dicts, numpy arrays."""
+    """Unpickler that builds plain data only: numbers, bytes, str, lists, dicts, numeric numpy arrays."""
 
     def find_class(self, module, name):
         if (module, name) in SAFE_GLOBALS:
-            return super().find_class(module, name)
+            return _NUMPY[name] if module.startswith("numpy") else super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused to load global {module}.{name}: CIFAR batches hold plain data only")
+
+    def load(self):
+        return _unwrap(super().load())
 
 
 def parse_cifar_batch(blob: bytes, name: str, label_keys: tuple) -> dict:
