@@ -299,12 +299,23 @@ def test_trajectory_200_steps_real_data(parity, real_mnist):
     assert float(a["accuracy"]) > 0.8, f"{real_mnist.label}: CNN accuracy {float(a['accuracy']):.3f} after 200 steps"
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
-def test_the_training_commands_take_the_same_steps(tmp_path, real_mnist, model):
+# Flags of the training-commands test beyond the model: Adam at a constant rate (the default), and SGD with
+# Nesterov momentum under a warmed-up cosine schedule, so that the loops' own schedule stepping counts (the
+# job runners above step their own schedulers; a loop that never stepped its scheduler trained at the
+# warm-up's first rate and passed every test).
+# The loops' float32 losses and test losses over 30 steps: measured <= 4.8e-7 apart (steps 11-30 included, all three
+# configs, 2026-11-30); 2e-5 leaves 40x for the chaotic growth the optimizer note describes (it was 1e-3).
+COMMAND_ATOL = 2e-5
+COMMAND_CONFIGS = {"adam": [], "sgd_nesterov_cosine": ["--optimizer", "sgd", "--momentum", "0.9", "--nesterov",
+                                                        "--lr", "0.05", "--schedule", "cosine", "--warmup-steps", "5"]}
+
+
+@pytest.mark.parametrize("model,config", [("mlp", "adam"), ("cnn", "adam"), ("mlp", "sgd_nesterov_cosine")])
+def test_the_training_commands_take_the_same_steps(tmp_path, real_mnist, model, config):
     """The job runners above test the ops; this runs the training code users run, all four loops
     (tf custom, model.fit, Lightning, raw torch), from one shared initial draw on the same batches:
-    per-step float32 losses agree to OPT_ATOL_F32_FIRST10 over the first 10 steps and stay close over
-    30 (fit reports one mean per call: compared call by call)."""
+    per-step float32 losses agree to OPT_ATOL_F32_FIRST10 over the first 10 steps and to COMMAND_ATOL over
+    30 (fit reports one mean per call: compared call by call), and so do the evaluations."""
     from data import arch, weights as neutral
     from data.contract import parse_widths
     widths = "8,16,32" if model == "cnn" else "64,32"
@@ -317,27 +328,28 @@ def test_the_training_commands_take_the_same_steps(tmp_path, real_mnist, model):
         run_module(f"{backend}_impl", "--dataset", "mnist", "--train-limit", "2048", "--batch-size", "32",
                    "--threads", "2", "--no-progress", "--model", model, "--widths", widths, "--steps", "30",
                    "--eval-every", "10", "--deterministic", "--init-file", init, "--loop", loop, "--json", out,
-                   check=True, timeout=300)
+                   *COMMAND_CONFIGS[config], check=True, timeout=300)
         losses[(backend, loop)] = np.asarray(json.loads(out.read_text())["train_losses"])
     ref = losses[("tf", "custom")]
     for key in (("torch", "lightning"), ("torch", "raw")):
         gap = np.abs(losses[key] - ref)
         assert gap[:10].max() <= OPT_ATOL_F32_FIRST10, (key, gap[:10].max())
-        assert gap.max() <= 1e-3, (key, gap.max())
+        assert gap.max() <= COMMAND_ATOL, (key, gap.max())
     calls = [slice(0, 10), slice(10, 20), slice(20, 30)]  # fit's calls: warm-up, then each evaluation interval
     fit = losses[("tf", "fit")]
     for c in calls:
         assert np.ptp(fit[c]) == 0  # one mean per call
-        assert abs(fit[c][0] - ref[c].mean()) <= (OPT_ATOL_F32_FIRST10 if c.start == 0 else 1e-3), c
+        assert abs(fit[c][0] - ref[c].mean()) <= (OPT_ATOL_F32_FIRST10 if c.start == 0 else COMMAND_ATOL), c
     # the evaluations (each loop's own: Keras metrics, torchmetrics, the raw loop's sums) on the same weights,
-    # within the gaps above: the same test loss, and the same correct count but for a near-tie or two
+    # within the gaps above: the same test loss, and the same correct count but for one near-tie (measured:
+    # none; the raw loop's float32 division is off by < 3e-4 of a prediction)
     curves = {key: json.loads((tmp_path / f"{key[0]}-{key[1]}.json").read_text())["curve"] for key in losses}
     n_test = len(real_mnist.test_labels)
     for key, curve in curves.items():
         assert [p["step"] for p in curve] == [10, 20, 30], key
         for p, q in zip(curve, curves[("tf", "custom")]):
-            assert abs(p["test_loss"] - q["test_loss"]) <= 1e-4, (key, p, q)
-            assert abs(p["test_accuracy"] - q["test_accuracy"]) * n_test <= 2.5, (key, p, q)
+            assert abs(p["test_loss"] - q["test_loss"]) <= COMMAND_ATOL, (key, p, q)
+            assert abs(p["test_accuracy"] - q["test_accuracy"]) * n_test <= 1.01, (key, p, q)
 
 
 @pytest.mark.parametrize("start", ["first", "epoch_boundary"])
