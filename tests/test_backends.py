@@ -307,10 +307,10 @@ def test_ctrl_c_writes_a_checkpoint_where_it_stops_and_the_resume_matches_uninte
     """Ctrl-C between two checkpoints lost every step since the last one: the run now stops at its next
     step boundary, records those steps and writes a checkpoint there, and the resumed run is the
     uninterrupted one. With dropout, so the checkpoint must carry the generators' state (without it the
-    weights differed by 0.046); --resume must continue from the new checkpoint (a fresh 400-step run,
+    weights differed by 0.046), and a cosine schedule, so it must carry the scheduler's too; --resume must continue from the new checkpoint (a fresh 400-step run,
     or one resumed at 200, would not print its step)."""
     common = [*SMALL, "--model", "cnn", "--steps", "400", "--eval-every", "200", "--deterministic",
-              "--loop", loop, "--widths", "8,16,32", "--dropout", "0.25"]
+              "--loop", loop, "--widths", "8,16,32", "--dropout", "0.25", "--schedule", "cosine"]
     run_module(BACKENDS[backend], *common, "--save-weights", tmp_path / "full.npz", "--json", tmp_path / "full.json",
                check=True, timeout=300)
     ckpt = tmp_path / "ckpt"
