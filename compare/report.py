@@ -314,7 +314,7 @@ def csv_rows(results: list, context: dict) -> list:
 
 
 def results_document(results: list, context: dict) -> dict:
-    """results.json: the comparison's context, every RunResult, and the summary (DESIGN.md)."""
+    """results.json: the comparison's context, every RunResult, and the summary (README, "What the output means")."""
     plan = context.get("plan") or {}
     return {"comparison": context, "runs": results,
             "summary": metrics.summary(results, plan.get("eval_every"))}

@@ -370,7 +370,7 @@ def versions(*packages: str) -> dict:
 
 
 def new_result(cfg: RunConfig, backend: str) -> dict:
-    """A RunResult skeleton (DESIGN.md's schema); training fills it in."""
+    """A RunResult skeleton (the schema: README, "The RunResult JSON"); training fills it in."""
     return {
         "backend": backend, "model": cfg.model, "dataset": cfg.dataset, "data_source": None,
         "status": "failed", "message": "", "config": cfg.to_dict(), "versions": {}, "device": "cpu",

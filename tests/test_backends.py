@@ -109,6 +109,11 @@ def test_backends_apply_the_same_schedule(tmp_path):
 
 # --- training -------------------------------------------------------------------------------------
 
+def readme_result_block() -> str:
+    """README's "The RunResult JSON" block: the list of the keys a run writes."""
+    return (ROOT / "README.md").read_text().split("### The RunResult JSON", 1)[1].split("```", 2)[1]
+
+
 @pytest.mark.parametrize("backend,loop", LOOPS)
 def test_small_run_learns_and_writes_result(tmp_path, backend, loop):
     out = tmp_path / "r.json"
@@ -116,8 +121,11 @@ def test_small_run_learns_and_writes_result(tmp_path, backend, loop):
                       "--loop", loop, "--json", out, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
+    block = readme_result_block()  # the README's RunResult list names every key a run writes
+    written = set(r) | set(r["final"]) | set(r["throughput"]) | set(r["curve"][0]) | set(r["dtypes"])
+    assert not [k for k in written if not re.search(rf"(?<![\w.]){k}(?!\w)", block)], sorted(written)
     for key in ("backend", "model", "dataset", "data_source", "status", "config", "versions", "device",
-                "threads", "params", "flops_per_sample", "curve", "final", "throughput"):
+                "threads", "params", "flops_per_sample", "curve", "final", "throughput"):  # DESIGN's contract
         assert key in r, key
     assert r["backend"] == backend and r["status"] == "ok" and r["params"] == 235_146 and r["threads"] == 2
     assert [p["step"] for p in r["curve"]] == [30, 60]

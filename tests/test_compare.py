@@ -274,7 +274,7 @@ def test_results_json_round_trip(tmp_path):
     assert doc["summary"]["tf"]["steps_to_beat_mlp"] == 75
     assert doc["summary"]["torch"]["steps_to_beat_mlp"] is None
     assert doc["comparison"]["plan"]["eval_every"] == 25
-    for r in doc["runs"]:  # DESIGN.md's RunResult keys survive
+    for r in doc["runs"]:  # the RunResult keys (README, "The RunResult JSON") survive
         assert {"backend", "model", "dataset", "data_source", "status", "message", "config", "versions", "device",
                 "threads", "params", "flops_per_sample", "curve", "final", "throughput"} <= set(r)
 
