@@ -25,8 +25,8 @@ from pathlib import Path
 from data.arch import MODELS
 from data.cli import run_cli
 from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LOOPS, ConfigError, OneLineParser,
-                           RunConfig, SEED_LIMIT, add_run_arguments, default_loop, ineffective_flags,
-                           write_json_atomic)
+                           RunConfig, SEED_LIMIT, add_run_arguments, check_widths, default_loop,
+                           ineffective_flags, write_json_atomic)
 
 from .runner import BACKENDS, Plan
 
@@ -202,6 +202,11 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
                      "(--init shared) and saves them in the run folder")
     if args.widths and len(models) > 1:
         parser.error("--widths describes one model; use it with --models mlp or --models cnn")
+    if args.widths:
+        try:
+            check_widths(models[0], args.dataset, args.widths)
+        except ConfigError as e:
+            parser.error(str(e))
     if args.adam_impl != "keras" and "tf" in args.backends:
         parser.error("--adam-impl torch exists only in torch_impl; add --backends torch or drop it")
     if args.val_fraction and not args.val_fraction < 1:

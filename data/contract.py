@@ -313,7 +313,19 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if cfg.batch_size % cfg.devices:
         raise ConfigError(f"--batch-size {cfg.batch_size} does not split over --devices {cfg.devices}: the global "
                           f"batch is cut into equal per-device shares; use a multiple of {cfg.devices}")
+    check_widths(cfg.model, cfg.dataset, cfg.widths)
     return cfg
+
+
+def check_widths(model: str, dataset: str, widths) -> None:
+    """--widths that cannot build `model` on `dataset`'s images (too few, too many conv stages) is a bad flag
+    (exit 2), found before anything is loaded or written; it surfaced as a ValueError (exit 1, bad data)."""
+    from .arch import build_layers
+    spec = DATASETS[dataset]
+    try:
+        build_layers(model, spec.shape, spec.num_classes, widths)
+    except ValueError as e:
+        raise ConfigError(f"--widths {','.join(map(str, widths or ()))} for --model {model}: {e}") from None
 
 
 def check_budget(cfg: RunConfig, train_size: int, steps_per_epoch: int) -> int:

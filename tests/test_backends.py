@@ -39,6 +39,9 @@ BAD_FLAGS = [
     (["--nesterov"], "--nesterov does nothing with --optimizer adam: it applies to --optimizer sgd"),
     (["--optimizer", "sgd", "--beta-1", "0.8"], "--beta-1 does nothing with --optimizer sgd"),
     (["--decay-rate", "0.1"], "--decay-rate does nothing with --schedule constant: it applies to --schedule exponential or step"),
+    # widths that cannot build the model were a ValueError: exit 1, the code for bad data
+    (["--model", "cnn", "--widths", "64"], "--widths 64 for --model cnn: cnn widths are conv filters then"),
+    (["--model", "cnn", "--dataset", "cifar100", "--widths", "8,8,8,8,8,8,8"], "too many conv/pool stages for input"),
 ]
 
 

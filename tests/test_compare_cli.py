@@ -46,6 +46,9 @@ def cli(argv, capsys):
     (["--bogus"], "unrecognized"),
     (["--init-file", "x.npz"], "--init-file"),
     (["--widths", "8,8"], "--widths"),
+    # widths that cannot build the model: a ValueError once its initial weights were drawn, in a run folder
+    (["--models", "cnn", "--widths", "64"], "--widths 64 for --model cnn: cnn widths are conv filters then"),
+    (["--models", "cnn", "--dataset", "cifar10", "--widths", "8,8,8,8,8,8,8"], "too many conv/pool stages"),
     (["--adam-impl", "torch"], "--adam-impl"),
     (["--decay-steps", "30"], "--decay-steps does nothing with --schedule constant"),
     (["--train-limit", "10000000"], "--train-limit 10,000,000 is larger than the training set"),
