@@ -78,9 +78,11 @@ def build_parser() -> OneLineParser:
                           ("torch", "lightning (the Trainer) or raw (a plain PyTorch loop)")):
         p.add_argument(f"--{backend}-loop", choices=LOOPS[backend], default=default_loop(backend),
                        help=f"{backend} training loop: {what} (default: {default_loop(backend)})")
-    p.add_argument("--seeds", type=_seed_list, help="repeat every run per seed and report mean ± std, e.g. 0,1,2")
+    p.add_argument("--seeds", type=_seed_list,
+                   help="repeat every run per seed and report mean ± std, e.g. 0,1,2 (default: --seed alone)")
     p.add_argument("--out", help=f"run folder (default: {RUNS_DIR}/<timestamp>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the comparison in DIR: finished runs are kept, not re-run")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the comparison in DIR: finished runs are kept, not re-run (default: none, a new one)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     for action in p._actions:  # compare's own defaults and help where they differ from a single backend's
         if action.dest == "eval_every":
@@ -89,7 +91,7 @@ def build_parser() -> OneLineParser:
                            f"(default: {DEFAULT_EVAL_EVERY}, or the whole run when shorter)")
         elif action.dest == "model":
             action.default = None
-            action.help = "one model only (same as --models M)"
+            action.help = "one model only (same as --models M) (default: none, --models)"
         elif action.dest == "seed":
             action.default = None
             action.help = "one seed (default: 0); see --seeds"

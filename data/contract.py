@@ -13,7 +13,7 @@ import platform
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .arch import MODELS
+from .arch import DEFAULT_WIDTHS, MODELS
 from .registry import DATASETS
 
 OPTIMIZERS = ("adam", "sgd")
@@ -225,36 +225,46 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--decay-rate", type=_positive_float, default=d.decay_rate, help=f"(default: {d.decay_rate})")
     p.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every,
                    help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every})")
-    p.add_argument("--target-accuracy", type=_accuracy, help="stop at the first evaluation with test accuracy >= this")
+    p.add_argument("--target-accuracy", type=_accuracy,
+                   help="stop at the first evaluation with test accuracy >= this share, e.g. 0.99 (default: none, "
+                        "train the whole budget)")
     p.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size, help=f"(default: {d.eval_batch_size})")
     p.add_argument("--seed", type=_seed, default=d.seed,
                    help=f"data order, initial weights and dropout masks (default: {d.seed})")
     p.add_argument("--threads", type=_nonneg_int, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")
     p.add_argument("--init", choices=("shared", "native"), default=d.init,
                    help="shared: numpy glorot draw both backends load; native: the framework's own (default: shared)")
-    p.add_argument("--init-file", help="start from this neutral weights .npz (implies --init shared)")
-    p.add_argument("--widths", type=parse_widths, help="mlp: hidden widths (256,128); cnn: filters then dense (32,64,128)")
+    p.add_argument("--init-file", help="start from this neutral weights .npz (implies --init shared) (default: none)")
+    p.add_argument("--widths", type=parse_widths,
+                   help="mlp: hidden widths; cnn: conv filters then the dense width (default: "
+                        + ", ".join(f"{','.join(map(str, w))} for {m}" for m, w in DEFAULT_WIDTHS.items()) + ")")
     p.add_argument("--dropout", type=_dropout_rate, default=d.dropout,
                    help="Dropout after every hidden Dense layer, this share of units dropped in training (default: 0, off)")
-    p.add_argument("--data-dir", help="folder holding the dataset's files (else $KLC_DATA_DIR, cache, system, download)")
+    p.add_argument("--data-dir",
+                   help="folder holding the dataset's files (default: none; then $KLC_DATA_DIR, cache, system folder, "
+                        "download)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="accept files in --data-dir that fail the registry's checksums (your own data; reported as unverified)")
-    p.add_argument("--train-limit", type=_positive_int, help="use only the first N training samples")
-    p.add_argument("--val-fraction", type=_finite_nonneg, default=0.0, help="evaluate on this held-out share of train")
+    p.add_argument("--train-limit", type=_positive_int, help="use only the first N training samples (default: all)")
+    p.add_argument("--val-fraction", type=_finite_nonneg, default=0.0,
+                   help="evaluate on this held-out share of train instead of the test split (default: 0, the test split)")
     p.add_argument("--precision", choices=("32", "bf16"), default=d.precision, help="(default: 32)")
     p.add_argument("--steps-per-call", type=_positive_int, default=d.steps_per_call,
                    help="optimizer steps per dispatch, like Keras's steps_per_execution: per compiled call in the tf "
                         "custom loop, per training_step in Lightning (one device; its evaluation and checkpoint "
-                        f"steps must fall on block ends, so blocks shrink to fit) (default: {d.steps_per_call})")
+                        "steps must fall on block ends, so blocks shrink to fit); with --devices N > 1, steps between "
+                        f"the ranks' checks for a Ctrl-C (default: {d.steps_per_call})")
     p.add_argument("--devices", type=_positive_int, default=d.devices,
                    help="data-parallel replicas: Lightning DDP / tf MirroredStrategy; --batch-size stays the global "
                         "batch and must divide by N (default: 1)")
-    p.add_argument("--tensorboard", metavar="DIR", help="write TensorBoard scalars under DIR/<dataset>/<backend>[-<loop>]-<model>-s<seed>/ (a rerun: -2, -3, ...)")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="write TensorBoard scalars under DIR/<dataset>/<backend>[-<loop>]-<model>-s<seed>/ (a rerun: -2, -3, "
+                        "...) (default: none, no logs)")
     if loops:
         p.add_argument("--loop", choices=loops, default=loops[0], help=f"training loop (default: {loops[0]})")
-        p.add_argument("--json", help="write the RunResult JSON here")
-        p.add_argument("--save-weights", help="write the final weights (neutral .npz) here")
-        p.add_argument("--checkpoint-dir", help="folder for checkpoints")
+        p.add_argument("--json", help="write the RunResult JSON here (default: none, no file)")
+        p.add_argument("--save-weights", help="write the final weights (neutral .npz) here (default: none, no file)")
+        p.add_argument("--checkpoint-dir", help="folder for checkpoints (default: none, no checkpoints)")
         p.add_argument("--checkpoint-every", type=_nonneg_int, default=0, help="steps between checkpoints (default: 0, none)")
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
         p.add_argument("--deterministic", action="store_true", help="seeded, deterministic kernels")

@@ -80,6 +80,24 @@ def test_flags_identical_in_both_backends():
     assert flags(a) == flags(b) and "--eval-every" in flags(a)
 
 
+@pytest.mark.parametrize("backend", [*BACKENDS, "compare"])
+def test_help_gives_every_flag_its_default(backend):
+    """The README says --help lists every flag with its default; --val-fraction, --widths, --train-limit,
+    --target-accuracy, --data-dir and the output paths said nothing of theirs (compare: --seeds, --resume)."""
+    import argparse
+
+    from data.contract import LOOPS, build_parser
+    if backend == "compare":
+        from compare.__main__ import build_parser as compare_parser
+        parser = compare_parser()
+    else:
+        parser = build_parser("x", "y", loops=LOOPS[backend])
+    silent = [a.option_strings[0] for a in parser._actions if a.option_strings and "default" not in (a.help or "")
+              and a.help != argparse.SUPPRESS and not isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                                                     argparse._HelpAction))]
+    assert silent == [], silent
+
+
 # --- schedules ------------------------------------------------------------------------------------
 
 def test_lr_at_chosen_steps():
