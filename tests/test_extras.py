@@ -200,10 +200,14 @@ def test_two_devices_match_one_device(tmp_path, backend):
     assert (two["devices"], two["per_device_batch"]) == (2, 16)
     assert len(two["train_losses"]) == 30
     diff = np.abs(np.asarray(one["train_losses"]) - np.asarray(two["train_losses"]))
-    assert diff.max() < 1e-3, f"per-step loss differs by up to {diff.max():.3g} (step {diff.argmax() + 1})"
-    for a, b in zip(one["curve"], two["curve"], strict=True):
-        assert a["step"] == b["step"] and abs(a["test_accuracy"] - b["test_accuracy"]) < 1e-3
-        assert abs(a["test_loss"] - b["test_loss"]) < 1e-3
+    # float32, the replicas' gradients summed in another order: measured 2.4e-7 over the 30 steps in both backends
+    # (2026-11-30); 1e-5 leaves 40x (it was 1e-3)
+    assert diff.max() <= 1e-5, f"per-step loss differs by up to {diff.max():.3g} (step {diff.argmax() + 1})"
+    from data.sources import load
+    n_test = len(load("mnist", allow_download=False).test_labels)
+    for a, b in zip(one["curve"], two["curve"], strict=True):  # measured: equal accuracy, test loss 2.4e-7
+        assert a["step"] == b["step"] and abs(a["test_accuracy"] - b["test_accuracy"]) * n_test <= 1.01
+        assert abs(a["test_loss"] - b["test_loss"]) <= 1e-5
     assert out.count(" done: ") == 1 and out.count("step     15/30") == 1, out
     assert len(tb.event_files(tmp_path / "logs" / "mnist" / f"{backend}-mlp-s0")) == 1
 

@@ -120,6 +120,15 @@ def _load(path):
         return {k: f[k] for k in f.files}
 
 
+def _weight_gap(a: dict, b: dict) -> float:
+    """Largest |difference| over the weights ("w:" keys) of two job outputs: the same names and shapes on both
+    sides, so that no broadcast or missing layer hides behind the maximum."""
+    names = sorted(k for k in a if k.startswith("w:"))
+    assert names and names == sorted(k for k in b if k.startswith("w:"))
+    assert all(a[k].shape == b[k].shape for k in names), {k: (a[k].shape, b[k].shape) for k in names}
+    return max(float(np.abs(a[k] - b[k]).max()) for k in names)
+
+
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("shape,classes", SHAPES)
 def test_param_counts_equal(parity, model, shape, classes):
@@ -155,7 +164,7 @@ def test_keras_to_torch_logits(parity, model, shape, classes):
     tag = f"{model}_{shape[0]}_{classes}"
     tf_logits = _load(parity / f"logits_shared_{tag}_tf.npz")["logits"]
     torch_logits = _load(parity / f"logits_shared_{tag}_torch.npz")["logits"]
-    assert tf_logits.shape == (64, classes)
+    assert tf_logits.shape == torch_logits.shape == (64, classes)  # no broadcasting behind the difference
     diff = np.abs(tf_logits - torch_logits).max()
     assert diff <= LOGIT_ATOL, f"{tag}: max |logit diff| {diff:.3g}"
 
@@ -168,7 +177,9 @@ def test_dropout_same_semantics_and_inert_at_inference(parity, model):
     tag = f"{model}_28_10"
     plain = _load(parity / f"logits_shared_{tag}_tf.npz")["logits"]
     for backend in ("tf", "torch"):
-        diff = np.abs(_load(parity / f"logits_dropout_{tag}_{backend}.npz")["logits"] - plain).max()
+        dropped = _load(parity / f"logits_dropout_{tag}_{backend}.npz")["logits"]
+        assert dropped.shape == plain.shape == (64, 10)
+        diff = np.abs(dropped - plain).max()
         assert diff <= LOGIT_ATOL, f"{backend}: dropout changed inference logits by {diff:.3g}"
         stats = json.loads((parity / f"dropout_{tag}_{backend}.json").read_text())
         assert abs(stats["zero_share"] - 0.25) < 0.005, (backend, stats["zero_share"])
@@ -194,6 +205,7 @@ def test_torch_to_keras_logits(torch_to_keras, model, shape, classes):
     tag = f"{model}_{shape[0]}_{classes}"
     a = _load(torch_to_keras / f"logits_t2k_{tag}_tf.npz")["logits"]
     b = _load(torch_to_keras / f"logits_t2k_{tag}_torch.npz")["logits"]
+    assert a.shape == b.shape == (64, classes)
     diff = np.abs(a - b).max()
     assert diff <= LOGIT_ATOL, f"{tag}: max |logit diff| {diff:.3g}"
 
@@ -258,10 +270,10 @@ OPT_ATOL_F32_FIRST10 = 1e-5  # float32, first 10 steps' losses: before the chaot
 def test_optimizer_trajectory(parity, name, schedule):
     a = _load(parity / f"steps_{name}_{schedule}_float64_tf.npz")
     b = _load(parity / f"steps_{name}_{schedule}_float64_torch.npz")
-    assert len(a["losses"]) == OPT_STEPS
+    assert a["losses"].shape == b["losses"].shape == (OPT_STEPS,)
     loss_diff = np.abs(a["losses"] - b["losses"]).max()
     assert loss_diff <= OPT_ATOL_F64, f"per-step loss differs by {loss_diff:.3g}"
-    w_diff = max(np.abs(a[k] - b[k]).max() for k in a if k.startswith("w:"))
+    w_diff = _weight_gap(a, b)
     assert w_diff <= OPT_ATOL_F64, f"parameters differ by {w_diff:.3g} after {OPT_STEPS} steps"
     start = _load(parity / "opt_init.npz")
     moved = max(np.abs(a[f"w:{k}"] - start[k]).max() for k in start)
@@ -274,7 +286,7 @@ def test_adam_hyperparameters_change_the_trajectory(parity, backend):
     default Adam's (same lr, batches and start), so a backend that ignored the flags would fail there."""
     a = _load(parity / f"steps_adam_constant_float64_{backend}.npz")
     b = _load(parity / f"steps_adam_betas_epsilon_constant_float64_{backend}.npz")
-    assert max(np.abs(a[k] - b[k]).max() for k in a if k.startswith("w:")) > 100 * OPT_ATOL_F64  # measured 0.04
+    assert _weight_gap(a, b) > 100 * OPT_ATOL_F64  # measured 0.04
 
 
 # The torch optimizers against the update rules written out in numpy, on fixed gradients (float64): an
@@ -354,22 +366,31 @@ def test_torch_optimizers_follow_the_update_rules_written_out_in_numpy():
 @pytest.mark.parametrize("name", list(OPT_CONFIGS))
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_optimizer_float32_first_steps(parity, name, schedule):
-    a = _load(parity / f"steps_{name}_{schedule}_float32_tf.npz")["losses"]
-    b = _load(parity / f"steps_{name}_{schedule}_float32_torch.npz")["losses"]
-    assert len(a) == len(b) == 10
-    assert np.abs(a - b).max() <= OPT_ATOL_F32_FIRST10
+    a = _load(parity / f"steps_{name}_{schedule}_float32_tf.npz")
+    b = _load(parity / f"steps_{name}_{schedule}_float32_torch.npz")
+    assert a["losses"].shape == b["losses"].shape == (10,)
+    assert np.abs(a["losses"] - b["losses"]).max() <= OPT_ATOL_F32_FIRST10
+    # and the weights after those 10 steps: measured <= 2.1e-7 in nine cases, 1.1e-4 in one (sgd_momentum, constant:
+    # conv biases and kernels, a few units), where float32 rounding tipped a max-pool or ReLU near-tie the other
+    # way and routed a gradient elsewhere (float64, above: equal). 1e-3 bounds that: a loose check in float32; the
+    # update rules themselves are held to OPT_ATOL_F64 in float64 above and to 1e-12 against numpy.
+    w_diff = _weight_gap(a, b)
+    assert w_diff <= 1e-3, f"parameters differ by {w_diff:.3g} after 10 float32 steps"
 
 
 def test_trajectory_200_steps_real_data(parity, real_mnist):
     """200 Adam steps of the CNN on real digits from the shared init, float64 on both sides (see the
-    optimizer note: float32 trajectories drift chaotically; the float32 CLIs are compared on
-    accuracy in test_backends.py). Per-step loss within 1e-3 and final accuracy within 0.3 points,
-    as the issue asks; measured gaps are ~1e-16 and 0."""
+    optimizer note: float32 trajectories drift chaotically; the float32 CLIs are compared in
+    test_the_training_commands_take_the_same_steps). The issue asked for per-step loss within 1e-3 and
+    final accuracy within 0.3 points; the measured gaps are ~1e-16 and 0, so the bounds are the optimizer
+    note's OPT_ATOL_F64 on losses and weights, and at most one prediction of the test split."""
     a, b = _load(parity / "traj_tf.npz"), _load(parity / "traj_torch.npz")
-    assert len(a["losses"]) == TRAJ_STEPS
-    assert np.abs(a["losses"] - b["losses"]).max() <= 1e-3
+    assert a["losses"].shape == b["losses"].shape == (TRAJ_STEPS,)
+    assert np.abs(a["losses"] - b["losses"]).max() <= OPT_ATOL_F64
+    w_diff = _weight_gap(a, b)
+    assert w_diff <= OPT_ATOL_F64, f"weights differ by {w_diff:.3g} after {TRAJ_STEPS} steps"
     assert a["losses"][-20:].mean() < 0.6 * a["losses"][:5].mean(), "the run should actually learn"
-    assert abs(float(a["accuracy"]) - float(b["accuracy"])) <= 0.003
+    assert abs(float(a["accuracy"]) - float(b["accuracy"])) * len(real_mnist.test_labels) <= 1.01
     assert float(a["accuracy"]) > 0.8, f"{real_mnist.label}: CNN accuracy {float(a['accuracy']):.3f} after 200 steps"
 
 
@@ -535,10 +556,12 @@ def test_loaders_agree_with_keras_datasets(tmp_path):
     ours = [read_idx(folder / n) for n in names]
     assert got["shapes"] == [list(a.shape) for a in ours]
     assert got["sha256"] == [hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() for a in ours]
-    if real is not None:  # and the full source path (verification, reshape to NHWC) keeps the same pixels
-        data = load("fashion_mnist", real)
-        assert np.array_equal(data.train_images.reshape(-1, 28, 28), ours[0])
-        assert np.array_equal(data.test_labels, ours[3])
+    # and the full source path (verification when the files are real, reshape to NHWC) keeps the same pixels; it
+    # ran only with the real files, and said nothing otherwise
+    data = load("fashion_mnist", real) if real is not None else load("fashion_mnist", folder, verify=False)
+    assert data.train_images.shape == (len(ours[0]), 28, 28, 1)
+    assert np.array_equal(data.train_images.reshape(-1, 28, 28), ours[0])
+    assert np.array_equal(data.test_labels, ours[3])
 
 
 def test_loaders_agree_with_torchvision(tmp_path):
