@@ -10,6 +10,7 @@ import io
 import lzma
 import math
 import pickle
+import reprlib
 import tarfile
 import zlib
 from pathlib import Path
@@ -117,6 +118,11 @@ SAFE_GLOBALS = {
 }
 
 
+def _short(x) -> str:
+    """A bounded repr for messages: a pickle's shared references make a full str() exponential."""
+    return _REPR.repr(x)[:60]
+
+
 def _text(x) -> str:
     """A name as a pickle holds it: str (Python 3), or bytes (Python 2's str, read with encoding='bytes')."""
     if isinstance(x, bytes):
@@ -134,8 +140,8 @@ class _Dtype:
         self.name, self.order = _text(name), "|"
 
     def __setstate__(self, state):
-        if not isinstance(state, tuple) or len(state) < 2 or _text(state[1]) not in "<>|=":
-            raise pickle.UnpicklingError(f"malformed dtype state {str(state)[:60]}")
+        if not isinstance(state, tuple) or len(state) < 2 or _text(state[1]) not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError(f"malformed dtype state {_short(state)}")
         self.order = _text(state[1])
 
     def build(self) -> np.dtype:
@@ -165,14 +171,14 @@ class _Array:
 
     def __setstate__(self, state):
         if not isinstance(state, tuple) or len(state) not in (4, 5):
-            raise pickle.UnpicklingError(f"malformed array state {str(state)[:60]}")
+            raise pickle.UnpicklingError(f"malformed array state {_short(state)}")
         shape, dtype, fortran, raw = state[-4:]
         d = _numeric(dtype)
         if isinstance(raw, str):  # Python 2's str read as text
             raw = raw.encode("latin1")
         if not isinstance(raw, bytes) or not isinstance(shape, tuple) or \
                 not all(isinstance(n, int) and n >= 0 for n in shape):
-            raise pickle.UnpicklingError(f"malformed array state (shape {str(shape)[:40]})")
+            raise pickle.UnpicklingError(f"malformed array state (shape {_short(shape)})")
         count = math.prod(shape)
         if len(raw) != count * d.itemsize:
             raise pickle.UnpicklingError(f"array of shape {shape} {d} needs {count * d.itemsize} bytes, has {len(raw)}")
@@ -189,25 +195,27 @@ def _scalar(dtype, raw=None):
     return np.frombuffer(raw, d, count=1)[0]
 
 
+_REPR = reprlib.Repr()  # (Python 3.11 takes no keyword arguments here)
+_REPR.maxlevel, _REPR.maxtuple, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 4, 20, 20
 _NDARRAY = object()  # what the unpickler hands out for numpy.ndarray: only _reconstruct's first argument
 _NUMPY = {"_reconstruct": _Array, "ndarray": _NDARRAY, "dtype": _Dtype, "scalar": _scalar}
 
 
-def _unwrap(obj, depth: int = 0):
-    """The unpickled object with each _Array replaced by its array (dicts, lists and tuples walked)."""
-    if depth > 50:
-        raise pickle.UnpicklingError("nested too deeply for a CIFAR batch")
-    if isinstance(obj, _Array):
-        if obj.array is None:
-            raise pickle.UnpicklingError("an array without its data")
-        return obj.array
+def _unwrap(obj):
+    """The unpickled object with each _Array replaced by its array: the object itself, a dict's values or a list's
+    items, one level down (where a CIFAR batch holds its arrays). Not deeper: a pickle may share one object
+    under many names, and a full walk of a few KB of such references took seconds and gigabytes."""
+    def one(x):
+        if isinstance(x, _Array):
+            if x.array is None:
+                raise pickle.UnpicklingError("an array without its data")
+            return x.array
+        return x
     if isinstance(obj, dict):
-        return {_unwrap(k, depth + 1): _unwrap(v, depth + 1) for k, v in obj.items()}
+        return {k: one(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_unwrap(v, depth + 1) for v in obj)
-    if isinstance(obj, _Dtype) or obj is _NDARRAY:
-        raise pickle.UnpicklingError("a bare numpy type where data should be")
-    return obj
+        return type(obj)(one(v) for v in obj)
+    return one(obj)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -243,9 +251,14 @@ def parse_cifar_batch(blob: bytes, name: str, label_keys: tuple) -> dict:
     out = {"data": data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()}  # (n, 3072) -> (n, C, H, W) -> (n, H, W, C)
     for key in label_keys:
         if key not in obj:
-            raise DataError(f"{name}: no labels {key!r} in the batch (keys: {', '.join(map(str, obj))})")
+            raise DataError(f"{name}: no labels {key!r} in the batch (keys: {', '.join(_short(k) for k in list(obj)[:12])})")
+        value = obj[key]
+        if isinstance(value, (list, tuple)) and not all(  # flat, before numpy walks it: a shared nesting would not end
+                isinstance(v, (int, np.integer)) or (isinstance(v, (list, tuple)) and len(v) == 1
+                                                     and isinstance(v[0], (int, np.integer))) for v in value):
+            raise DataError(f"{name}: labels {key!r} should be integers of shape (n,) or (n, 1)")
         try:
-            labels = np.asarray(obj[key])
+            labels = np.asarray(value)
         except (TypeError, ValueError, OverflowError) as e:  # ragged or odd lists
             raise DataError(f"{name}: malformed labels {key!r} ({e})") from None
         if labels.dtype.kind not in "iu" or labels.ndim > 2 or (labels.ndim == 2 and labels.shape[1] != 1):

@@ -328,6 +328,54 @@ def test_dtype_flags_from_a_damaged_pickle_are_not_applied(flags):
     np.testing.assert_array_equal(out["data"], formats.parse_cifar_batch(blob, "x", ("labels",))["data"])
 
 
+def _shared(depth: int) -> list:
+    """A few hundred bytes of pickle that name one list 2 ** depth times over (each level holds the one below twice)."""
+    x = [0]
+    for _ in range(depth):
+        x = [x, x]
+    return x
+
+
+class _StateOf:
+    """Pickles as numpy's array rebuild (or dtype) with `state` for its __setstate__, as a damaged file could."""
+
+    def __init__(self, rebuild, args, state):
+        self.reduced = (rebuild, args, state)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+@pytest.mark.parametrize("batch,message", [
+    ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [1], b"junk": _shared(40)}, None),  # an unread key
+    ({b"data": np.zeros((1, 3072), np.uint8), b"labels": _shared(40)}, "should be integers of shape"),
+    ({b"data": _StateOf(np._core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), _shared(40)), b"labels": [0]},
+     "malformed array state"),
+    ({b"data": _StateOf(np.dtype, ("u1", False, True), _shared(40)), b"labels": [0]}, "malformed dtype state"),
+])
+def test_shared_references_cost_nothing(batch, message):
+    """A pickle may name one object many times. A walk over every path (the arrays' unwrap, numpy's shape
+    discovery of labels, an error message's str()) of 2 ** 40 paths never ended: seconds and gigabytes at 2 ** 21.
+    Each now reads or refuses these batches at once (an alarm fails the test after 20 s instead of hanging)."""
+    import signal
+
+    def hung(signum, frame):
+        raise AssertionError("the reader walked the shared references")
+    blob = pickle.dumps(batch, protocol=2)
+    assert len(blob) < 5000
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        if message is None:
+            assert formats.parse_cifar_batch(blob, "shared", ("labels",))["labels"].tolist() == [1]
+        else:
+            with pytest.raises(DataError, match=message):
+                formats.parse_cifar_batch(blob, "shared", ("labels",))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
 @pytest.mark.parametrize("payload,message", [
     (np.array([b"ab", b"cd"]), "plain numbers only"),  # |S2
     (np.zeros(2, dtype=[("a", "u1"), ("b", "f4")]), "plain numbers only"),
