@@ -388,6 +388,41 @@ def test_sigterm_stopping_lightning_on_an_evaluation_step_writes_the_evaluation_
     assert [p["step"] for p in r["curve"]] == [50, 100, 150, 200] and len(r["train_losses"]) == 200
 
 
+SIGTERM_IN_FINAL_VALIDATE = """
+import os, signal, sys, time
+import data.loop as loop
+from data.cli import run_cli
+import torch_impl.module as module
+step, sent = module.LitClassifier.validation_step, []
+def validation_step(self, batch, batch_idx):
+    if self.trainer.state.fn == "validate" and not sent:
+        sent.append(True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            if loop.STOP.signum is not None:
+                break
+            time.sleep(0.001)
+    return step(self, batch, batch_idx)
+module.LitClassifier.validation_step = validation_step
+sys.argv = ["torch_impl", *sys.argv[1:]]
+sys.exit(run_cli(__import__("torch_impl.__main__", fromlist=["main"]).main, prog="torch_impl"))
+"""
+
+
+def test_sigterm_during_lightnings_last_evaluation_still_writes_the_result(tmp_path):
+    """A last step off the --eval-every grid (always, with --eval-every 0) is evaluated by Trainer.validate after fit,
+    which installs Lightning's SIGTERM handler again: a SIGTERM there ended the process with exit 0 and no result
+    (SIGTERMException is a SystemExit, caught only around fit). The evaluation now finishes and the run is ok."""
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_IN_FINAL_VALIDATE, *SMALL, "--model", "mlp", "--steps", "30",
+                           "--eval-every", "0", "--json", str(out)], cwd=ROOT, env=child_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and out.exists(), f"exit {proc.returncode}: {proc.stderr[-1500:]}"
+    r = json.loads(out.read_text())
+    assert r["status"] == "ok" and [p["step"] for p in r["curve"]] == [30] and len(r["train_losses"]) == 30
+    assert "stopping after the current step" in proc.stderr and "Traceback" not in proc.stderr
+
+
 @pytest.mark.slow
 def test_ddp_ranks_stop_together_when_rank_0_alone_is_asked(tmp_path):
     """Lightning DDP stopped at once on Ctrl-C, losing the steps since the last checkpoint. The ranks now agree

@@ -293,6 +293,9 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
                 return False
             return trainer.strategy.reduce_boolean_decision(STOP.requested, all=False)
 
+        def on_validation_start(self, trainer, pl_module):
+            STOP.reclaim_sigterm()  # and so does Trainer.validate, the evaluation of a last step off the grid
+
         def on_validation_epoch_start(self, trainer, pl_module):
             if not self.warm:  # as Run.evaluate: kernel set-up outside the timed pass
                 with trainer.precision_plugin.val_step_context():
@@ -358,7 +361,10 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         raise stop_here(rec, saved=rec.step)  # stopped on request: StepCheckpoint wrote the checkpoint, if any
     if not rec.result["curve"] or rec.result["curve"][-1]["step"] != rec.step:
         trainer.limit_val_batches = 1.0
-        trainer.validate(module, datamodule=dm, verbose=False)
+        try:
+            trainer.validate(module, datamodule=dm, verbose=False)
+        except SystemExit:  # a signal before on_validation_start took SIGTERM back: Lightning's SIGTERMException
+            raise KeyboardInterrupt from None
 
 
 def sharded_datamodule():
@@ -454,6 +460,9 @@ def run(cfg: RunConfig) -> int:
         neutral.save(cfg.save_weights, r.export_weights())
     if rec.result["final"]["test_accuracy"] is not None and rank == 0:
         print(done_line(rec.result), flush=True)
-    if rank and stopped:  # did as all ranks agreed: a rank's non-zero exit makes Lightning's process observer
-        return 0          # SIGKILL rank 0, perhaps before it has written the result and the checkpoint
+    # A rank > 0 that stopped or diverged did so where every rank did (stops are agreed, losses reduced): it exits
+    # 0, since any rank's non-zero exit makes Lightning's process observer SIGKILL rank 0, perhaps before rank 0
+    # has written the result and the checkpoint. A rank that failed alone still exits non-zero (no hang).
+    if rank and (stopped or rec.result["status"] == "diverged"):
+        return 0
     return code
