@@ -28,11 +28,13 @@ def test_script_help(name):
 
 def test_peak_and_torch_configs_print_a_table_and_write_json(tmp_path):
     """Every script prints its table and writes JSON (these two wrote none, or only with --json)."""
+    days = {str(datetime.date.today())}  # the date the run was measured on (the test may cross midnight)
     proc = run_module("benchmarks.peak", "--n", "128", "--threads", "1", "--json", tmp_path / "peak.json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "| framework " in proc.stdout and "| GFLOP/s |" in proc.stdout
     out = json.loads((tmp_path / "peak.json").read_text())
-    assert out["date"] == str(datetime.date.today()) and "cores, Python" in out["machine"]  # had neither
+    days.add(str(datetime.date.today()))
+    assert out["date"] in days and "cores, Python" in out["machine"]  # had neither
     peaks = out["results"]
     assert [r["framework"] for r in peaks] == ["tf", "torch", "numpy"] and all(r["gflops"] > 0 for r in peaks)
     proc = run_module("benchmarks.torch_configs", "--rounds", "1", "--steps", "2", "--threads", "1", "--batch-size", "16",
@@ -40,7 +42,8 @@ def test_peak_and_torch_configs_print_a_table_and_write_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "| variant " in proc.stdout and "| vs naive |" in proc.stdout
     tc = json.loads((tmp_path / "tc.json").read_text())
-    assert tc["date"] == str(datetime.date.today()) and "cores, Python" in tc["machine"]
+    days.add(str(datetime.date.today()))
+    assert tc["date"] in days and "cores, Python" in tc["machine"]
     assert set(tc["samples_per_s"]) == set(tc["ratio_to_naive"]) and len(tc["ratio_to_naive"]) >= 4
     base = np.median(tc["samples_per_s"]["naive"])
     for name, xs in tc["samples_per_s"].items():  # each variant over the naive port, both as medians
