@@ -8,6 +8,8 @@ training the same CNN with Adam at batch 128 on Fashion-MNIST-shaped data:
                  whole set as one tensor, batches gathered by index
   channels_last  gather + channels_last model and inputs (oneDNN's preferred layout)
   cl+keras_adam  channels_last + the port's KerasAdam (what torch_impl trains with)
+  relu_first     cl+keras_adam with the textbook layer order (ReLU before MaxPool): what the
+                 port's order is worth on its own
 Prints samples/s medians and the ratio to naive.
 
     python -m benchmarks.torch_configs [--rounds 5] [--steps 40] [--threads 2] [--model cnn]
@@ -61,8 +63,8 @@ def main(argv=None) -> None:
         batches = (b for _ in iter(int, 1) for b in loader)  # epoch after epoch: large batches ran out (StopIteration)
         return lambda: step(m, opt, *next(batches))
 
-    def gather(cl=False, keras=False):
-        m = build_model(args.model, (28, 28, 1), 10)
+    def gather(cl=False, keras=False, relu_first=False):
+        m = textbook(args.model) if relu_first else build_model(args.model, (28, 28, 1), 10)
         if cl:
             m = m.to(memory_format=torch.channels_last)
         opt = (KerasAdam if keras else torch.optim.Adam)(m.parameters(), lr=1e-3)
@@ -82,7 +84,7 @@ def main(argv=None) -> None:
         return loss
 
     variants = {"naive": naive(), "gather": gather(), "channels_last": gather(cl=True),
-                "cl+keras_adam": gather(cl=True, keras=True)}
+                "cl+keras_adam": gather(cl=True, keras=True), "relu_first": gather(cl=True, keras=True, relu_first=True)}
     for fn in variants.values():  # warm-up: allocator, oneDNN primitive caches
         for _ in range(5):
             fn()
