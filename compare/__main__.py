@@ -25,8 +25,8 @@ from pathlib import Path
 from data.arch import MODELS
 from data.cli import run_cli
 from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LOOPS, ConfigError, OneLineParser,
-                           RunConfig, SEED_LIMIT, add_run_arguments, check_widths, default_loop,
-                           ineffective_flags, write_json_atomic)
+                           RunConfig, SEED_LIMIT, add_run_arguments, check_batch_split, check_widths,
+                           default_loop, ineffective_flags, write_json_atomic)
 
 from .runner import BACKENDS, Plan
 
@@ -164,7 +164,10 @@ def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
         if _jsonable(value) != stored.get(dest):
             raise ConfigError(f"--resume continues the stored comparison, which ran {as_given(dest, stored.get(dest))}; "
                               f"drop {given_flag(dest, argv)} or start a new comparison without --resume")
-    merged = argparse.Namespace(**stored)
+    # over the parser's defaults: a comparison stored before a flag existed ran with what is now its default
+    # (a record without them gave an AttributeError traceback)
+    defaults = {a.dest: a.default for a in build_parser()._actions if a.dest != "help"}
+    merged = argparse.Namespace(**{**defaults, **stored})
     merged.resume, merged.out, merged.debug = str(folder), str(folder), args.debug
     return merged
 
@@ -222,6 +225,10 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
         single = [f"--{b}-loop {loops[b]}" for b in args.backends if loops[b] != default_loop(b)]
         if single:
             parser.error(f"--devices {args.devices} runs the default loops (data parallel); drop {' and '.join(single)}")
+        try:  # else each child refused it, after the probes, in a run folder of failed results
+            check_batch_split(args.batch_size, args.devices)
+        except ConfigError as e:
+            parser.error(str(e))
 
     spec = get_spec(args.dataset)
     data = load(args.dataset, args.data_dir, verify=args.verify)
@@ -264,11 +271,15 @@ def new_run_folder(args) -> Path:
                               f"or choose another --out")
         return folder
     stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
-    folder, i = Path(RUNS_DIR) / stamp, 1
-    while folder.exists():
-        i += 1
-        folder = Path(RUNS_DIR) / f"{stamp}-{i}"
-    return folder
+    Path(RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    for i in range(1, 1000):  # made here, not only named: two comparisons started in one second shared a folder
+        folder = Path(RUNS_DIR) / (stamp if i == 1 else f"{stamp}-{i}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{RUNS_DIR}/{stamp}-*: a thousand comparisons this second; give --out")
 
 
 def console():
@@ -331,8 +342,8 @@ def run_comparison(argv: list, launcher=None) -> int:
             }
             report.write_files(folder, results, context)
             report.render_terminal(console(), results, context)
-    if interrupted:
-        return EXIT_INTERRUPTED
+    if interrupted or any(r.get("status") == "interrupted" for r in results):  # a child stopped by a signal of
+        return EXIT_INTERRUPTED  # its own (kill, a scheduler) left its run unfinished, as a Ctrl-C here does
     if any(r.get("status") == "failed" for r in results):
         return EXIT_ERROR
     return EXIT_DIVERGED if any(r.get("status") == "diverged" for r in results) else EXIT_OK

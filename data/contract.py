@@ -320,11 +320,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                           "the K the run was started with)")  # Lightning's blocks depend on K
     if cfg.val_fraction and not cfg.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be below 1, got {cfg.val_fraction}")
-    if cfg.batch_size % cfg.devices:
-        raise ConfigError(f"--batch-size {cfg.batch_size} does not split over --devices {cfg.devices}: the global "
-                          f"batch is cut into equal per-device shares; use a multiple of {cfg.devices}")
+    check_batch_split(cfg.batch_size, cfg.devices)
     check_widths(cfg.model, cfg.dataset, cfg.widths)
     return cfg
+
+
+def check_batch_split(batch_size: int, devices: int) -> None:
+    if batch_size % devices:
+        raise ConfigError(f"--batch-size {batch_size} does not split over --devices {devices}: the global "
+                          f"batch is cut into equal per-device shares; use a multiple of {devices}")
 
 
 def check_widths(model: str, dataset: str, widths) -> None:

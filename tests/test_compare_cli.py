@@ -54,6 +54,7 @@ def cli(argv, capsys):
     (["--train-limit", "10000000"], "--train-limit 10,000,000 is larger than the training set"),
     (["--tf-loop", "lightning"], "--tf-loop"),
     (["--devices", "2", "--torch-loop", "raw"], "drop --torch-loop raw"),
+    (["--devices", "2", "--batch-size", "33"], "--batch-size 33 does not split over --devices 2"),  # was: 4 failed runs
     (["--resume", "/nonexistent/klc"], "no comparison.json"),
     (["--dataset", "mnist", "--steps", "5", "--eval-every", "10"], "--eval-every 10 is larger than the run (5 steps)"),
     (["--dataset", "mnist", "--batch-size", "1000000"], "--batch-size 1000000 is larger than the training set"),

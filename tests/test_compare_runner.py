@@ -31,8 +31,8 @@ class FakeBackends:
     (MLP final accuracy 0.90; the CNN reaches 0.95 at step 20). `crash` runs leave no JSON and die by
     SIGSEGV; the run numbered `stop_at` (1-based) is "interrupted" by a Ctrl-C."""
 
-    def __init__(self, crash=(), stop_at=None):
-        self.crash, self.stop_at = set(crash), stop_at
+    def __init__(self, crash=(), stop_at=None, killed_at=None):
+        self.crash, self.stop_at, self.killed_at = set(crash), stop_at, killed_at  # killed: a signal of its own
         self.launched, self.probes, self.loops, self.resumed = [], [], {}, {}
 
     def __call__(self, cmd, prefix, log_stem, control=None, echo=print, env=None):
@@ -63,6 +63,8 @@ class FakeBackends:
         status = "ok"
         if self.stop_at == len(self.launched):
             control._handle(signal.SIGINT, None)  # Ctrl-C while this child runs
+            status = "interrupted"
+        if self.killed_at == len(self.launched):  # `kill -TERM <child>`: the harness itself was not asked to stop
             status = "interrupted"
         acc = {"mlp": [0.85, 0.90], "cnn": [0.80, 0.95]}[model]
         curve = [{"step": s, "seconds": 0.5 * (i + 1), "test_loss": 0.3, "test_accuracy": a}
@@ -175,6 +177,45 @@ def test_interrupt_keeps_finished_runs_and_resume_skips_them(tmp_path, capsys):
     assert second.probes == []  # parity and peak were stored by the first pass
     assert "kept from" in capsys.readouterr().out
     assert [r["status"] for r in _results(out)["runs"]] == ["ok"] * 4
+
+
+def test_a_comparison_stored_before_newer_flags_resumes(tmp_path):
+    """comparison.json holds the flags that existed when it was written; --resume of one written before --devices,
+    --dropout, --steps-per-call, --tensorboard and the loop flags gave an AttributeError traceback. The
+    missing ones take their defaults, which is what such a comparison ran with."""
+    out = tmp_path / "run"
+    assert run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends(stop_at=2)) == 130
+    record = json.loads((out / "comparison.json").read_text())
+    for name in ("devices", "dropout", "steps_per_call", "tensorboard", "tf_loop", "torch_loop"):
+        del record["args"][name]
+    (out / "comparison.json").write_text(json.dumps(record))
+    again = FakeBackends()
+    assert run_comparison(["--resume", str(out)], launcher=again) == 0
+    assert again.launched == [("tf", "cnn", 0), ("torch", "mlp", 0), ("torch", "cnn", 0)]
+    assert again.loops == {"tf": "custom", "torch": "lightning"}
+
+
+def test_a_run_killed_by_a_signal_of_its_own_makes_the_comparison_exit_130(tmp_path):
+    """A child stopped by `kill` (not a Ctrl-C of the harness) wrote status interrupted and left its run
+    unfinished, yet the comparison ended with exit 0."""
+    out = tmp_path / "run"
+    backends = FakeBackends(killed_at=2)
+    assert run_comparison(TINY + ["--out", str(out)], launcher=backends) == 130
+    assert len(backends.launched) == 4  # the harness was not stopped: the other runs ran
+    assert [r["status"] for r in _results(out)["runs"]] == ["ok", "interrupted", "ok", "ok"]
+
+
+def test_two_comparisons_started_in_one_second_get_two_folders(tmp_path, monkeypatch):
+    """The folder was named, not made, before the comparison's first file: two started in one second both
+    took runs/<stamp>, and the second kept the first one's runs as its own."""
+    import argparse
+
+    from compare.__main__ import new_run_folder
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("time.strftime", lambda fmt, *a: "2026-11-30T07-00-00")
+    first, second = (new_run_folder(argparse.Namespace(out=None)) for _ in range(2))
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name == "2026-11-30T07-00-00-2"
 
 
 def test_a_run_that_cannot_be_resumed_says_which_folder_to_delete(tmp_path):
