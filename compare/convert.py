@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from data import arch, weights as neutral
-from data.contract import ConfigError, OneLineParser, parse_widths
+from data.contract import ConfigError, OneLineParser, check_widths, parse_widths
 from data.errors import DataError
 from data.registry import DATASETS, get_spec
 
@@ -78,6 +78,7 @@ def _check(path: Path, src: Path, layers: list, model: str, dataset: str) -> Non
 def convert(model: str, dataset: str, src, dst, widths=None, threads: int = 0, log=print) -> Path:
     """Convert weights file `src` to `dst` (kinds by extension). `dst` appears only when complete."""
     src, dst = Path(src), Path(dst)
+    check_widths(model, dataset, widths)  # a bad flag (exit 2), not a ValueError (exit 1)
     if not src.is_file():
         raise ConfigError(f"--from {src}: no such file")
     if src.resolve() == dst.resolve():

@@ -359,6 +359,19 @@ def read_result(path: Path) -> dict | None:
     return result if isinstance(result, dict) else None
 
 
+def foreign(result: dict, plan: Plan, backend: str, model: str, seed: int) -> str:
+    """Why a RunResult found in the folder is not (backend, model, seed) of this plan, or "" when it is. A result
+    of another budget or dataset (a backend's --json pointed here) was kept, and one without the keys the report
+    reads ended the comparison in a KeyError."""
+    config = result.get("config") if isinstance(result.get("config"), dict) else {}
+    found = {"backend": result.get("backend"), "model": result.get("model"), "seed": config.get("seed"),
+             "dataset": config.get("dataset", plan.dataset), "steps": result.get("total_steps", plan.total_steps)}
+    wanted = {"backend": backend, "model": model, "seed": seed, "dataset": plan.dataset, "steps": plan.total_steps}
+    differ = [f"{k} {found[k]}, not {wanted[k]}" for k in wanted if found[k] != wanted[k]]
+    missing = [k for k, kind in (("curve", list), ("final", dict), ("throughput", dict)) if not isinstance(result.get(k), kind)]
+    return "; ".join(differ + ([f"no {', '.join(missing)}"] if missing else []))
+
+
 def load_finished(path: Path) -> dict | None:
     """The RunResult at `path` when it is a finished run (status ok or diverged), else None."""
     result = read_result(path)
@@ -391,7 +404,7 @@ def results_so_far(plan: Plan, results: list) -> list:
     out = []
     for seed, backend, model in plan.runs():
         r = have.get((backend, model, seed)) or load_finished(Path(plan.out) / f"{run_name(backend, model, seed)}.json")
-        if r is not None:
+        if r is not None and not foreign(r, plan, backend, model, seed):
             out.append(r)
     return out
 
@@ -411,6 +424,9 @@ def run_all(plan: Plan, control: StopControl | None = None, echo=print, launcher
         json_path, folder = Path(plan.out) / f"{name}.json", checkpoint_dir(plan, backend, model, seed)
         previous = read_result(json_path)
         label = f"[{i}/{len(runs)}] {backend} {model}" + (f" seed {seed}" if len(plan.seeds) > 1 else "")
+        if previous is not None and (why := foreign(previous, plan, backend, model, seed)):
+            echo(f"{label}: {json_path} is not this comparison's run ({why}); running it")
+            previous = None
         if previous is not None and previous.get("status") in FINISHED:
             echo(f"{label}: kept from {json_path} ({previous['status']}), not re-run")
             remove_checkpoints(folder)  # left if a stop came right before

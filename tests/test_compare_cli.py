@@ -61,6 +61,8 @@ def cli(argv, capsys):
     (["convert", "--model", "cnn", "--dataset", "mnist", "--from", "a.h5", "--to", "b.keras"], "'.h5'"),
     (["convert", "--model", "cnn", "--dataset", "mnist", "--from", "missing.npz", "--to", "b.keras"], "no such file"),
     (["convert", "--model", "cnn"], "required"),
+    (["convert", "--model", "cnn", "--dataset", "mnist", "--from", "w.npz", "--to", "o.npz", "--widths", "64"],
+     "--widths 64 for --model cnn"),  # was a ValueError: exit 1, no flag named
 ])
 def test_bad_flags_exit_2_with_one_line(argv, words, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written anywhere else

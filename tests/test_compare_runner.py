@@ -205,6 +205,24 @@ def test_a_run_killed_by_a_signal_of_its_own_makes_the_comparison_exit_130(tmp_p
     assert [r["status"] for r in _results(out)["runs"]] == ["ok", "interrupted", "ok", "ok"]
 
 
+def test_result_files_that_are_not_this_comparisons_runs_are_run_again(tmp_path, capsys):
+    """A result in the folder was kept if its status was ok: `{"status": "ok"}` ended the comparison in a KeyError
+    traceback, and a backend's own --json of another budget went into the report as this run."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "tf-mlp-s0.json").write_text(json.dumps({"status": "ok"}))
+    other = {"backend": "tf", "model": "cnn", "status": "ok", "config": {"seed": 0, "dataset": "mnist"},
+             "total_steps": 5000, "curve": [], "final": {}, "throughput": {}}
+    (out / "tf-cnn-s0.json").write_text(json.dumps(other))
+    backends = FakeBackends()
+    assert run_comparison(TINY + ["--out", str(out)], launcher=backends) == 0
+    assert len(backends.launched) == 4
+    said = capsys.readouterr().out
+    assert "tf-mlp-s0.json is not this comparison's run (backend None, not tf; model None, not mlp; seed None, not 0; " \
+           "no curve, final, throughput); running it" in said
+    assert "tf-cnn-s0.json is not this comparison's run (steps 5000, not 20); running it" in said
+
+
 def test_two_comparisons_started_in_one_second_get_two_folders(tmp_path, monkeypatch):
     """The folder was named, not made, before the comparison's first file: two started in one second both
     took runs/<stamp>, and the second kept the first one's runs as its own."""
