@@ -155,6 +155,19 @@ def train_command(plan: Plan, backend: str, model: str, seed: int, resume: bool 
 
 # --- signals: stop the current child, keep what is finished ---------------------------------------------
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child and every process in its session (it leads one: start_new_session): Lightning's DDP
+    ranks > 0 are its children and hold its stdout, so killing the child alone left them running, and the
+    harness reading that pipe until they gave up (up to the DDP timeout)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+
+
 class StopControl:
     """SIGINT/SIGTERM handling while children run. The children live in their own session, so a
     terminal's Ctrl-C reaches only this process, which forwards exactly one SIGINT (the child then
@@ -174,10 +187,13 @@ class StopControl:
         self.requests += 1
         child = self.child
         if child is not None and child.poll() is None:
-            try:
-                child.send_signal(signal.SIGINT if self.requests == 1 else signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            if self.requests == 1:
+                try:
+                    child.send_signal(signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+            else:
+                kill_group(child)
         if self.requests == 1:
             print("\ncompare: stopping after the current run's result is written (Ctrl-C again to kill it)",
                   file=sys.stderr, flush=True)
@@ -248,11 +264,11 @@ def launch(cmd: list, prefix: str, log_stem: Path, control: StopControl | None =
             try:
                 proc.wait(timeout=STOP_GRACE_S if control is not None and control.stopped else None)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                kill_group(proc)
                 proc.wait()
         finally:
             if proc.poll() is None:  # an exception in this process: never leave the child behind
-                proc.kill()
+                kill_group(proc)
                 proc.wait()
             if control is not None:
                 control.child = None
@@ -290,9 +306,11 @@ def parity_inputs(plan: Plan, test_images: np.ndarray) -> Path:
     """The fixed parity batch (the first PARITY_BATCH test images, normalised as the stream does)."""
     from data.stream import normalize
     path = Path(plan.out) / "probe" / "parity-inputs.npz"
-    if not path.is_file():
+    if not path.is_file():  # written whole or not at all: a truncated file was reused by every --resume
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, images=normalize(test_images[:PARITY_BATCH]))
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, images=normalize(test_images[:PARITY_BATCH]))
+        os.replace(tmp, path)
     return path
 
 

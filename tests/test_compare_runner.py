@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -436,6 +437,44 @@ def test_ctrl_c_is_forwarded_once_to_the_child(tmp_path):
     assert control.requests == 1 and outcome.stopped and outcome.returncode == 130
     assert seen == ["p | ready", "p | stopping"]
     assert outcome.seconds < 20
+
+
+def test_a_second_ctrl_c_kills_the_childs_own_children_too(tmp_path):
+    """Lightning's DDP ranks > 0 are the child's children and share its stdout: a second Ctrl-C killed the child
+    alone, and the harness read the pipe until the ranks gave up (up to the DDP timeout). It kills the child's
+    whole session now. Here the child ignores SIGINT and its own child sleeps holding the pipe."""
+    script = ("import signal, subprocess, sys, time\n"
+              "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+              "rank1 = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+              "print('ready', rank1.pid, flush=True)\n"
+              "time.sleep(120)\n")
+    pids = []
+
+    def echo(line):
+        if " ready " in line:
+            pids.append(int(line.split()[-1]))
+            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: forwarded, ignored
+            os.kill(os.getpid(), signal.SIGINT)  # the second: kill
+
+    def hung(signum, frame):
+        raise AssertionError("the harness waited on the pipe the child's child holds")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        with StopControl() as control:
+            outcome = launch([sys.executable, "-c", script], "p", tmp_path / "g", control, echo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert control.requests == 2 and outcome.returncode == -9
+    for _ in range(50):  # the grandchild is gone, or a zombie its new parent has not reaped yet
+        status = Path(f"/proc/{pids[0]}/status")
+        if not status.exists() or "State:\tZ" in status.read_text():
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pids[0], signal.SIGKILL)
+        raise AssertionError("the child's child was left running")
 
 
 def test_load_finished_accepts_only_ok_and_diverged(tmp_path):
