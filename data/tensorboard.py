@@ -199,7 +199,8 @@ def read_records(path: str | os.PathLike):
 
 class EventWriter:
     """Appends scalar events to a new file `events.out.tfevents.<time>.<host>.<pid>.klc` in `logdir`.
-    The folder and file appear with the first event: a run refused before it trains leaves nothing."""
+    The file appears with the first event; a folder run_dir claimed for a run that wrote nothing (refused
+    before it trained) is removed when the writer closes or moves."""
 
     def __init__(self, logdir: str | os.PathLike):
         self.logdir = Path(logdir)
@@ -215,12 +216,16 @@ class EventWriter:
             self.logdir.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")
             self._file.write(frame(encode_event(self._created, 0, file_version=FILE_VERSION)))
+            self._file.flush()
+            release_claim(self.logdir)  # the event file marks the folder as taken from now on
         return self._file
 
     def retarget(self, logdir: str | os.PathLike) -> None:
         """Write into `logdir` instead (before the first event only): a resumed run's own folder."""
         if self._file is not None:
             raise ValueError(f"{self.path}: already written; cannot move to {logdir}")
+        if Path(logdir) != self.logdir:
+            release_claim(self.logdir, remove_folder=True)
         self.logdir = Path(logdir)
         self.path = self.logdir / self.path.name
 
@@ -240,7 +245,50 @@ class EventWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+        elif not self._closed:  # nothing written: give back the folder run_dir claimed, if it did
+            release_claim(self.logdir, remove_folder=True)
         self._closed = True
+
+
+CLAIM = ".klc-claim"  # in a run folder that a new run has taken but not yet written events into
+
+
+def claim(folder: Path) -> bool:
+    """Take `folder` for a new run: made if need be, with a claim file created exclusively. Two runs of one name
+    starting at once both chose the first folder without events, and TensorBoard showed one run restarting."""
+    if event_files(folder):
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(folder / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:  # another process's claim; one of this process's is still its own
+        try:
+            return (folder / CLAIM).read_text() == str(os.getpid())
+        except OSError:
+            return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def claimed_by_another(folder: Path) -> bool:
+    try:
+        return (Path(folder) / CLAIM).read_text() != str(os.getpid())
+    except OSError:
+        return False
+
+
+def release_claim(folder: Path, remove_folder: bool = False) -> None:
+    """Remove this process's claim on `folder` (and the folder, if asked and now empty)."""
+    path = Path(folder) / CLAIM
+    try:
+        if path.read_text() != str(os.getpid()):
+            return
+        path.unlink()
+        if remove_folder:
+            Path(folder).rmdir()
+    except OSError:  # no claim, another's, or a folder not empty: leave it
+        pass
 
 
 def event_files(logdir: str | os.PathLike) -> list:
@@ -274,10 +322,15 @@ def run_dir(root: str | os.PathLike, cfg, backend: str) -> Path:
     name = f"{backend}{loop}-{cfg.model}-s{cfg.seed}"
     base = Path(root) / cfg.dataset / name
     versions = [base]
-    while event_files(versions[-1]):
+    while event_files(versions[-1]) or claimed_by_another(versions[-1]):
         versions.append(base.with_name(f"{name}-{len(versions) + 1}"))
-    # a resumed run continues the newest run of its name; a new one takes the first folder without events
-    return versions[-2] if cfg.resume and len(versions) > 1 else versions[-1]
+    # a resumed run continues the newest run of its name; a new one claims the first folder without events
+    # (another run may claim it between this look and the claim: then the next one)
+    if cfg.resume and len(versions) > 1:
+        return versions[-2]
+    while not claim(versions[-1]):
+        versions.append(base.with_name(f"{name}-{len(versions) + 1}"))
+    return versions[-1]
 
 
 def main(argv: list) -> int:

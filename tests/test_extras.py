@@ -7,6 +7,8 @@ Every run is tiny (MNIST or its 5k subset, 2,048 training samples, batch 32, 30 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 
 from data import tensorboard as tb
 
-from conftest import child_env, run_module
+from conftest import ROOT, child_env, run_module
 from data_fixtures import cifar_batch, cifar_tarball
 
 BACKENDS = {"tf": "tf_impl", "torch": "torch_impl"}
@@ -82,6 +84,32 @@ def test_every_run_logs_into_a_folder_of_its_own(tmp_path):
     resumed = RunConfig(model="mlp", resume=True, checkpoint_dir="c")  # continues the newest run, not the first
     assert tb.run_dir(tmp_path, resumed, "tf").name == "tf-mlp-s0-3"
     assert tb.run_dir(tmp_path / "empty", resumed, "tf").name == "tf-mlp-s0"
+
+
+def test_two_runs_of_one_name_starting_at_once_log_into_two_folders(tmp_path):
+    """run_dir chose the first folder without events, and a folder appeared only with the first event: two runs
+    of one name started together (a sweep sharing --tensorboard) both chose it. A new run now claims its
+    folder; one that writes nothing gives it back."""
+    from data.contract import RunConfig
+    cfg = RunConfig(model="mlp")
+    first = tb.run_dir(tmp_path, cfg, "tf")
+    assert first.name == "tf-mlp-s0" and tb.run_dir(tmp_path, cfg, "tf") == first  # this process's claim is its own
+    a = tb.EventWriter(first)
+    a.scalar("train/loss", 1.0, 1)  # the events now mark the folder; the claim goes
+    assert [p.name for p in first.iterdir() if not p.name.startswith("events.out.tfevents.")] == []
+    # two other processes start runs of the name together; neither writes before the other has chosen
+    script = ("import sys; from data.contract import RunConfig; from data.tensorboard import run_dir; "
+              "print(run_dir(sys.argv[1], RunConfig(model='mlp'), 'tf').name)")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, env=child_env(),
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    names = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert names == ["tf-mlp-s0-2", "tf-mlp-s0-3"], names
+    mine = tb.run_dir(tmp_path, cfg, "tf")
+    assert mine.name == "tf-mlp-s0-4"
+    b = tb.EventWriter(mine)
+    b.close()  # refused before it trained: its folder goes
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == ["tf-mlp-s0", "tf-mlp-s0-2", "tf-mlp-s0-3"]
+    a.close()
 
 
 def test_a_resumed_run_logs_into_its_own_folder_not_the_newest_of_its_name(tmp_path):
