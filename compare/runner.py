@@ -33,7 +33,7 @@ import numpy as np
 
 from data import arch, weights as neutral
 from data.contract import RunConfig, default_loop, write_json_atomic
-from data.loop import checkpoint_names, steps_per_block
+from data.loop import STOP_SIGNALS, checkpoint_names, steps_per_block
 
 from .metrics import FINISHED
 
@@ -201,7 +201,7 @@ class StopControl:
             raise KeyboardInterrupt
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:  # SIGHUP too: a closed terminal killed the harness before it wrote the report
             self._old[sig] = signal.signal(sig, self._handle)
         return self
 

@@ -260,12 +260,18 @@ def check_checkpoint_dir(cfg: RunConfig) -> None:
                           f"run with --resume, or give an empty folder")
 
 
+# Ctrl-C; SIGTERM (timeout, docker stop, Slurm); SIGHUP (the terminal or ssh session closed, which killed a run
+# with no result)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def install_signal_handlers() -> None:
-    """SIGTERM behaves like Ctrl-C: before training it stops at once; the result is written (execute).
-    While a run trains, STOP defers both (see StopRequest)."""
+    """SIGTERM and SIGHUP behave like Ctrl-C: before training they stop at once; the result is written
+    (execute). While a run trains, STOP defers them all (see StopRequest)."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, handler)
+    for sig in STOP_SIGNALS[1:]:
+        signal.signal(sig, handler)
 
 
 class Stopped(KeyboardInterrupt):
@@ -273,7 +279,7 @@ class Stopped(KeyboardInterrupt):
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM while a run trains. The first asks the loop to stop at the next step it
+    """Ctrl-C (SIGINT), SIGTERM or SIGHUP while a run trains. The first asks the loop to stop at the next step it
     can stop at: between compiled calls (tf), steps (model.fit, the raw loop) or blocks (Lightning; in
     DDP, the first step whose end every rank reaches after any rank was asked), where the weights and
     the recorded losses agree, so the loop records the steps it made,
@@ -308,7 +314,7 @@ class StopRequest:
 
     def arm(self, prefix: str, checkpoints: bool, quiet: bool = False) -> None:
         self.signum, self.prefix, self.checkpoints, self.quiet = None, prefix, checkpoints, quiet
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             self._old[sig] = signal.signal(sig, self._handle)
 
     def reclaim_sigterm(self) -> None:

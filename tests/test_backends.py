@@ -454,6 +454,17 @@ def test_ddp_ranks_stop_together_when_rank_0_alone_is_asked(tmp_path):
     assert diff <= 1e-6, f"resumed weights differ from the uninterrupted run by {diff:.3g}"
 
 
+def test_sighup_stops_a_run_as_ctrl_c_does(tmp_path):
+    """A closed terminal or ssh session sends SIGHUP, which killed a run with no result and no checkpoint."""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "r.json"
+    args = [*SMALL, "--model", "mlp", "--steps", "400", "--eval-every", "200", "--checkpoint-dir", ckpt,
+            "--checkpoint-every", "200", "--loop", "raw", "--json", out]
+    proc = ctrl_c_at("torch", args, ckpt, "step-0000200.pt", nth=3, signals="HUP")
+    r = json.loads(out.read_text())
+    assert proc.returncode == 130 and r["message"] == f"interrupted at step 201; checkpoint step-0000201 in {ckpt}: " \
+        "continue with --resume", f"exit {proc.returncode}: {r['message']} {proc.stderr[-1500:]}"
+
+
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning")])
 def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, backend, loop):
     """Two signals in a row (here both at one stop check): the second raises KeyboardInterrupt where it lands

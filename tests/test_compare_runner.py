@@ -439,6 +439,23 @@ def test_ctrl_c_is_forwarded_once_to_the_child(tmp_path):
     assert outcome.seconds < 20
 
 
+def test_sighup_to_the_harness_is_a_ctrl_c(tmp_path):
+    """A closed terminal sends the harness SIGHUP, which killed it before it wrote the report; the child, in its
+    own session, trained on unseen. SIGHUP is now the first Ctrl-C: forwarded as SIGINT, the child stops."""
+    script = ("import signal, sys, time\n"
+              "signal.signal(signal.SIGINT, lambda *a: (print('stopping'), sys.exit(130)))\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(30)\n")
+
+    def echo(line):
+        if line.endswith("ready"):
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    with StopControl() as control:
+        outcome = launch([sys.executable, "-c", script], "p", tmp_path / "h", control, echo)
+    assert control.requests == 1 and outcome.stopped and outcome.returncode == 130
+
+
 def test_a_second_ctrl_c_kills_the_childs_own_children_too(tmp_path):
     """Lightning's DDP ranks > 0 are the child's children and share its stdout: a second Ctrl-C killed the child
     alone, and the harness read the pipe until the ranks gave up (up to the DDP timeout). It kills the child's
