@@ -145,9 +145,11 @@ def read_record(path: Path) -> dict:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise ConfigError(f"--resume: {path} cannot be read ({e}); start a new comparison") from None
+        raise ConfigError(f"--resume: {path} cannot be read ({e}); start a new comparison in another --out "
+                          f"folder (this one holds it)") from None
     if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
-        raise ConfigError(f"--resume: {path} is not a comparison record (no \"args\"); start a new comparison")
+        raise ConfigError(f"--resume: {path} is not a comparison record (no \"args\"); start a new comparison in "
+                          f"another --out folder (this one holds it)")
     return record
 
 

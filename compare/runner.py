@@ -229,22 +229,32 @@ class Outcome:
         return f"exit status {rc}"
 
 
-def _tail(path: Path, n: int = STDERR_TAIL_LINES) -> list:
+def _tail(path: Path, n: int = STDERR_TAIL_LINES, start: int = 0) -> list:
+    """The last `n` non-empty lines of `path` from byte `start` on (this attempt's part of the log)."""
     try:
-        lines = [ln.rstrip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
     except OSError:
         return []
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
     return [ln[:300] for ln in lines[-n:]]
 
 
 def launch(cmd: list, prefix: str, log_stem: Path, control: StopControl | None = None,
            echo=print, env: dict | None = None) -> Outcome:
     """Run `cmd`, echoing each stdout line as "<prefix> | <line>" and keeping stdout and stderr in
-    <log_stem>.out.log / .err.log. Returns when the child has exited."""
+    <log_stem>.out.log / .err.log, appended to: a resumed run's logs keep the earlier attempt's lines above
+    the new command line (they were overwritten). Returns when the child has exited."""
     log_stem = Path(log_stem)
     log_stem.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(f"{log_stem}.err.log", "w") as err, open(f"{log_stem}.out.log", "w") as out:
+    with open(f"{log_stem}.err.log", "a") as err, open(f"{log_stem}.out.log", "a") as out:
+        start = err.tell()
+        if start:
+            err.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(cmd)}\n")
+            err.flush()
+            start = err.tell()
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
@@ -272,7 +282,7 @@ def launch(cmd: list, prefix: str, log_stem: Path, control: StopControl | None =
                 proc.wait()
             if control is not None:
                 control.child = None
-    return Outcome(proc.returncode, time.perf_counter() - t0, _tail(Path(f"{log_stem}.err.log")),
+    return Outcome(proc.returncode, time.perf_counter() - t0, _tail(Path(f"{log_stem}.err.log"), start=start),
                    bool(control and control.stopped))
 
 

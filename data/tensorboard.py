@@ -339,6 +339,8 @@ def main(argv: list) -> int:
         print("usage: python -m data.tensorboard DIR", file=sys.stderr)
         return 2
     root = Path(argv[0])
+    if root.is_file() and "tfevents" in root.name:  # an event file: its run folder (it said "no event files")
+        root = root.parent
     folders = sorted({p.parent for p in root.rglob("*tfevents*")}) if root.is_dir() else []
     if not folders:
         print(f"python -m data.tensorboard: no event files under {root}", file=sys.stderr)

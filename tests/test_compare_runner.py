@@ -295,7 +295,7 @@ def test_resume_with_damaged_bookkeeping(tmp_path):
     record = (out / "comparison.json").read_text()
     for damaged in ("", "{}", "[1, 2]"):
         (out / "comparison.json").write_text(damaged)
-        with pytest.raises(ConfigError, match=f"--resume: {out / 'comparison.json'} (cannot be read|is not a comparison)"):
+        with pytest.raises(ConfigError, match=f"--resume: {out / 'comparison.json'} (cannot be read|is not a comparison).* in another --out folder"):
             run_comparison(["--resume", str(out)], launcher=FakeBackends())
     (out / "comparison.json").write_text(record)
     (out / "probe" / "probe.json").write_text('{"peaks": {')
@@ -408,6 +408,13 @@ def test_launch_prefixes_lines_and_reports_exit_status(tmp_path):
     assert outcome.returncode == 5 and outcome.stderr_tail == ["boom"] and outcome.describe() == "exit status 5"
     assert "step 10" in (tmp_path / "logs" / "x.out.log").read_text()
     assert "note: --data-dir D" in (tmp_path / "logs" / "x.out.log").read_text()  # compare says it once, the log keeps it
+    # a second attempt of the run (compare --resume) appends: the first attempt's lines stay, and its stderr
+    # tail is its own (a silent crash does not show the first attempt's "boom")
+    again = launch([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], "tf    cnn",
+                   tmp_path / "logs" / "x", echo=lines.append)
+    assert again.returncode == -9 and again.stderr_tail == []
+    assert "boom" in (tmp_path / "logs" / "x.err.log").read_text()
+    assert (tmp_path / "logs" / "x.out.log").read_text().count("$ ") == 2
 
 
 def test_launch_names_the_signal_that_killed_a_child(tmp_path):

@@ -59,6 +59,8 @@ def test_values_beyond_float32_are_logged_as_infinity_and_a_corrupt_file_is_one_
     proc = run_module("data.tensorboard", tmp_path, timeout=60)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and "checksum does not match" in lines[0], proc.stderr
+    proc = run_module("data.tensorboard", w.path, timeout=60)  # an event file: its folder (was "no event files")
+    assert proc.returncode == 1 and "checksum does not match" in proc.stderr, proc.stderr
 
 
 def test_every_run_logs_into_a_folder_of_its_own(tmp_path):
