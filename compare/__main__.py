@@ -296,6 +296,8 @@ def run_comparison(argv: list, launcher=None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if {"model", "models"} <= set(explicit_flags(argv)):  # --models equal to its default passed the check below
+        parser.error("give --model or --models, not both")
     if args.resume:
         args = resumed_args(args, argv)
     plan, data, n_train = make_plan(args, parser)

@@ -38,6 +38,7 @@ def cli(argv, capsys):
     (["--backends", "jax"], "--backends"),
     (["--models", "rnn"], "--models"),
     (["--models", "cnn,cnn"], "twice"),
+    (["--model", "cnn", "--models", "mlp,cnn"], "--model or --models, not both"),  # ran cnn alone: the default list
     (["--seeds", "a,b"], "--seeds"), (["--seeds", "0,-1"], "--seeds"), (["--seeds", "0,4294967296"], "--seeds"),
     (["--seed", "1", "--seeds", "0,1"], "--seed or --seeds"),
     (["--steps", "0"], "--steps"),
