@@ -198,8 +198,6 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
     from data.sources import load
     from data.registry import get_spec
 
-    if args.model and args.models != list(DEFAULT_MODELS) and args.models != [args.model]:
-        parser.error("give --model or --models, not both")
     models = [args.model] if args.model else list(args.models)
     if args.seed is not None and args.seeds:
         parser.error("give --seed or --seeds, not both")
@@ -296,8 +294,8 @@ def run_comparison(argv: list, launcher=None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if {"model", "models"} <= set(explicit_flags(argv)):  # --models equal to its default passed the check below
-        parser.error("give --model or --models, not both")
+    if {"model", "models"} <= set(explicit_flags(argv)):  # given, whatever their values (a check of the values
+        parser.error("give --model or --models, not both")  # let --models equal to its default pass)
     if args.resume:
         args = resumed_args(args, argv)
     plan, data, n_train = make_plan(args, parser)

@@ -262,32 +262,33 @@ def claim(folder: Path) -> bool:
     try:
         fd = os.open(folder / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:  # another process's claim; one of this process's is still its own
-        try:
-            return (folder / CLAIM).read_text() == str(os.getpid())
-        except OSError:
-            return False
+        return claim_owner(folder) == str(os.getpid())
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
     return True
 
 
-def claimed_by_another(folder: Path) -> bool:
+def claim_owner(folder: Path) -> str | None:
+    """The pid (as written) of the process whose claim `folder` holds, or None when it holds none."""
     try:
-        return (Path(folder) / CLAIM).read_text() != str(os.getpid())
+        return (Path(folder) / CLAIM).read_text()
     except OSError:
-        return False
+        return None
+
+
+def claimed_by_another(folder: Path) -> bool:
+    return claim_owner(folder) not in (None, str(os.getpid()))
 
 
 def release_claim(folder: Path, remove_folder: bool = False) -> None:
     """Remove this process's claim on `folder` (and the folder, if asked and now empty)."""
-    path = Path(folder) / CLAIM
+    if claim_owner(folder) != str(os.getpid()):
+        return
     try:
-        if path.read_text() != str(os.getpid()):
-            return
-        path.unlink()
+        (Path(folder) / CLAIM).unlink()
         if remove_folder:
             Path(folder).rmdir()
-    except OSError:  # no claim, another's, or a folder not empty: leave it
+    except OSError:  # gone meanwhile, or a folder not empty: leave it
         pass
 
 
