@@ -12,7 +12,7 @@ import csv
 import math
 from pathlib import Path
 
-from data.contract import LOOPS, RunConfig, default_loop, write_json_atomic
+from data.contract import LOOPS, RunConfig, atomic_path, default_loop, write_json_atomic
 
 from . import metrics
 
@@ -325,15 +325,18 @@ def write_files(folder, results: list, context: dict) -> list:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "results.json", _finite(results_document(results, context)))
-    tmp = folder / ".results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(folder / "results.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(csv_rows(results, context))
-    tmp.replace(folder / "results.csv")
-    plot_curves(folder / "curves.png", results, context)
-    plot_throughput(folder / "throughput.png", results, context)
-    (folder / "report.md").write_text(markdown(results, context))
+    # each file whole or not replaced: a Ctrl-C while writing (compare writes these after the first one) leaves
+    # the previous report, never a cut one
+    with atomic_path(folder / "curves.png") as tmp:
+        plot_curves(tmp, results, context)
+    with atomic_path(folder / "throughput.png") as tmp:
+        plot_throughput(tmp, results, context)
+    with atomic_path(folder / "report.md") as tmp:
+        tmp.write_text(markdown(results, context))
     return [folder / name for name in FILES]
 
 
@@ -535,7 +538,7 @@ def plot_curves(path, results: list, context: dict) -> None:
                  f"batch {(plan.get('run_flags') or {}).get('batch_size')})",
                  fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")  # the path may be a temp name without .png
     plt.close(fig)
 
 
@@ -586,5 +589,5 @@ def plot_throughput(path, results: list, context: dict) -> None:
     fig.suptitle(f"Throughput on {context.get('dataset_label')} ({devices}, {threads} threads per run{spread})",
                  fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")  # the path may be a temp name without .png
     plt.close(fig)

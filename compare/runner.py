@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import RunConfig, default_loop, write_json_atomic
+from data.contract import RunConfig, atomic_path, default_loop, write_json_atomic
 from data.loop import STOP_SIGNALS, checkpoint_names, steps_per_block
 
 from .metrics import FINISHED
@@ -317,10 +317,8 @@ def parity_inputs(plan: Plan, test_images: np.ndarray) -> Path:
     from data.stream import normalize
     path = Path(plan.out) / "probe" / "parity-inputs.npz"
     if not path.is_file():  # written whole or not at all: a truncated file was reused by every --resume
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=normalize(test_images[:PARITY_BATCH]))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, images=normalize(test_images[:PARITY_BATCH]))
     return path
 
 

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -420,19 +421,26 @@ def ensure_folder(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write JSON via a temp file in the same folder and a rename: readers never see half a file."""
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temp path in `path`'s folder to write; on success it is synced and renamed to `path`, on any
+    exception (a Ctrl-C included) removed: `path` holds the old file or the whole new one, never half."""
     path = ensure_folder(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False, default=_json_default)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write JSON via a temp file in the same folder and a rename: readers never see half a file."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, allow_nan=False, default=_json_default)
 
 
 def _json_default(o):

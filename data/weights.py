@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import zipfile
-from pathlib import Path
 
 import numpy as np
 
 from .arch import param_shapes
+from .contract import atomic_path
 from .errors import DataError
 
 
@@ -41,11 +41,8 @@ def initial_weights(layers: list, seed: int) -> dict:
 
 def save(path: str | os.PathLike, weights: dict) -> None:
     """Write weights atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{k: np.asarray(v, np.float32) for k, v in weights.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz" to it
+        np.savez(f, **{k: np.asarray(v, np.float32) for k, v in weights.items()})
 
 
 def load(path: str | os.PathLike, layers: list | None = None) -> dict:

@@ -316,6 +316,29 @@ def test_report_md_and_pictures(tmp_path):
         assert blob[:8] == PNG_MAGIC and len(blob) > 10_000, name
 
 
+@pytest.mark.parametrize("cut", ["curves.png", "throughput.png", "report.md"])
+def test_a_ctrl_c_while_writing_the_report_leaves_the_previous_files_whole(tmp_path, monkeypatch, cut):
+    """compare writes the report after its runs, and again after a --resume; a Ctrl-C during that write
+    cut report.md or a PNG short. Each file is now replaced whole or left as it was, with no temp file."""
+    report.write_files(tmp_path, four_runs(), fake_context())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def cut_short(path, *args):
+        with open(path, "wb") as f:
+            f.write(b"half a file")
+        raise KeyboardInterrupt
+    if cut == "report.md":
+        monkeypatch.setattr("pathlib.Path.write_text", lambda self, text: cut_short(self))
+    else:
+        monkeypatch.setattr(report, "plot_curves" if cut == "curves.png" else "plot_throughput", cut_short)
+    runs = four_runs()
+    runs[0]["final"]["test_accuracy"] = 0.5
+    with pytest.raises(KeyboardInterrupt):
+        report.write_files(tmp_path, runs, fake_context())
+    assert (tmp_path / cut).read_bytes() == before[cut]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)  # no temp file left
+
+
 def test_curves_show_a_late_collapse_and_may_clip_only_the_first_evaluations(tmp_path, monkeypatch):
     """The y floor was the 10th percentile of every point, so a CNN that fell to 40 % at its last of 20
     evaluations was drawn below the axes; its early, steep points may still be clipped."""
