@@ -290,7 +290,7 @@ def console():
 
 
 def run_comparison(argv: list, launcher=None) -> int:
-    from . import report, runner
+    from . import runner
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -302,6 +302,16 @@ def run_comparison(argv: list, launcher=None) -> int:
     folder = Path(args.resume) if args.resume else new_run_folder(args)
     plan.out = folder
     folder.mkdir(parents=True, exist_ok=True)
+    with runner.hold_folder(folder):
+        if args.out and not args.resume:  # checked again, holding the folder: a compare that held it until
+            new_run_folder(args)  # just now may have set a comparison up there
+        return compare_in(folder, args, argv, plan, data, n_train, launcher)
+
+
+def compare_in(folder: Path, args: argparse.Namespace, argv: list, plan, data, n_train: int, launcher) -> int:
+    """The comparison proper, in a folder this process holds: probe, runs, report; the exit code."""
+    from . import report, runner
+
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     shown_argv = list(argv)
     if args.resume:  # the report shows the command that set the comparison up

@@ -11,6 +11,7 @@ JSON and .npz files in the run folder.
       logs/<name>.out.log, .err.log    each child's stdout and stderr
       checkpoints/<name>/          a run's checkpoints while it is unfinished (removed when it finishes)
       probe/                       parity inputs and logits, peak-<backend>.json
+      .lock                        held by the compare working in the folder (see `hold_folder`)
 
 Ctrl-C (SIGINT) or SIGTERM: the current child is asked to stop (it stops at its next step, writes a
 checkpoint there and an "interrupted" result), finished runs are kept, no new run starts; a second
@@ -18,6 +19,7 @@ Ctrl-C kills the child. --resume continues an unfinished run from its newest che
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -26,13 +28,14 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import RunConfig, atomic_path, default_loop, write_json_atomic
+from data.contract import ConfigError, RunConfig, atomic_path, default_loop, write_json_atomic
 from data.loop import STOP_SIGNALS, checkpoint_names, steps_per_block
 
 from .metrics import FINISHED
@@ -496,3 +499,24 @@ def remove_checkpoints(folder: Path) -> None:
         folder.parent.rmdir()
     except OSError:
         pass
+
+
+@contextmanager
+def hold_folder(folder: Path):
+    """One compare at a time in a run folder: two `--resume X` at once launched the same runs into the same
+    checkpoint folders. An exclusive flock on folder/.lock, released by the kernel however this process
+    ends (a crash or SIGKILL leaves no stale lock); a second compare gets a ConfigError naming the holder."""
+    path = Path(folder) / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise ConfigError(f"{folder} is in use by another compare (pid {holder}); wait for it to end "
+                              f"or stop it, then --resume {folder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock

@@ -180,6 +180,31 @@ def test_interrupt_keeps_finished_runs_and_resume_skips_them(tmp_path, capsys):
     assert [r["status"] for r in _results(out)["runs"]] == ["ok"] * 4
 
 
+def test_a_second_compare_in_a_folder_in_use_is_refused_and_touches_nothing(tmp_path):
+    """Two `compare --resume X` at once launched the same runs into the same checkpoint folders. While one
+    compare works in a folder, a second --resume of it gets one line naming the first's pid;
+    once the first ends, --resume works (the lock dies with its holder, so no stale lock is left)."""
+    out = tmp_path / "run"
+    assert run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends(stop_at=2)) == 130
+    refused = []
+
+    class Meanwhile(FakeBackends):
+        def __call__(self, cmd, *args, **kwargs):
+            if not refused:  # a second compare starts while this one's first child runs
+                with pytest.raises(ConfigError) as e:
+                    run_comparison(["--resume", str(out)], launcher=FakeBackends())
+                refused.append(str(e.value))
+            return super().__call__(cmd, *args, **kwargs)
+    before = (out / "comparison.json").read_bytes()
+    first = Meanwhile()
+    assert run_comparison(["--resume", str(out)], launcher=first) == 0
+    assert len(refused) == 1 and f"in use by another compare (pid {os.getpid()})" in refused[0]
+    assert first.launched == [("tf", "cnn", 0), ("torch", "mlp", 0), ("torch", "cnn", 0)]  # nothing run twice
+    assert (out / "comparison.json").read_bytes() == before
+    again = FakeBackends()
+    assert run_comparison(["--resume", str(out)], launcher=again) == 0 and again.launched == []
+
+
 def test_a_comparison_stored_before_newer_flags_resumes(tmp_path):
     """comparison.json holds the flags that existed when it was written; --resume of one written before --devices,
     --dropout, --steps-per-call, --tensorboard and the loop flags gave an AttributeError traceback. The
