@@ -17,6 +17,7 @@ TensorBoard shows a folder's event files as one run; files named `*tfevents*` ar
 """
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import socket
@@ -251,45 +252,69 @@ class EventWriter:
 
 
 CLAIM = ".klc-claim"  # in a run folder that a new run has taken but not yet written events into
+_held: dict = {}  # folder -> the open claim file whose flock this process holds
 
 
 def claim(folder: Path) -> bool:
-    """Take `folder` for a new run: made if need be, with a claim file created exclusively. Two runs of one name
-    starting at once both chose the first folder without events, and TensorBoard showed one run restarting."""
+    """Take `folder` for a new run: made if need be, with an flock held on its claim file until the first event.
+    Two runs of one name starting at once both chose the first folder without events, and TensorBoard showed
+    one run restarting. The lock dies with its process: a run that crashed before its first event leaves a
+    claim file that the next run takes over (it took the next number, leaving an empty folder)."""
+    folder = Path(folder)
+    if str(folder) in _held:
+        return True
     if event_files(folder):
         return False
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(folder / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:  # another process's claim; one of this process's is still its own
-        return claim_owner(folder) == str(os.getpid())
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
+        fd = os.open(folder / CLAIM, os.O_CREAT | os.O_RDWR, 0o644)
+    except FileNotFoundError:  # the folder was given back (removed) meanwhile
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # still free: no events, and this file still the claim (not one given back and replaced meanwhile)
+        ours = not event_files(folder) and os.fstat(fd).st_ino == os.stat(folder / CLAIM).st_ino
+    except (BlockingIOError, FileNotFoundError):  # a live run's claim, or one given back meanwhile
+        ours = False
+    if not ours:
+        os.close(fd)
+        return False
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)  # for a person looking, not for the lock
+    _held[str(folder)] = fd
     return True
 
 
-def claim_owner(folder: Path) -> str | None:
-    """The pid (as written) of the process whose claim `folder` holds, or None when it holds none."""
-    try:
-        return (Path(folder) / CLAIM).read_text()
-    except OSError:
-        return None
-
-
 def claimed_by_another(folder: Path) -> bool:
-    return claim_owner(folder) not in (None, str(os.getpid()))
+    """Whether a live process other than this one holds `folder`'s claim."""
+    if str(Path(folder)) in _held:
+        return False
+    try:
+        fd = os.open(Path(folder) / CLAIM, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False  # nobody holds it: a claim left by a run that died before its first event
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def release_claim(folder: Path, remove_folder: bool = False) -> None:
-    """Remove this process's claim on `folder` (and the folder, if asked and now empty)."""
-    if claim_owner(folder) != str(os.getpid()):
+    """Give back this process's claim on `folder` (and the folder, if asked and now empty)."""
+    fd = _held.pop(str(Path(folder)), None)
+    if fd is None:
         return
     try:
-        (Path(folder) / CLAIM).unlink()
+        (Path(folder) / CLAIM).unlink()  # while locked: a process waiting on the old file finds it gone
         if remove_folder:
             Path(folder).rmdir()
     except OSError:  # gone meanwhile, or a folder not empty: leave it
         pass
+    finally:
+        os.close(fd)
 
 
 def event_files(logdir: str | os.PathLike) -> list:

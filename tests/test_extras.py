@@ -99,18 +99,30 @@ def test_two_runs_of_one_name_starting_at_once_log_into_two_folders(tmp_path):
     a = tb.EventWriter(first)
     a.scalar("train/loss", 1.0, 1)  # the events now mark the folder; the claim goes
     assert [p.name for p in first.iterdir() if not p.name.startswith("events.out.tfevents.")] == []
-    # two other processes start runs of the name together; neither writes before the other has chosen
+    # two other processes start runs of the name together; neither writes before the other has chosen, and
+    # both live (holding their claims) until this process has chosen too
     script = ("import sys; from data.contract import RunConfig; from data.tensorboard import run_dir; "
-              "print(run_dir(sys.argv[1], RunConfig(model='mlp'), 'tf').name)")
+              "print(run_dir(sys.argv[1], RunConfig(model='mlp'), 'tf').name, flush=True); sys.stdin.read()")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, env=child_env(),
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    names = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    names = sorted(p.stdout.readline().strip() for p in procs)
     assert names == ["tf-mlp-s0-2", "tf-mlp-s0-3"], names
     mine = tb.run_dir(tmp_path, cfg, "tf")
     assert mine.name == "tf-mlp-s0-4"
     b = tb.EventWriter(mine)
     b.close()  # refused before it trained: its folder goes
     assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == ["tf-mlp-s0", "tf-mlp-s0-2", "tf-mlp-s0-3"]
+    # the two die before their first event (a crash leaves its claim file): the next run takes the first of
+    # their folders instead of leaving both empty and starting -4
+    for p in procs:
+        p.communicate("", timeout=120)
+    assert (tmp_path / "mnist" / "tf-mlp-s0-2" / tb.CLAIM).is_file()
+    again = tb.run_dir(tmp_path, cfg, "tf")
+    assert again.name == "tf-mlp-s0-2"
+    c = tb.EventWriter(again)
+    c.scalar("train/loss", 1.0, 1)
+    assert sorted(p.name for p in again.iterdir() if not p.name.startswith("events.out.tfevents.")) == []
+    c.close()
     a.close()
 
 
