@@ -41,6 +41,7 @@ DEFAULT_MIN_STEPS = 300
 DEFAULT_EVAL_EVERY = 25  # steps between test evaluations: the resolution of steps-to-beat-MLP
 RUNS_DIR = "runs"  # default parent of the run folders, relative to the current directory
 NOT_RESUMABLE = ("resume", "out", "debug")  # flags that may differ from the stored ones on --resume
+PATH_FLAGS = ("tensorboard", "data_dir")  # stored absolute: a --resume from another directory uses the same folders
 
 
 def _name_list(choices):
@@ -163,6 +164,8 @@ def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
     for dest, value in explicit_flags(argv).items():
         if dest in NOT_RESUMABLE:
             continue
+        if dest in PATH_FLAGS and value and stored.get(dest):  # one folder, however it is typed (and a record
+            value, stored[dest] = os.path.abspath(value), os.path.abspath(stored[dest])  # may hold it relative)
         if _jsonable(value) != stored.get(dest):
             raise ConfigError(f"--resume continues the stored comparison, which ran {as_given(dest, stored.get(dest))}; "
                               f"drop {given_flag(dest, argv)} or start a new comparison without --resume")
@@ -298,6 +301,10 @@ def run_comparison(argv: list, launcher=None) -> int:
         parser.error("give --model or --models, not both")  # let --models equal to its default pass)
     if args.resume:
         args = resumed_args(args, argv)
+    else:
+        for dest in PATH_FLAGS:  # as typed, a --resume from another directory logged elsewhere
+            if getattr(args, dest):
+                setattr(args, dest, os.path.abspath(getattr(args, dest)))
     plan, data, n_train = make_plan(args, parser)
     folder = Path(args.resume) if args.resume else new_run_folder(args)
     plan.out = folder

@@ -205,6 +205,31 @@ def test_a_second_compare_in_a_folder_in_use_is_refused_and_touches_nothing(tmp_
     assert run_comparison(["--resume", str(out)], launcher=again) == 0 and again.launched == []
 
 
+def test_a_resume_from_another_directory_logs_where_the_comparison_began(tmp_path, monkeypatch):
+    """comparison.json stored --tensorboard as typed: `compare --resume` from another directory sent the rest
+    of its runs' logs to a folder relative to there, and --data-dir did not find the data. Both are stored
+    absolute; giving one again on --resume is the same folder only if it names the same place."""
+    class Commands(FakeBackends):
+        def __call__(self, cmd, *args, **kwargs):
+            if "--tensorboard" in cmd:
+                self.logged = _value(cmd, "--tensorboard")
+            return super().__call__(cmd, *args, **kwargs)
+    from data_fixtures import tiny_idx_arrays, write_idx_dataset
+    write_idx_dataset(tmp_path / "a" / "d", tiny_idx_arrays(n_train=400, n_test=100))
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert run_comparison(TINY + ["--out", "run", "--tensorboard", "tb", "--data-dir", "d", "--no-verify"],
+                          launcher=Commands(stop_at=2)) == 130
+    stored = json.loads((tmp_path / "a/run/comparison.json").read_text())["args"]
+    assert (stored["tensorboard"], stored["data_dir"]) == (str(tmp_path / "a/tb"), str(tmp_path / "a/d"))
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(ConfigError, match="--resume continues the stored comparison, which ran --tensorboard"):
+        run_comparison(["--resume", "../a/run", "--tensorboard", "tb"], launcher=FakeBackends())  # b/tb: another
+    again = Commands()
+    assert run_comparison(["--resume", "../a/run", "--tensorboard", "../a/tb"], launcher=again) == 0
+    assert again.launched and again.logged == str(tmp_path / "a/tb")
+
+
 def test_a_comparison_stored_before_newer_flags_resumes(tmp_path):
     """comparison.json holds the flags that existed when it was written; --resume of one written before --devices,
     --dropout, --steps-per-call, --tensorboard and the loop flags gave an AttributeError traceback. The
