@@ -335,12 +335,30 @@ def check_batch_split(batch_size: int, devices: int) -> None:
 def check_widths(model: str, dataset: str, widths) -> None:
     """--widths that cannot build `model` on `dataset`'s images (too few, too many conv stages) is a bad flag
     (exit 2), found before anything is loaded or written; it surfaced as a ValueError (exit 1, bad data)."""
-    from .arch import build_layers
+    from .arch import build_layers, count_params
     spec = DATASETS[dataset]
+    given = f"--widths {','.join(map(str, widths or ()))} for --model {model}"
     try:
-        build_layers(model, spec.shape, spec.num_classes, widths)
+        layers = build_layers(model, spec.shape, spec.num_classes, widths)
     except ValueError as e:
-        raise ConfigError(f"--widths {','.join(map(str, widths or ()))} for --model {model}: {e}") from None
+        raise ConfigError(f"{given}: {e}") from None
+    # a model too big for this machine failed late, in the framework, with a traceback (exit 1)
+    params, have = count_params(layers), host_memory()
+    if have and params * TRAIN_BYTES_PER_PARAM > have:
+        raise ConfigError(f"{given}: {params:,} parameters need at least {params * TRAIN_BYTES_PER_PARAM / 2**30:,.0f} "
+                          f"GiB to train (float32 weights, gradients and two Adam moments); this machine has "
+                          f"{have / 2**30:,.0f} GiB")
+
+
+TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and Adam's two moments: a floor, before any activation
+
+
+def host_memory() -> int | None:
+    """Physical memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def check_budget(cfg: RunConfig, train_size: int, steps_per_epoch: int) -> int:

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from data.contract import RunConfig, lr_at, new_result
+from data.contract import ConfigError, RunConfig, lr_at, new_result
 from data.loop import Recorder, steps_per_block
 
 from conftest import ROOT, child_env, run_jobs_in_both, run_module
@@ -42,7 +42,24 @@ BAD_FLAGS = [
     # widths that cannot build the model were a ValueError: exit 1, the code for bad data
     (["--model", "cnn", "--widths", "64"], "--widths 64 for --model cnn: cnn widths are conv filters then"),
     (["--model", "cnn", "--dataset", "cifar100", "--widths", "8,8,8,8,8,8,8"], "too many conv/pool stages for input"),
+    # a model no machine here can hold: a traceback from the framework's allocator (exit 1), after loading
+    (["--model", "mlp", "--widths", "1000000000"], "--widths 1000000000 for --model mlp: 795,000,000,010 parameters "
+                                                   "need at least 11,846 GiB to train"),
 ]
+
+
+def test_widths_are_refused_only_beyond_what_training_them_needs(monkeypatch):
+    """16 bytes a parameter (float32 weights, gradients, two Adam moments) against the machine's memory."""
+    from data import arch, contract
+    params = arch.count_params(arch.build_layers("mlp", (28, 28, 1), 10, (256, 128)))
+    assert params == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    monkeypatch.setattr(contract, "host_memory", lambda: 16 * params)
+    contract.check_widths("mlp", "mnist", (256, 128))
+    monkeypatch.setattr(contract, "host_memory", lambda: 16 * params - 1)
+    with pytest.raises(ConfigError, match=f"{params:,} parameters need at least 0 GiB"):
+        contract.check_widths("mlp", "mnist", (256, 128))
+    monkeypatch.setattr(contract, "host_memory", lambda: None)  # a system that does not say: not refused
+    contract.check_widths("mlp", "mnist", (10**9,))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -50,6 +50,7 @@ def cli(argv, capsys):
     # widths that cannot build the model: a ValueError once its initial weights were drawn, in a run folder
     (["--models", "cnn", "--widths", "64"], "--widths 64 for --model cnn: cnn widths are conv filters then"),
     (["--models", "cnn", "--dataset", "cifar10", "--widths", "8,8,8,8,8,8,8"], "too many conv/pool stages"),
+    (["--models", "mlp", "--widths", "1000000000"], "795,000,000,010 parameters need at least"),  # was a MemoryError
     (["--adam-impl", "torch"], "--adam-impl"),
     (["--decay-steps", "30"], "--decay-steps does nothing with --schedule constant"),
     (["--train-limit", "10000000"], "--train-limit 10,000,000 is larger than the training set"),
