@@ -579,7 +579,9 @@ def prepare(cfg: RunConfig, backend: str, say=print):
     from . import arch
     from .contract import ConfigError, check_budget, ensure_folder
     from .sources import load
-    for target in (cfg.json, cfg.save_weights):  # fail before training, not after it
+    for flag, target in (("--json", cfg.json), ("--save-weights", cfg.save_weights)):  # fail before training,
+        if target and os.path.isdir(target):  # not after it (a folder failed at the rename, the result lost)
+            raise ConfigError(f"{flag} {target} is a folder; give a file name in it")
         if target:
             ensure_folder(target)
     check_checkpoint_dir(cfg)

@@ -52,6 +52,20 @@ def test_json_into_an_impossible_folder_is_one_line(tmp_path):
     assert "step " not in proc.stdout  # refused before any training, so nothing computed is lost
 
 
+@pytest.mark.parametrize("module,flag", [("torch_impl", "--json"), ("tf_impl", "--save-weights")])
+def test_an_output_file_named_by_a_folder_is_refused_before_training(tmp_path, module, flag):
+    """--json or --save-weights naming an existing folder trained the whole run, then failed at the rename
+    (exit 1, the result lost; with --save-weights the JSON said ok and the exit was 1)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    proc = run_module(module, *SMALL, "--model", "mlp", "--steps", "10", "--eval-every", "10", flag, folder,
+                      timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and f"{flag} {folder} is a folder; give a file name in it" in lines[0], proc.stderr
+    assert "step " not in proc.stdout and list(folder.iterdir()) == []
+
+
 def test_failed_write_keeps_the_earlier_file_and_leaves_no_temp(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
     write_json_atomic(path, {"runs": 1})
