@@ -578,6 +578,25 @@ def test_resume_with_fewer_steps_left_than_the_evaluation_interval(tmp_path, bac
 
 
 @pytest.mark.parametrize("backend,loop", LOOPS)
+def test_a_finished_run_resumed_with_a_larger_budget_keeps_its_last_evaluation(tmp_path, backend, loop):
+    """--resume may raise --steps. The checkpoint at a run's last step must hold that step's evaluation
+    (the end of the run, off the --eval-every grid): Lightning wrote it before that evaluation, so its
+    resumed curve lacked step 30 while the other loops kept it, and steps-to-beat could differ."""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "r.json"
+    args = [*SMALL, "--model", "mlp", "--eval-every", "20", "--checkpoint-dir", ckpt, "--checkpoint-every", "10",
+            "--steps-per-call", "5", "--loop", loop, "--json", out]
+    first = run_module(BACKENDS[backend], *args, "--steps", "30", timeout=300)
+    assert first.returncode == 0, first.stderr[-1500:]
+    at_30 = json.loads(out.read_text())["curve"][-1]
+    assert at_30["step"] == 30
+    more = run_module(BACKENDS[backend], *args, "--steps", "60", "--resume", timeout=300)
+    assert more.returncode == 0 and "resumed from step 30" in more.stdout, more.stderr[-1500:]
+    r = json.loads(out.read_text())
+    assert [p["step"] for p in r["curve"]] == [20, 30, 40, 60] and r["curve"][1] == at_30
+    assert len(r["train_losses"]) == 60 and r["resumed_at"] == [30]
+
+
+@pytest.mark.parametrize("backend,loop", LOOPS)
 def test_evaluation_flags_held_out_share_and_target_accuracy(tmp_path, backend, loop):
     """--val-fraction evaluates on the held-out share; --target-accuracy stops at the first evaluation
     that reaches it (status ok); --init native and --eval-batch-size are accepted and recorded."""

@@ -312,11 +312,14 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
         (as ModelCheckpoint does on validation end), so the saved curve includes it; and where a stop
         request ends the run (the Recorder's block end)."""
 
+        saved_at = None
+
         def _save(self, trainer):
             tmp, final = checkpoint_paths(cfg.checkpoint_dir, trainer.global_step, ".ckpt")
             trainer.save_checkpoint(tmp)  # every rank calls it, rank 0 writes (Lightning's writes are not atomic)
             if trainer.is_global_zero:
                 commit_checkpoint(tmp, final)
+            self.saved_at = trainer.global_step
 
         def _due(self, step) -> bool:
             return step % cfg.checkpoint_every == 0 or (recorder.stopping and step != rec.start)
@@ -330,10 +333,8 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
             if trainer.state.fn == "fit" and self._due(trainer.global_step):
                 self._save(trainer)
 
-    recorder = RecorderCallback()
-    callbacks = [recorder]
-    if cfg.checkpoints:
-        callbacks.append(StepCheckpoint())
+    recorder, checkpointer = RecorderCallback(), StepCheckpoint()
+    callbacks = [recorder] + ([checkpointer] if cfg.checkpoints else [])
     bar = progress(cfg.progress, rec.total, rec.step)
     strategy = "auto"
     if cfg.devices > 1:
@@ -365,6 +366,21 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
             trainer.validate(module, datamodule=dm, verbose=False)
         except SystemExit:  # a signal before on_validation_start took SIGTERM back: Lightning's SIGTERMException
             raise KeyboardInterrupt from None
+        if checkpointer.saved_at == rec.step and trainer.is_global_zero:
+            # that step's checkpoint was written before this evaluation: a --resume with a larger --steps lost it
+            # from the curve (the other loops evaluate first, then checkpoint)
+            add_result_to_checkpoint(cfg, rec)
+
+
+def add_result_to_checkpoint(cfg: RunConfig, rec: Recorder) -> None:
+    """Rewrite the Lightning checkpoint at the Recorder's step with the result as it now stands."""
+    import torch
+    from .weights import load_trusted
+    tmp, final = checkpoint_paths(cfg.checkpoint_dir, rec.step, ".ckpt")
+    state = load_trusted(final, map_location="cpu")
+    state["klc_result"] = rec.state()
+    torch.save(state, tmp)
+    commit_checkpoint(tmp, final)
 
 
 def sharded_datamodule():
