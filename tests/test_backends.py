@@ -730,3 +730,51 @@ def test_fp32_runs_turn_tf32_off(backend):
                               cwd=ROOT, timeout=120)
         assert proc.returncode == 0, proc.stderr[-1500:]
         assert proc.stdout.strip().splitlines()[-1] == expected, (precision, proc.stdout)
+
+
+GPU_CONFIG = """
+import os, torch
+from data.contract import ConfigError, RunConfig
+from torch_impl.train import configure
+torch.cuda.is_available, torch.cuda.device_count = (lambda: True), (lambda: 1)  # one GPU, as torch would say it
+try:
+    configure(RunConfig(devices=2))
+except ConfigError as e:
+    print("refused:", e)
+torch.cuda.is_available = lambda: False
+configure(RunConfig(deterministic=True))
+print("cublas:", os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+"""
+
+
+def test_torch_gpu_settings_are_made_before_the_first_cuda_call():
+    """Read on a review, for the GPU this machine lacks: `--devices 2` on a one-GPU machine was Lightning's
+    MisconfigurationException (a traceback, exit 1; tf says it in one line), and `--deterministic` left
+    CUBLAS_WORKSPACE_CONFIG unset until Lightning's Trainer, after cuBLAS had read it at the first matmul (the
+    raw loop never set it): every CUDA matmul refused under deterministic algorithms."""
+    env = {k: v for k, v in child_env().items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    proc = subprocess.run([sys.executable, "-c", GPU_CONFIG], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "refused: --devices 2: only 1 GPU(s) visible to torch" in proc.stdout, proc.stdout
+    assert "cublas: :4096:8" in proc.stdout, proc.stdout
+
+
+def test_a_raw_loop_checkpoint_written_on_a_gpu_resumes_on_a_cpu(tmp_path):
+    """The raw loop read its checkpoint with map_location=None: a checkpoint saved on a GPU names cuda:0, and on
+    a machine without one torch refused it, read as damaged: "no readable checkpoint". Simulated here by
+    saving this machine's checkpoint with every tensor tagged cuda:0."""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "r.json"
+    args = [*SMALL, "--model", "mlp", "--eval-every", "10", "--checkpoint-dir", ckpt, "--checkpoint-every", "10",
+            "--loop", "raw", "--json", out]
+    assert run_module("torch_impl", *args, "--steps", "10", timeout=300).returncode == 0
+    retag = ("import sys, torch, torch.serialization as s; p = sys.argv[1]; state = torch.load(p, weights_only=False); "
+             "s.location_tag = lambda storage: 'cuda:0'; torch.save(state, p); "
+             "torch.load(p, weights_only=False)")  # as a GPU wrote it: unreadable here without a map_location
+    path = ckpt / "step-0000010.pt"
+    proc = subprocess.run([sys.executable, "-c", retag, str(path)], capture_output=True, text=True, env=child_env(),
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 1 and "CUDA" in proc.stderr, proc.stderr[-1500:]
+    more = run_module("torch_impl", *args, "--steps", "20", "--resume", timeout=300)
+    assert more.returncode == 0 and "resumed from step 10" in more.stdout, more.stdout[-1500:] + more.stderr[-1500:]
+    assert [p["step"] for p in json.loads(out.read_text())["curve"]] == [10, 20]

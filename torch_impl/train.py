@@ -38,6 +38,8 @@ BACKEND = "torch"
 def configure(cfg: RunConfig):
     """Threads and determinism, before torch does any parallel work."""
     import torch
+    if torch.cuda.is_available() and cfg.devices > torch.cuda.device_count():  # Lightning refused it in a traceback
+        raise ConfigError(f"--devices {cfg.devices}: only {torch.cuda.device_count()} GPU(s) visible to torch")
     n = cfg.resolved_threads()
     if cfg.devices > 1 and not torch.cuda.is_available():
         n = max(1, n // cfg.devices)  # DDP on CPU: the ranks share the cores
@@ -51,6 +53,9 @@ def configure(cfg: RunConfig):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     if cfg.deterministic:
+        # cuBLAS reads this at its first call, before Lightning would set it (the raw loop never does): without
+        # it, deterministic algorithms refuse every CUDA matmul
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     return torch
 
@@ -204,7 +209,8 @@ class Run:
         commit_checkpoint(tmp, final)
 
     def restore_checkpoint(self, say=print):
-        found = newest_checkpoint(self.cfg, ".pt", self.total, map_location=None, say=say)
+        found = newest_checkpoint(self.cfg, ".pt", self.total, say=say)  # read to the CPU: a GPU's checkpoint
+        # resumes on a machine without one (load_state_dict moves each tensor to its parameter's device)
         if found is None:
             return None
         state = found[1]
