@@ -123,6 +123,16 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
+MAX_THREADS = 1024  # more than any machine's cores; far beyond it the frameworks fail in their own words (exit 1)
+
+
+def _threads(text: str) -> int:
+    v = _nonneg_int(text)
+    if v > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_THREADS}, got {v}")
+    return v
+
+
 def _finite_nonneg(text: str) -> float:
     try:
         v = float(text)
@@ -232,7 +242,7 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size, help=f"(default: {d.eval_batch_size})")
     p.add_argument("--seed", type=_seed, default=d.seed,
                    help=f"data order, initial weights and dropout masks (default: {d.seed})")
-    p.add_argument("--threads", type=_nonneg_int, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")
+    p.add_argument("--threads", type=_threads, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")
     p.add_argument("--init", choices=("shared", "native"), default=d.init,
                    help="shared: numpy glorot draw both backends load; native: the framework's own (default: shared)")
     p.add_argument("--init-file", help="start from this neutral weights .npz (implies --init shared) (default: none)")

@@ -32,6 +32,7 @@ BAD_FLAGS = [
     (["--dropout", "1"], "--dropout"), (["--steps-per-call", "0"], "--steps-per-call"),
     (["--beta-1", "1"], "--beta-1"), (["--beta-2", "1.5"], "--beta-2"),  # was a ZeroDivisionError traceback (torch)
     (["--target-accuracy", "97"], "--target-accuracy"),  # a percentage where a share is meant: never reached
+    (["--threads", "99999999999"], "--threads: at most 1024"),  # the frameworks' overflow errors, exit 1
     (["--seed", "-1"], "--seed"),  # numpy refused it later, in a line that did not name the flag
     (["--seed", "4294967296"], "--seed"),  # numpy's limit: tf failed with exit 1 while torch trained
     (["--optimizer", "sgd", "--momentum", "1.5"], "--momentum"),  # Keras's SGD refuses it (exit 1 in tf), torch did not

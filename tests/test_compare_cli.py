@@ -42,6 +42,7 @@ def cli(argv, capsys):
     (["--seeds", "a,b"], "--seeds"), (["--seeds", "0,-1"], "--seeds"), (["--seeds", "0,4294967296"], "--seeds"),
     (["--seed", "1", "--seeds", "0,1"], "--seed or --seeds"),
     (["--steps", "0"], "--steps"),
+    (["--threads", "5000"], "--threads: at most 1024"),
     (["--steps", "5", "--epochs", "1"], "not allowed with"),
     (["--lr", "-1"], "--lr"),
     (["--bogus"], "unrecognized"),
