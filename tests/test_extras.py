@@ -240,6 +240,8 @@ def test_two_devices_match_one_device(tmp_path, backend):
     two, out = _train(tmp_path, backend, *common, "--devices", "2", "--tensorboard", tmp_path / "logs", name="two")
     assert (one["devices"], one["per_device_batch"]) == (1, 32)
     assert (two["devices"], two["per_device_batch"]) == (2, 16)
+    # intra-op threads of each process: the two torch ranks share --threads 2 (the RunResult said 2 each)
+    assert (one["threads"], two["threads"]) == (2, 1 if backend == "torch" else 2)
     assert len(two["train_losses"]) == 30
     diff = np.abs(np.asarray(one["train_losses"]) - np.asarray(two["train_losses"]))
     # float32, the replicas' gradients summed in another order: measured 2.4e-7 over the 30 steps in both backends

@@ -450,7 +450,8 @@ def run(cfg: RunConfig) -> int:
     result.update(data_source=data.label if data.is_subset else data.source, dataset=data.label,
                   versions=versions("torch", "lightning", "torchmetrics"), device=device_name(r.torch),
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
-                  forward_flops_per_sample=arch.forward_flops(layers), devices=cfg.devices, per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
+                  forward_flops_per_sample=arch.forward_flops(layers), devices=cfg.devices, per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes(),
+                  threads=r.torch.get_num_threads())  # each process's: DDP ranks on a CPU share the cores
     writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
     tagged = lambda s: say(f"torch | {s}")  # noqa: E731
     rec = Recorder(cfg, result, total, log=tagged, writer=writer)
