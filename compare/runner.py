@@ -19,7 +19,6 @@ Ctrl-C kills the child. --resume continues an unfinished run from its newest che
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import arch, weights as neutral
+from data import arch, locks, weights as neutral
 from data.contract import ConfigError, RunConfig, atomic_path, default_loop, write_json_atomic
 from data.loop import STOP_SIGNALS, checkpoint_names, steps_per_block
 
@@ -504,19 +503,14 @@ def remove_checkpoints(folder: Path) -> None:
 @contextmanager
 def hold_folder(folder: Path):
     """One compare at a time in a run folder: two `--resume X` at once launched the same runs into the same
-    checkpoint folders. An exclusive flock on folder/.lock, released by the kernel however this process
-    ends (a crash or SIGKILL leaves no stale lock); a second compare gets a ConfigError naming the holder."""
-    path = Path(folder) / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    checkpoint folders. folder/.lock is held while this compare works (data.locks: it ends with the process,
+    so a crash leaves no stale lock); a second compare gets a ConfigError naming the holder."""
+    lock = Path(folder) / ".lock"
+    holder = locks.hold(lock)
+    if holder:
+        raise ConfigError(f"{folder} is in use by another compare ({holder}); wait for it to end or stop it, "
+                          f"then --resume {folder}")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise ConfigError(f"{folder} is in use by another compare (pid {holder}); wait for it to end "
-                              f"or stop it, then --resume {folder}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
-        os.close(fd)  # closing the last descriptor releases the lock
+        locks.release(lock)

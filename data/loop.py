@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import locks
 from .contract import RunConfig, finite_or_none, lr_at
 
 
@@ -252,6 +253,10 @@ def check_checkpoint_dir(cfg: RunConfig) -> None:
         raise ConfigError(f"--checkpoint-dir {folder}: no permission to create it") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(f"--checkpoint-dir {folder}: not writable")
+    # one run at a time in it, for the process's life: two (a --resume started twice, or while a child that
+    # outlived a killed compare still trains) wrote over each other's checkpoints. DDP ranks > 0 share rank 0's.
+    if not int(os.environ.get("LOCAL_RANK") or os.environ.get("RANK") or 0) and locks.hold(folder):
+        raise ConfigError(f"--checkpoint-dir {folder} is in use by another run; wait for it to end or stop it")
     if cfg.resume:
         return
     found = checkpoint_names(folder)

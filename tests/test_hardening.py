@@ -66,6 +66,29 @@ def test_an_output_file_named_by_a_folder_is_refused_before_training(tmp_path, m
     assert "step " not in proc.stdout and list(folder.iterdir()) == []
 
 
+@pytest.mark.parametrize("module", ["tf_impl", "torch_impl"])
+def test_a_checkpoint_folder_in_use_by_a_live_run_is_refused(tmp_path, module):
+    """Two runs in one --checkpoint-dir (a --resume started twice; a child that outlived a SIGKILLed compare
+    while compare --resume started it again) wrote over each other's checkpoints. A run holds the folder
+    for its life; here this test process holds it, as a live run would. The lock adds no file to it."""
+    from data import locks
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    args = [*SMALL, "--model", "mlp", "--steps", "10", "--eval-every", "10", "--checkpoint-dir", ckpt,
+            "--checkpoint-every", "10"]
+    assert locks.hold(ckpt) is None
+    try:
+        proc = run_module(module, *args, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-1500:]
+        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        assert len(lines) == 1 and f"--checkpoint-dir {ckpt} is in use by another run" in lines[0], proc.stderr
+        assert "step " not in proc.stdout and list(ckpt.iterdir()) == []
+    finally:
+        locks.release(ckpt)
+    proc = run_module(module, *args, timeout=300)  # given back: the run goes ahead
+    assert proc.returncode == 0 and [p.suffix for p in ckpt.iterdir() if p.name.startswith("step-0000010")], proc.stderr
+
+
 def test_failed_write_keeps_the_earlier_file_and_leaves_no_temp(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
     write_json_atomic(path, {"runs": 1})
