@@ -26,7 +26,7 @@ from data.arch import MODELS
 from data.cli import run_cli
 from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LOOPS, ConfigError, OneLineParser,
                            RunConfig, SEED_LIMIT, add_run_arguments, check_batch_split, check_widths,
-                           default_loop, ineffective_flags, write_json_atomic)
+                           default_loop, ineffective_flags, user_path, write_json_atomic)
 
 from .runner import BACKENDS, Plan
 
@@ -81,8 +81,8 @@ def build_parser() -> OneLineParser:
                        help=f"{backend} training loop: {what} (default: {default_loop(backend)})")
     p.add_argument("--seeds", type=_seed_list,
                    help="repeat every run per seed and report mean ± std, e.g. 0,1,2 (default: --seed alone)")
-    p.add_argument("--out", help=f"run folder (default: {RUNS_DIR}/<timestamp>)")
-    p.add_argument("--resume", metavar="DIR",
+    p.add_argument("--out", type=user_path, help=f"run folder (default: {RUNS_DIR}/<timestamp>)")
+    p.add_argument("--resume", metavar="DIR", type=user_path,
                    help="continue the comparison in DIR: finished runs are kept, not re-run (default: none, a new one)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     for action in p._actions:  # compare's own defaults and help where they differ from a single backend's
@@ -137,6 +137,11 @@ def given_flag(dest: str, argv: list) -> str:
     return next((a.split("=")[0] for a in argv if a.split("=")[0] in strings), max(strings, key=len))
 
 
+def absolute(path: str) -> str:
+    """`path` as an absolute path, `~` expanded (bash leaves it in `--data-dir=~/d`; data.sources expands it)."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
@@ -165,7 +170,7 @@ def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
         if dest in NOT_RESUMABLE:
             continue
         if dest in PATH_FLAGS and value and stored.get(dest):  # one folder, however it is typed (and a record
-            value, stored[dest] = os.path.abspath(value), os.path.abspath(stored[dest])  # may hold it relative)
+            value, stored[dest] = absolute(value), absolute(stored[dest])  # written before 2026-11-30 as typed)
         if _jsonable(value) != stored.get(dest):
             raise ConfigError(f"--resume continues the stored comparison, which ran {as_given(dest, stored.get(dest))}; "
                               f"drop {given_flag(dest, argv)} or start a new comparison without --resume")
@@ -304,7 +309,7 @@ def run_comparison(argv: list, launcher=None) -> int:
     else:
         for dest in PATH_FLAGS:  # as typed, a --resume from another directory logged elsewhere
             if getattr(args, dest):
-                setattr(args, dest, os.path.abspath(getattr(args, dest)))
+                setattr(args, dest, absolute(getattr(args, dest)))
     plan, data, n_train = make_plan(args, parser)
     folder = Path(args.resume) if args.resume else new_run_folder(args)
     plan.out = folder

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from data import arch, weights as neutral
-from data.contract import ConfigError, OneLineParser, check_widths, parse_widths
+from data.contract import ConfigError, OneLineParser, check_widths, parse_widths, user_path
 from data.errors import DataError
 from data.registry import DATASETS, get_spec
 
@@ -129,8 +129,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--model", required=True, choices=arch.MODELS, help="architecture of the weights")
     p.add_argument("--dataset", required=True, choices=sorted(DATASETS),
                    help="dataset the model was built for (sets input shape and number of classes)")
-    p.add_argument("--from", dest="src", required=True, metavar="FILE", help="source: .keras, .ckpt, .pt or .npz")
-    p.add_argument("--to", dest="dst", required=True, metavar="FILE", help="target: .keras, .ckpt, .pt or .npz")
+    p.add_argument("--from", dest="src", required=True, type=user_path, metavar="FILE", help="source: .keras, .ckpt, .pt or .npz")
+    p.add_argument("--to", dest="dst", required=True, type=user_path, metavar="FILE", help="target: .keras, .ckpt, .pt or .npz")
     p.add_argument("--widths", type=parse_widths, help="non-default widths the model was built with, e.g. 32,64,128")
     p.add_argument("--threads", type=int, default=0, help="threads for each framework, 0 = all cores (default: 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")

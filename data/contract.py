@@ -123,6 +123,11 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
+def user_path(text: str) -> str:
+    """A path flag's value with `~` expanded: bash leaves it in `--json=~/r.json`, and a folder named `~` was made."""
+    return os.path.expanduser(text)
+
+
 MAX_THREADS = 1024  # more than any machine's cores; far beyond it the frameworks fail in their own words (exit 1)
 
 
@@ -245,13 +250,13 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--threads", type=_threads, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")
     p.add_argument("--init", choices=("shared", "native"), default=d.init,
                    help="shared: numpy glorot draw both backends load; native: the framework's own (default: shared)")
-    p.add_argument("--init-file", help="start from this neutral weights .npz (implies --init shared) (default: none)")
+    p.add_argument("--init-file", type=user_path, help="start from this neutral weights .npz (implies --init shared) (default: none)")
     p.add_argument("--widths", type=parse_widths,
                    help="mlp: hidden widths; cnn: conv filters then the dense width (default: "
                         + ", ".join(f"{','.join(map(str, w))} for {m}" for m, w in DEFAULT_WIDTHS.items()) + ")")
     p.add_argument("--dropout", type=_dropout_rate, default=d.dropout,
                    help="Dropout after every hidden Dense layer, this share of units dropped in training (default: 0, off)")
-    p.add_argument("--data-dir",
+    p.add_argument("--data-dir", type=user_path,
                    help="folder holding the dataset's files (default: none; then $KLC_DATA_DIR, cache, system folder, "
                         "download)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
@@ -268,14 +273,14 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--devices", type=_positive_int, default=d.devices,
                    help="data-parallel replicas: Lightning DDP / tf MirroredStrategy; --batch-size stays the global "
                         "batch and must divide by N (default: 1)")
-    p.add_argument("--tensorboard", metavar="DIR",
+    p.add_argument("--tensorboard", metavar="DIR", type=user_path,
                    help="write TensorBoard scalars under DIR/<dataset>/<backend>[-<loop>]-<model>-s<seed>/ (a rerun: -2, -3, "
                         "...) (default: none, no logs)")
     if loops:
         p.add_argument("--loop", choices=loops, default=loops[0], help=f"training loop (default: {loops[0]})")
-        p.add_argument("--json", help="write the RunResult JSON here (default: none, no file)")
-        p.add_argument("--save-weights", help="write the final weights (neutral .npz) here (default: none, no file)")
-        p.add_argument("--checkpoint-dir", help="folder for checkpoints (default: none, no checkpoints)")
+        p.add_argument("--json", type=user_path, help="write the RunResult JSON here (default: none, no file)")
+        p.add_argument("--save-weights", type=user_path, help="write the final weights (neutral .npz) here (default: none, no file)")
+        p.add_argument("--checkpoint-dir", type=user_path, help="folder for checkpoints (default: none, no checkpoints)")
         p.add_argument("--checkpoint-every", type=_nonneg_int, default=0, help="steps between checkpoints (default: 0, none)")
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
         p.add_argument("--deterministic", action="store_true", help="seeded, deterministic kernels")

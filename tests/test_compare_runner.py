@@ -218,7 +218,8 @@ def test_a_resume_from_another_directory_logs_where_the_comparison_began(tmp_pat
     write_idx_dataset(tmp_path / "a" / "d", tiny_idx_arrays(n_train=400, n_test=100))
     (tmp_path / "b").mkdir()
     monkeypatch.chdir(tmp_path / "a")
-    assert run_comparison(TINY + ["--out", "run", "--tensorboard", "tb", "--data-dir", "d", "--no-verify"],
+    monkeypatch.setenv("HOME", str(tmp_path / "a"))  # "~" as bash leaves it in --data-dir=~/d (it was made cwd/~/d)
+    assert run_comparison(TINY + ["--out", "run", "--tensorboard", "tb", "--data-dir=~/d", "--no-verify"],
                           launcher=Commands(stop_at=2)) == 130
     stored = json.loads((tmp_path / "a/run/comparison.json").read_text())["args"]
     assert (stored["tensorboard"], stored["data_dir"]) == (str(tmp_path / "a/tb"), str(tmp_path / "a/d"))

@@ -89,6 +89,16 @@ def test_a_checkpoint_folder_in_use_by_a_live_run_is_refused(tmp_path, module):
     assert proc.returncode == 0 and [p.suffix for p in ckpt.iterdir() if p.name.startswith("step-0000010")], proc.stderr
 
 
+def test_a_tilde_in_a_path_flag_is_the_home_folder(tmp_path):
+    """bash expands ~ in `--json ~/r.json` but not in `--json=~/r.json`: the run wrote ./~/r.json."""
+    proc = run_module("torch_impl", *SMALL, "--model", "mlp", "--steps", "10", "--eval-every", "10",
+                      "--loop", "raw", "--json=~/r.json", "--checkpoint-dir=~/ck", "--checkpoint-every", "10", timeout=300,
+                      env=child_env(HOME=tmp_path / "home"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert json.loads((tmp_path / "home" / "r.json").read_text())["status"] == "ok"
+    assert (tmp_path / "home" / "ck").is_dir() and not (tmp_path / "~").exists()
+
+
 def test_failed_write_keeps_the_earlier_file_and_leaves_no_temp(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
     write_json_atomic(path, {"runs": 1})
