@@ -26,7 +26,7 @@ from data.arch import MODELS
 from data.cli import run_cli
 from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LOOPS, ConfigError, OneLineParser,
                            RunConfig, SEED_LIMIT, add_run_arguments, check_batch_split, check_widths,
-                           default_loop, ineffective_flags, user_path, write_json_atomic)
+                           default_loop, ineffective_flags, optimizer_slots, user_path, write_json_atomic)
 
 from .runner import BACKENDS, Plan
 
@@ -217,7 +217,7 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
         parser.error("--widths describes one model; use it with --models mlp or --models cnn")
     if args.widths:
         try:
-            check_widths(models[0], args.dataset, args.widths)
+            check_widths(models[0], args.dataset, args.widths, optimizer_slots(args.optimizer, args.momentum))
         except ConfigError as e:
             parser.error(str(e))
     if args.adam_impl != "keras" and "tf" in args.backends:

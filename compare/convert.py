@@ -78,7 +78,7 @@ def _check(path: Path, src: Path, layers: list, model: str, dataset: str) -> Non
 def convert(model: str, dataset: str, src, dst, widths=None, threads: int = 0, log=print) -> Path:
     """Convert weights file `src` to `dst` (kinds by extension). `dst` appears only when complete."""
     src, dst = Path(src), Path(dst)
-    check_widths(model, dataset, widths)  # a bad flag (exit 2), not a ValueError (exit 1)
+    check_widths(model, dataset, widths, slots=None)  # a bad flag (exit 2), not a ValueError (exit 1); no training
     if not src.is_file():
         raise ConfigError(f"--from {src}: no such file")
     if src.resolve() == dst.resolve():

@@ -337,7 +337,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if cfg.val_fraction and not cfg.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be below 1, got {cfg.val_fraction}")
     check_batch_split(cfg.batch_size, cfg.devices)
-    check_widths(cfg.model, cfg.dataset, cfg.widths)
+    check_widths(cfg.model, cfg.dataset, cfg.widths, optimizer_slots(cfg.optimizer, cfg.momentum))
     return cfg
 
 
@@ -347,9 +347,12 @@ def check_batch_split(batch_size: int, devices: int) -> None:
                           f"batch is cut into equal per-device shares; use a multiple of {devices}")
 
 
-def check_widths(model: str, dataset: str, widths) -> None:
+def check_widths(model: str, dataset: str, widths, slots: int | None = 2) -> None:
     """--widths that cannot build `model` on `dataset`'s images (too few, too many conv stages) is a bad flag
-    (exit 2), found before anything is loaded or written; it surfaced as a ValueError (exit 1, bad data)."""
+    (exit 2), found before anything is loaded or written; it surfaced as a ValueError (exit 1, bad data).
+    So is a model whose float32 weights, gradients and `slots` optimizer slots a parameter (Adam 2, SGD 1 with
+    momentum, 0 without; None: weights only, no training) exceed the machine's memory: it failed late, in the
+    framework, with a traceback (exit 1)."""
     from .arch import build_layers, count_params
     spec = DATASETS[dataset]
     given = f"--widths {','.join(map(str, widths or ()))} for --model {model}"
@@ -357,15 +360,20 @@ def check_widths(model: str, dataset: str, widths) -> None:
         layers = build_layers(model, spec.shape, spec.num_classes, widths)
     except ValueError as e:
         raise ConfigError(f"{given}: {e}") from None
-    # a model too big for this machine failed late, in the framework, with a traceback (exit 1)
     params, have = count_params(layers), host_memory()
-    if have and params * TRAIN_BYTES_PER_PARAM > have:
-        raise ConfigError(f"{given}: {params:,} parameters need at least {params * TRAIN_BYTES_PER_PARAM / 2**30:,.0f} "
-                          f"GiB to train (float32 weights, gradients and two Adam moments); this machine has "
-                          f"{have / 2**30:,.0f} GiB")
+    need = 4 * params * (1 if slots is None else 2 + slots)  # a floor, before any activation
+    if have and need > have:
+        what = ("to hold (float32 weights)" if slots is None else
+                f"to train (float32 weights, gradients{f' and {slots} optimizer slots' if slots else ''})")
+        raise ConfigError(f"{given}: {params:,} parameters need at least {need / 2**30:,.0f} GiB {what}; "
+                          f"this machine has {have / 2**30:,.0f} GiB")
 
 
-TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and Adam's two moments: a floor, before any activation
+def optimizer_slots(optimizer: str | None, momentum: float | None) -> int:
+    """Per-parameter state the optimizer keeps: Adam's two moments, SGD's momentum buffer (none at momentum 0)."""
+    if (optimizer or RunConfig.optimizer) == "adam":
+        return 2
+    return 0 if momentum == 0 else 1
 
 
 def host_memory() -> int | None:

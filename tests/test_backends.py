@@ -50,15 +50,18 @@ BAD_FLAGS = [
 
 
 def test_widths_are_refused_only_beyond_what_training_them_needs(monkeypatch):
-    """16 bytes a parameter (float32 weights, gradients, two Adam moments) against the machine's memory."""
+    """Float32 weights, gradients and the optimizer's slots (Adam 16 bytes a parameter, SGD 12 with momentum,
+    8 without; a conversion 4) against the machine's memory: SGD and convert were held to Adam's 16."""
     from data import arch, contract
     params = arch.count_params(arch.build_layers("mlp", (28, 28, 1), 10, (256, 128)))
     assert params == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
-    monkeypatch.setattr(contract, "host_memory", lambda: 16 * params)
-    contract.check_widths("mlp", "mnist", (256, 128))
-    monkeypatch.setattr(contract, "host_memory", lambda: 16 * params - 1)
-    with pytest.raises(ConfigError, match=f"{params:,} parameters need at least 0 GiB"):
-        contract.check_widths("mlp", "mnist", (256, 128))
+    for optimizer, momentum, per_param in (("adam", 0.9, 16), ("sgd", 0.9, 12), ("sgd", 0.0, 8), (None, None, 4)):
+        slots = None if optimizer is None else contract.optimizer_slots(optimizer, momentum)
+        monkeypatch.setattr(contract, "host_memory", lambda: per_param * params)
+        contract.check_widths("mlp", "mnist", (256, 128), slots)
+        monkeypatch.setattr(contract, "host_memory", lambda: per_param * params - 1)
+        with pytest.raises(ConfigError, match=f"{params:,} parameters need at least 0 GiB"):
+            contract.check_widths("mlp", "mnist", (256, 128), slots)
     monkeypatch.setattr(contract, "host_memory", lambda: None)  # a system that does not say: not refused
     contract.check_widths("mlp", "mnist", (10**9,))
 
