@@ -272,9 +272,17 @@ def claim(folder: Path) -> bool:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # still free: no events, and this file still the claim (not one given back and replaced meanwhile)
-        ours = not event_files(folder) and os.fstat(fd).st_ino == os.stat(folder / CLAIM).st_ino
-    except (BlockingIOError, FileNotFoundError):  # a live run's claim, or one given back meanwhile
+    except BlockingIOError:  # a live run's claim
+        os.close(fd)
+        return False
+    except OSError:  # a filesystem without flock: taken unprotected, as before claims were locks
+        pass
+    try:  # still the claim file (not one given back and removed or replaced meanwhile)?
+        ours = os.fstat(fd).st_ino == os.stat(folder / CLAIM).st_ino
+    except FileNotFoundError:
+        ours = False
+    if ours and event_files(folder):  # taken and written since the first look: this process's open made the
+        (folder / CLAIM).unlink(missing_ok=True)  # claim file after its owner removed it; remove it again
         ours = False
     if not ours:
         os.close(fd)

@@ -126,6 +126,25 @@ def test_two_runs_of_one_name_starting_at_once_log_into_two_folders(tmp_path):
     a.close()
 
 
+def test_a_claim_lost_to_a_run_that_wrote_first_leaves_no_claim_file(tmp_path, monkeypatch):
+    """The race a review found: the folder had no events at the first look; its owner then wrote its first
+    event and removed its claim file, and this process's open made a new one, which it left there."""
+    folder = tmp_path / "tf-mlp-s0"
+    owner = tb.EventWriter(folder)
+    real, looks = tb.event_files, []
+
+    def first_look_before_the_event(logdir):
+        looks.append(logdir)
+        if len(looks) == 1:
+            owner.scalar("train/loss", 1.0, 1)  # the owner writes between this process's two looks
+            return []
+        return real(logdir)
+    monkeypatch.setattr(tb, "event_files", first_look_before_the_event)
+    assert tb.claim(folder) is False
+    assert not (folder / tb.CLAIM).exists() and len(real(folder)) == 1
+    owner.close()
+
+
 def test_a_resumed_run_logs_into_its_own_folder_not_the_newest_of_its_name(tmp_path):
     """Run A stopped, run B of the same name ran to the end (tf-mlp-s0-2), A resumed: its remaining points
     went into B's folder (the newest). A's checkpoint now names A's folder and the resume writes there."""
