@@ -299,6 +299,42 @@ def test_a_run_resumed_in_its_last_block_keeps_its_speed():
     assert bare.samples_per_s() == pytest.approx(18 * 128 / 0.36)
 
 
+def test_a_run_resumed_twice_keeps_its_clock_and_every_warm_up():
+    """Mutations that passed the suite: curve seconds counted from the resume (they restarted near 0, so
+    time-to-beat shrank and curves.png's time ran backwards), and a checkpoint carrying only this process's
+    warm-up steps (a second resume lost the first one's, while warmup_s kept all their seconds)."""
+    cfg = RunConfig(eval_every=20, batch_size=128, loop="raw")
+    seconds, warmups = [], []
+    rec, state = None, None
+    for start in (0, 40, 80):  # three processes: the first, and two resumes
+        rec = Recorder(cfg, new_result(cfg, "torch"), 120, block=1, log=lambda s: None)
+        if state:
+            rec.resume(start, state)
+        w = rec.warmup  # the loops end a chunk where the warm-up ends
+        rec.add_steps([0.5] * w, 0.5)
+        rec.add_steps([0.5] * (20 - w), 0.5)
+        rec.add_eval(0.3, 0.9, 0.1, 100)
+        rec.add_steps([0.5] * 20, 1.0)
+        rec.add_eval(0.3, 0.9, 0.1, 100)
+        warmups.append(w)
+        state = json.loads(json.dumps(rec.state()))  # as the checkpoint at the process's last step holds it
+    r = rec.finish("ok")
+    seconds = [p["seconds"] for p in r["curve"]]
+    assert seconds == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] and r["final"]["train_seconds"] == pytest.approx(6.0)
+    assert warmups == [10, 10, 8]  # warmup_steps(): fewer in the last 40 of 120
+    assert r["throughput"]["warmup_steps"] == 28 and r["throughput"]["warmup_s"] == pytest.approx(1.5)
+    assert r["throughput"]["timed_steps"] == 120 - 28
+
+
+def test_a_run_that_ends_inside_its_warm_up_counts_only_the_steps_it_made():
+    """A run stopped or diverged after 5 of its 10 warm-up steps reported the whole warm-up as done."""
+    cfg = RunConfig(eval_every=0, loop="raw")
+    rec = Recorder(cfg, new_result(cfg, "torch"), 400, block=1, log=lambda s: None)
+    rec.add_steps([0.5] * 5, 0.5)
+    r = rec.finish("interrupted")
+    assert rec.warmup == 10 and r["throughput"]["warmup_steps"] == 5 and r["throughput"]["timed_steps"] == 0
+
+
 def test_recorder_resume_restores_losses_seconds_and_the_last_finite_loss():
     """torch's resume did not restore the last finite loss: a divergence right after it said 'none'."""
     from data.loop import Diverged
@@ -782,3 +818,46 @@ def test_a_raw_loop_checkpoint_written_on_a_gpu_resumes_on_a_cpu(tmp_path):
     more = run_module("torch_impl", *args, "--steps", "20", "--resume", timeout=300)
     assert more.returncode == 0 and "resumed from step 10" in more.stdout, more.stdout[-1500:] + more.stderr[-1500:]
     assert [p["step"] for p in json.loads(out.read_text())["curve"]] == [10, 20]
+
+
+# An evaluation made slow on purpose (SLEEP seconds more each): training seconds must not count it.
+SLOW_EVAL = """
+import sys, time
+from data.cli import run_cli
+SLEEP, module = float(sys.argv[1]), sys.argv[2]
+train = __import__(module + ".train", fromlist=["Run"])
+evaluate = train.Run.evaluate
+def slow_evaluate(self):  # tf's loops and the raw loop
+    time.sleep(SLEEP)
+    return evaluate(self)
+train.Run.evaluate = slow_evaluate
+if module == "torch_impl":  # Lightning validates through its module
+    import torch_impl.module as lit
+    step = lit.LitClassifier.validation_step
+    def slow_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            time.sleep(SLEEP)
+        return step(self, batch, batch_idx)
+    lit.LitClassifier.validation_step = slow_step
+sys.argv = [module, *sys.argv[3:]]
+sys.exit(run_cli(__import__(module + ".__main__", fromlist=["main"]).main, prog=module))
+"""
+
+
+@pytest.mark.parametrize("backend,loop", LOOPS)
+def test_evaluation_time_is_not_training_time(tmp_path, backend, loop):
+    """A mutation that passed the suite: Lightning's callback restarting its clock at a block's end, before the
+    validation, so the evaluation went into the next block's training seconds (samples/s fell 6x, curve and
+    time-to-beat seconds grew). With each evaluation 2 s slower, the training between two evaluations (20 MLP
+    steps: well under 1 s here, 0.03 s measured) must not grow by those 2 s. The first interval holds the
+    warm-up (tracing, compilation) and is not compared."""
+    out, sleep = tmp_path / "r.json", 2.0
+    proc = subprocess.run([sys.executable, "-c", SLOW_EVAL, str(sleep), BACKENDS[backend], *SMALL, "--model", "mlp",
+                           "--steps", "60", "--eval-every", "20", "--loop", loop, "--json", str(out)],
+                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    r = json.loads(out.read_text())
+    seconds = [p["seconds"] for p in r["curve"]]
+    assert [p["step"] for p in r["curve"]] == [20, 40, 60]
+    assert all(0 < b - a < sleep / 2 for a, b in zip(seconds[1:], seconds[2:])) and seconds[0] > 0, seconds
+    assert r["final"]["train_seconds"] == pytest.approx(seconds[-1], abs=1e-3)
