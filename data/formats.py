@@ -10,6 +10,7 @@ import io
 import lzma
 import math
 import pickle
+import pickletools
 import reprlib
 import tarfile
 import zlib
@@ -230,12 +231,27 @@ class RestrictedUnpickler(pickle.Unpickler):
         return _unwrap(super().load())
 
 
+def check_opcodes(blob: bytes) -> None:
+    """Walk the pickle's opcodes (pickletools builds nothing) before the C unpickler runs them. A memo index is
+    at most the number of opcodes before it in any pickle a writer makes; CPython's unpickler grows and zeroes
+    its memo up to the index named, so a damaged LONG_BINPUT of 2**31 (a 20-byte file) took gigabytes: the
+    fuzz test was killed for memory at 24 GB. Truncated arguments are found here too, before the unpickler
+    allocates the length a damaged BINBYTES8 names."""
+    try:
+        for count, (op, arg, _) in enumerate(pickletools.genops(blob)):
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > count:
+                raise pickle.UnpicklingError(f"memo index {arg} at opcode {count}: a damaged pickle")
+    except (ValueError, TypeError, AssertionError, pickle.UnpicklingError) as e:
+        raise pickle.UnpicklingError(str(e)[:200]) from None
+
+
 def parse_cifar_batch(blob: bytes, name: str, label_keys: tuple) -> dict:
     """One CIFAR batch pickle -> {'data': (n, 32, 32, 3) uint8 NHWC, key: (n,) int64 for each label key}.
 
     Labels may be lists or arrays of shape (n,) or (n, 1); they must be integers (range checks need
     the class count and live in `check_labels`)."""
     try:
+        check_opcodes(blob)
         obj = RestrictedUnpickler(io.BytesIO(blob), encoding="bytes").load()
     except pickle.UnpicklingError as e:
         raise DataError(f"{name}: {e}") from None

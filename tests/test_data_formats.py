@@ -7,11 +7,13 @@ import gzip
 import io
 import pickle
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import idx_bytes, write_idx
+from conftest import ROOT, child_env, idx_bytes, write_idx
 from data import formats
 from data.errors import DataError
 from data_fixtures import HTML_PAGE, cifar_batch, cifar_tarball
@@ -374,6 +376,39 @@ def test_shared_references_cost_nothing(batch, message):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+MEMO_BOMB = """
+import resource, struct, sys
+from data import formats
+from data.errors import DataError
+blob = b"\\x80\\x02}r" + struct.pack("<I", 2 ** 26) + b"."  # {} memoised at index 2**26: 12 bytes
+try:
+    formats.parse_cifar_batch(blob, "bomb", ("labels",))
+except DataError as e:
+    print(e)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_damaged_memo_index_is_refused_before_the_unpickler_allocates_for_it():
+    """Found by the fuzz test, killed for memory at 24 GB: CPython's unpickler grows and zeroes its memo up to
+    the index a (LONG_)BINPUT names, so a few damaged bytes cost gigabytes. Here 2**26 would cost 1 GiB."""
+    proc = subprocess.run([sys.executable, "-c", MEMO_BOMB], capture_output=True, text=True, timeout=120,
+                          env=child_env(), cwd=ROOT)
+    said, peak_mb = proc.stdout.splitlines()
+    assert said == "bomb: memo index 67108864 at opcode 2: a damaged pickle", proc.stdout + proc.stderr
+    assert int(peak_mb) < 300, f"{peak_mb} MB at peak"
+
+
+@pytest.mark.parametrize("extra", [-1, 1])
+def test_an_array_whose_bytes_do_not_fill_its_shape_is_refused(extra):
+    """Too few bytes or too many (a mutation accepting a surplus passed): the batch is damaged either way."""
+    raw = bytes(3072 + extra)
+    state = (1, (1, 3072), np.dtype("u1"), False, raw)
+    batch = {b"data": _StateOf(np._core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), state), b"labels": [0]}
+    with pytest.raises(DataError, match=f"needs 3072 bytes, has {3072 + extra}"):
+        formats.parse_cifar_batch(pickle.dumps(batch, protocol=2), "cut", ("labels",))
 
 
 @pytest.mark.parametrize("payload,message", [
