@@ -294,6 +294,12 @@ def check_labels(labels: np.ndarray, name: str, num_classes: int) -> None:
         raise DataError(f"{name}: label {bad} out of range for {num_classes} classes")
 
 
+def _check_batch_size(path: Path, member: str, size: int) -> None:
+    if size > MAX_IDX_BYTES:  # CIFAR-100's train batch, the largest, is 155 MB
+        raise DataError(f"{path}: {member!r} holds {size:,} bytes, more than any CIFAR batch "
+                        f"({MAX_IDX_BYTES:,} at most); not a CIFAR archive")
+
+
 def read_cifar_blobs(path: str | Path, members: tuple) -> dict:
     """{member: bytes} for the named batches of a CIFAR python tarball (or an extracted folder).
     Only regular files count: links inside an archive are refused, not followed."""
@@ -305,6 +311,7 @@ def read_cifar_blobs(path: str | Path, members: tuple) -> dict:
                 hits = sorted(p for p in path.rglob(m) if p.is_file())
                 if not hits:
                     raise DataError(f"{path}: no CIFAR batch {m!r} inside")
+                _check_batch_size(path, m, hits[0].stat().st_size)
                 blobs[m] = hits[0].read_bytes()
         else:
             with tarfile.open(path, "r:*") as tar:
@@ -314,7 +321,8 @@ def read_cifar_blobs(path: str | Path, members: tuple) -> dict:
                         raise DataError(f"{path}: no CIFAR batch {m!r} inside the archive")
                     if not found[m].isfile():
                         raise DataError(f"{path}: {m!r} is not a regular file in the archive")
-                    blobs[m] = tar.extractfile(found[m]).read()
+                    _check_batch_size(path, m, found[m].size)  # before reading it whole: a tar.gz of zeros
+                    blobs[m] = tar.extractfile(found[m]).read()  # may declare gigabytes in a few KB
     except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
         raise DataError(f"{path}: corrupt or truncated CIFAR archive ({e}); replace it with an intact copy") from None
     return blobs

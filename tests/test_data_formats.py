@@ -9,6 +9,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
@@ -209,6 +210,20 @@ def test_cifar_truncated_archive_is_a_data_error(tmp_path):
         formats.read_cifar_archive(path, ("test_batch",), ("labels",))
 
 
+@pytest.mark.parametrize("extracted", [False, True])
+def test_a_cifar_member_larger_than_any_batch_is_refused_before_it_is_read(tmp_path, monkeypatch, extracted):
+    """A tar.gz of zeros declares gigabytes in a few KB, and the member was read whole into memory (as was a
+    huge file in an extracted folder). The limit is lowered here so a small batch stands for a huge one."""
+    path = cifar_tarball(tmp_path / "c.tar.gz", "top", {"test_batch": cifar_batch(5, {"labels": [0] * 5})})
+    if extracted:
+        with tarfile.open(path) as tar:
+            tar.extractall(tmp_path / "x", filter="data")
+        path = tmp_path / "x"
+    monkeypatch.setattr(formats, "MAX_IDX_BYTES", 1000)
+    with pytest.raises(DataError, match=r"'test_batch' holds \d+,\d{3} bytes, more than any CIFAR batch \(1,000 at most\)"):
+        formats.read_cifar_archive(path, ("test_batch",), ("labels",))
+
+
 def test_cifar_float_labels_are_a_data_error():
     blob = pickle.dumps(cifar_batch(2, {"labels": [0.5, 1.0]}), protocol=2)
     with pytest.raises(DataError, match="labels 'labels' should be integers"):
@@ -269,7 +284,6 @@ def test_payload_inside_an_archive_is_refused_and_never_runs(tmp_path):
 
 
 def test_symlink_member_in_an_archive_is_refused(tmp_path):
-    import tarfile
     path = tmp_path / "link.tar"
     with tarfile.open(path, "w") as tar:
         info = tarfile.TarInfo("top/test_batch")
