@@ -237,6 +237,11 @@ def commit_checkpoint(tmp, final, keep: int = 2, companions: tuple = ()) -> None
         stale.unlink(missing_ok=True)
 
 
+def process_rank() -> int:
+    """This process's global rank: 0, or what Lightning's DDP launcher (or torchrun) put in the environment."""
+    return int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0)
+
+
 def check_checkpoint_dir(cfg: RunConfig) -> None:
     """Before any training: the folder can hold checkpoints (a write that fails later would end the run),
     and a new run (no --resume) must not write its checkpoints among another run's: keeping the newest two
@@ -255,7 +260,7 @@ def check_checkpoint_dir(cfg: RunConfig) -> None:
         raise ConfigError(f"--checkpoint-dir {folder}: not writable")
     # one run at a time in it, for the process's life: two (a --resume started twice, or while a child that
     # outlived a killed compare still trains) wrote over each other's checkpoints. DDP ranks > 0 share rank 0's.
-    if not int(os.environ.get("LOCAL_RANK") or os.environ.get("RANK") or 0) and locks.hold(folder):
+    if not process_rank() and locks.hold(folder):
         raise ConfigError(f"--checkpoint-dir {folder} is in use by another run; wait for it to end or stop it")
     if cfg.resume:
         return

@@ -28,8 +28,8 @@ import numpy as np
 from data import arch, weights as neutral
 from data.contract import ConfigError, RunConfig, new_result, versions
 from data.loop import (STOP, Recorder, boundaries, checkpoint_paths, commit_checkpoint, done_line, execute,
-                       Stopped, finished_runs_exit_cleanly, on_eval_grid, prepare, progress, resume_from, run_chunks,
-                       stop_here)
+                       Stopped, finished_runs_exit_cleanly, on_eval_grid, prepare, process_rank, progress, resume_from,
+                       run_chunks, stop_here)
 from data.tensorboard import EventWriter, run_dir
 
 BACKEND = "torch"
@@ -87,11 +87,6 @@ def quiet_lightning() -> None:
 
 def device_name(torch) -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-
-
-def process_rank() -> int:
-    """This process's global rank: 0, or what Lightning's DDP launcher (or torchrun) put in the environment."""
-    return int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0)
 
 
 def keep_head_float32(model, torch) -> None:
