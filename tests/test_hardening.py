@@ -99,6 +99,23 @@ def test_a_tilde_in_a_path_flag_is_the_home_folder(tmp_path):
     assert (tmp_path / "home" / "ck").is_dir() and not (tmp_path / "~").exists()
 
 
+def test_a_filesystem_without_flock_runs_unprotected_not_refused(tmp_path, monkeypatch):
+    """ENOLCK/EOPNOTSUPP (some network mounts): the locks and the TensorBoard claim are skipped, as before
+    there were any, instead of failing every run and every comparison."""
+    import fcntl
+
+    from data import locks, tensorboard as tb
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert locks.hold(tmp_path) is None and locks.hold(tmp_path / ".lock") is None
+    locks.release(tmp_path)
+    locks.release(tmp_path / ".lock")
+    assert tb.claim(tmp_path / "tb" / "tf-mlp-s0") is True
+    tb.release_claim(tmp_path / "tb" / "tf-mlp-s0")
+
+
 def test_failed_write_keeps_the_earlier_file_and_leaves_no_temp(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
     write_json_atomic(path, {"runs": 1})
