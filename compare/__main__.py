@@ -215,9 +215,10 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
                      "(--init shared) and saves them in the run folder")
     if args.widths and len(models) > 1:
         parser.error("--widths describes one model; use it with --models mlp or --models cnn")
-    if args.widths:
+    for model in models:  # before any run is launched: each would refuse (--widths, memory) in its own process
         try:
-            check_widths(models[0], args.dataset, args.widths, optimizer_slots(args.optimizer, args.momentum))
+            check_widths(model, args.dataset, args.widths, optimizer_slots(args.optimizer, args.momentum),
+                         args.batch_size, args.eval_batch_size)
         except ConfigError as e:
             parser.error(str(e))
     if args.adam_impl != "keras" and "tf" in args.backends:

@@ -107,3 +107,30 @@ def forward_flops(layers: list) -> int:
 def train_flops(layers: list) -> int:
     """FLOPs of one training step per sample: forward + backward ~ 3x forward (the usual estimate)."""
     return 3 * forward_flops(layers)
+
+
+def activation_floor(layers: list, input_shape: tuple) -> tuple:
+    """Float32 values per sample that must be in memory at once, at the least, as (training, inference).
+
+    Inference: the largest layer's input and output together (a layer reads one while it writes the other).
+    Training: at some layer, its input and output plus the input of every conv and dense layer before it,
+    which the backward pass needs for the weight gradients (neither framework recomputes them). A floor,
+    not an estimate: the frameworks keep more (pool inputs, ReLU outputs, dropout masks, workspaces)."""
+    h, w, c = input_shape
+    kept = train = infer = 0
+    for layer in layers:
+        size = h * w * c  # the layer's input (Flatten is a view: it changes the shape, not the count)
+        if layer.kind == "conv":  # 'same' padding, stride 1: the input's spatial size
+            c = layer.units
+        elif layer.kind == "pool":
+            h, w = layer.out_hw
+        elif layer.kind == "dense":
+            h, w, c = 1, 1, layer.units
+        elif layer.kind != "dropout":  # flatten
+            continue
+        out = h * w * c
+        infer = max(infer, size + out)
+        train = max(train, kept + size + out)
+        if layer.kind in ("conv", "dense"):
+            kept += size
+    return train, infer

@@ -337,7 +337,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if cfg.val_fraction and not cfg.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be below 1, got {cfg.val_fraction}")
     check_batch_split(cfg.batch_size, cfg.devices)
-    check_widths(cfg.model, cfg.dataset, cfg.widths, optimizer_slots(cfg.optimizer, cfg.momentum))
+    check_widths(cfg.model, cfg.dataset, cfg.widths, optimizer_slots(cfg.optimizer, cfg.momentum),
+                 cfg.batch_size, cfg.eval_batch_size)
     return cfg
 
 
@@ -347,26 +348,60 @@ def check_batch_split(batch_size: int, devices: int) -> None:
                           f"batch is cut into equal per-device shares; use a multiple of {devices}")
 
 
-def check_widths(model: str, dataset: str, widths, slots: int | None = 2) -> None:
+def check_widths(model: str, dataset: str, widths, slots: int | None = 2, batch_size: int | None = None,
+                 eval_batch_size: int | None = None, memory: int | None = None, where: str = "this machine") -> None:
     """--widths that cannot build `model` on `dataset`'s images (too few, too many conv stages) is a bad flag
     (exit 2), found before anything is loaded or written; it surfaced as a ValueError (exit 1, bad data).
-    So is a model whose float32 weights, gradients and `slots` optimizer slots a parameter (Adam 2, SGD 1 with
-    momentum, 0 without; None: weights only, no training) exceed the machine's memory: it failed late, in the
-    framework, with a traceback (exit 1)."""
-    from .arch import build_layers, count_params
+    So is a run that cannot fit in `memory` bytes (default: the host's; where there is a GPU, only the
+    weights, which the host draws, and the backend checks the rest against the GPU): float32 weights,
+    gradients and `slots` optimizer slots a parameter (Adam 2, SGD 1 with momentum, 0 without; None:
+    weights only, no training), plus the activations a `batch_size` batch must hold at once to train and
+    an `eval_batch_size` batch to evaluate (data.arch.activation_floor). It failed late, in the framework:
+    a traceback (exit 1) or, in TensorFlow on a CPU, a segmentation fault with no result written."""
+    from .arch import activation_floor, build_layers, count_params
     spec = DATASETS[dataset]
-    given = f"--widths {','.join(map(str, widths or ()))} for --model {model}"
+    given = (f"--widths {','.join(map(str, widths))} for --model {model}" if widths else
+             f"--model {model} (widths {','.join(map(str, DEFAULT_WIDTHS[model]))})")
     try:
         layers = build_layers(model, spec.shape, spec.num_classes, widths)
     except ValueError as e:
         raise ConfigError(f"{given}: {e}") from None
-    params, have = count_params(layers), host_memory()
+    params, have = count_params(layers), memory
+    if have is None:
+        have = host_memory()
+        if accelerator_visible():
+            slots = batch_size = eval_batch_size = None
+    if not have:
+        return
     need = 4 * params * (1 if slots is None else 2 + slots)  # a floor, before any activation
-    if have and need > have:
+    if need > have:
         what = ("to hold (float32 weights)" if slots is None else
                 f"to train (float32 weights, gradients{f' and {slots} optimizer slots' if slots else ''})")
         raise ConfigError(f"{given}: {params:,} parameters need at least {need / 2**30:,.0f} GiB {what}; "
-                          f"this machine has {have / 2**30:,.0f} GiB")
+                          f"{where} has {have / 2**30:,.0f} GiB")
+    train, infer = activation_floor(layers, spec.shape)
+    most = {"--batch-size": spec.train_size,  # no batch holds more than the data (your own files may hold more)
+            "--eval-batch-size": max(spec.train_size, spec.test_size)}  # the test split, or with --val-fraction train's
+    for flag, batch, state, per_sample, what in (
+            ("--batch-size", batch_size if slots is not None else None, need, train, "to train"),
+            ("--eval-batch-size", eval_batch_size, 4 * params, infer, "to evaluate")):
+        if not batch:
+            continue
+        counted = min(batch, most[flag] or batch)
+        total = state + 4 * counted * per_sample
+        if total > have:
+            capped = f" (counted at the data's {counted:,})" if counted < batch else ""
+            raise ConfigError(
+                f"{flag} {batch}{capped} with {given}: {what}, a batch's activations ({4 * per_sample:,} bytes a sample "
+                f"at the least) and the model's state need at least {total / 2**30:,.1f} GiB; {where} has "
+                f"{have / 2**30:,.1f} GiB: lower {flag} or --widths")
+
+
+def check_memory(cfg: RunConfig, memory: int | None, where: str, devices: int = 1) -> None:
+    """check_widths for a run once its backend knows the device: `memory` bytes on each of `devices`
+    (GPUs: each holds the whole state and its share of the batches; 1: the host holds them all)."""
+    check_widths(cfg.model, cfg.dataset, cfg.widths, optimizer_slots(cfg.optimizer, cfg.momentum),
+                 cfg.batch_size // devices, max(1, cfg.eval_batch_size // devices), memory=memory or 0, where=where)
 
 
 def optimizer_slots(optimizer: str | None, momentum: float | None) -> int:
@@ -374,6 +409,17 @@ def optimizer_slots(optimizer: str | None, momentum: float | None) -> int:
     if (optimizer or RunConfig.optimizer) == "adam":
         return 2
     return 0 if momentum == 0 else 1
+
+
+def accelerator_visible() -> bool:
+    """An NVIDIA or AMD GPU this process may use, seen without a framework: its activations would live
+    there, not in host memory."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    try:
+        return any(Path("/proc/driver/nvidia/gpus").iterdir()) or Path("/dev/kfd").exists()
+    except OSError:
+        return Path("/dev/kfd").exists()
 
 
 def host_memory() -> int | None:

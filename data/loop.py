@@ -530,10 +530,11 @@ def run_chunks(cfg: RunConfig, rec: Recorder, stream, train_chunk, evaluate, sav
         raise stop_here(rec, save_checkpoint, saved)
 
 
-def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False) -> int:
-    """Run `body()`, turn divergence and interruption into a RunResult status, write the JSON
-    (atomically) whatever happened, and return the exit code. Ctrl-C and SIGTERM stop the loop at its
-    next step (STOP). `quiet`: no status line (DDP ranks > 0)."""
+def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False, out_of_memory=None) -> int:
+    """Run `body()`, turn divergence, interruption and running out of memory into a RunResult status, write
+    the JSON (atomically) whatever happened, and return the exit code. Ctrl-C and SIGTERM stop the loop at
+    its next step (STOP). `quiet`: no status line (DDP ranks > 0). `out_of_memory(exception)`: the backend's
+    test for its framework's allocation failures (a MemoryError always is one)."""
     from .contract import EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, write_json_atomic
     status, message, code = "ok", "", EXIT_OK
     try:
@@ -551,6 +552,13 @@ def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False) -> int:
         message = f"interrupted at step {rec.step}" + (f"; {e}" if isinstance(e, Stopped) and str(e) else "")
     except OSError as e:  # a checkpoint or log that could not be written (disk full): keep what was computed
         status, message, code = "failed", f"at step {rec.step}: {e}", EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - re-raised unless it is an allocation failure
+        if not (isinstance(e, MemoryError) or (out_of_memory is not None and out_of_memory(e))):
+            raise
+        what = " ".join(str(e).split())  # the framework's message: torch's CPU allocator's runs over lines
+        status, code = "failed", EXIT_ERROR
+        message = (f"out of memory after step {rec.step} ({what[:300]}{'...' if len(what) > 300 else ''}); "
+                   f"lower --batch-size, --eval-batch-size or --widths")
     rec.finish(status, message)
     if cfg.json:
         write_json_atomic(cfg.json, rec.result)

@@ -46,6 +46,11 @@ BAD_FLAGS = [
     # a model no machine here can hold: a traceback from the framework's allocator (exit 1), after loading
     (["--model", "mlp", "--widths", "1000000000"], "--widths 1000000000 for --model mlp: 795,000,000,010 parameters "
                                                    "need at least 11,846 GiB to train"),
+    # a batch whose activations no machine here can hold: TensorFlow segfaulted, torch gave a traceback
+    (["--model", "cnn", "--widths", "4096,64,128", "--batch-size", "60000"],
+     "--batch-size 60000 with --widths 4096,64,128 for --model cnn: to train, a batch's activations"),
+    (["--model", "cnn", "--widths", "65536,8", "--batch-size", "1", "--eval-batch-size", "60000"],
+     "--eval-batch-size 60000 with --widths 65536,8 for --model cnn: to evaluate"),
 ]
 
 
@@ -64,6 +69,50 @@ def test_widths_are_refused_only_beyond_what_training_them_needs(monkeypatch):
             contract.check_widths("mlp", "mnist", (256, 128), slots)
     monkeypatch.setattr(contract, "host_memory", lambda: None)  # a system that does not say: not refused
     contract.check_widths("mlp", "mnist", (10**9,))
+
+
+def test_activation_floor_matches_a_count_by_hand():
+    """Values per sample alive at once, at the least. Inference: a layer's input and output (default CNN: pool_0
+    reads conv_0's 28x28x32 and writes 14x14x32). Training: also every earlier conv/dense input, kept for the
+    weight gradients (at pool_0: the image, 784)."""
+    from data import arch
+    cnn = arch.build_layers("cnn", (28, 28, 1), 10)
+    assert arch.activation_floor(cnn, (28, 28, 1)) == (784 + 28 * 28 * 32 + 14 * 14 * 32, 28 * 28 * 32 + 14 * 14 * 32)
+    mlp = arch.build_layers("mlp", (28, 28, 1), 10, dropout=0.5)  # at dropout_0: 256 in, 256 out, 784 kept
+    assert arch.activation_floor(mlp, (28, 28, 1)) == (784 + 256 + 256, 784 + 256)
+    wide = arch.build_layers("cnn", (32, 32, 3), 10, (16, 512, 64))  # at pool_1: 16x16x512 in, 8x8x512 out
+    assert arch.activation_floor(wide, (32, 32, 3)) == (32 * 32 * 3 + 16 * 16 * 16 + 16 * 16 * 512 + 8 * 8 * 512,
+                                                        16 * 16 * 512 + 8 * 8 * 512)
+
+
+def test_batches_are_refused_only_beyond_what_their_activations_need(monkeypatch):
+    """A batch whose activations cannot fit ended in the allocator's traceback (torch, exit 1) or a segmentation
+    fault with no result (TensorFlow on a CPU: --widths 8192,64,128 --batch-size 1024 here). The floor is the
+    model's training state plus batch x activation_floor x 4 bytes; evaluation: the weights plus its batch's.
+    Batches larger than the data are counted at the data's size. Where a GPU is visible the parser checks the
+    weights alone (the backend checks the device it trains on)."""
+    from data import arch, contract
+    layers = arch.build_layers("cnn", (28, 28, 1), 10)
+    params, (train, infer) = arch.count_params(layers), arch.activation_floor(layers, (28, 28, 1))
+    monkeypatch.setattr(contract, "accelerator_visible", lambda: False)
+    for batch, eval_batch, need, flag in ((1024, None, 16 * params + 4 * 1024 * train, "--batch-size 1024"),
+                                          (None, 512, 4 * params + 4 * 512 * infer, "--eval-batch-size 512"),
+                                          (10**6, None, 16 * params + 4 * 60000 * train,
+                                           "--batch-size 1000000 (counted at the data's 60,000)")):
+        monkeypatch.setattr(contract, "host_memory", lambda: need)
+        contract.check_widths("cnn", "mnist", None, 2, batch, eval_batch)
+        monkeypatch.setattr(contract, "host_memory", lambda: need - 1)
+        with pytest.raises(ConfigError, match="^" + re.escape(f"{flag} with --model cnn (widths 32,64,128): to ")):
+            contract.check_widths("cnn", "mnist", None, 2, batch, eval_batch)
+        contract.check_widths("cnn", "mnist", None, 2, batch, eval_batch, memory=need, where="GPU 0")  # its own memory
+        with pytest.raises(ConfigError, match="GPU 0 has"):
+            contract.check_widths("cnn", "mnist", None, 2, batch, eval_batch, memory=need - 1, where="GPU 0")
+    monkeypatch.setattr(contract, "accelerator_visible", lambda: True)  # host memory holds the weights alone
+    monkeypatch.setattr(contract, "host_memory", lambda: 4 * params)
+    contract.check_widths("cnn", "mnist", None, 2, 10**6, 10**6)
+    monkeypatch.setattr(contract, "host_memory", lambda: 4 * params - 1)
+    with pytest.raises(ConfigError, match="parameters need at least 0 GiB to hold"):
+        contract.check_widths("cnn", "mnist", None, 2, 10**6, 10**6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -706,6 +755,62 @@ def test_divergence_stops_with_status(tmp_path, backend, loop):
     assert len([l for l in proc.stderr.splitlines() if "diverged" in l]) == 1
 
 
+# A framework's allocation failure at the second evaluation, as each raises it: torch's CPU allocator (its
+# message verbatim, from a --widths 65536,64,128 --batch-size 1024 run here) or CUDA's OutOfMemoryError; TF's
+# ResourceExhaustedError (on a CPU, TF segfaults on such a failure instead: the memory floor guards it).
+OOM_AT_SECOND_EVAL = """
+import sys
+from data.cli import run_cli
+kind, module = sys.argv[1], sys.argv[2]
+train, calls = __import__(module + ".train", fromlist=["Run"]), []
+def oom():
+    calls.append(1)
+    if len(calls) == 2:
+        if kind == "tf":
+            import tensorflow as tf
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[1024,8192,28,28]")
+        import torch
+        if kind == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 24.50 GiB.")
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 210453397504 bytes. Error code 12 (Cannot allocate memory)")
+evaluate = train.Run.evaluate
+def failing_evaluate(self):  # tf's loops and the raw loop
+    oom()
+    return evaluate(self)
+train.Run.evaluate = failing_evaluate
+if module == "torch_impl":  # Lightning validates through its module
+    import torch_impl.module as lit
+    step = lit.LitClassifier.validation_step
+    def failing_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            oom()
+        return step(self, batch, batch_idx)
+    lit.LitClassifier.validation_step = failing_step
+sys.argv = [module, *sys.argv[3:]]
+sys.exit(run_cli(__import__(module + ".__main__", fromlist=["main"]).main, prog=module))
+"""
+
+
+@pytest.mark.parametrize("backend,loop,kind", [("tf", "custom", "tf"), ("tf", "fit", "tf"), ("torch", "lightning", "cpu"),
+                                               ("torch", "lightning", "cuda"), ("torch", "raw", "cpu")])
+def test_running_out_of_memory_is_one_line_and_keeps_the_result(tmp_path, backend, loop, kind):
+    """Out of memory mid-run ended in the framework's traceback (torch: exit 1) with no result JSON, losing the
+    curve so far. Now the run fails in one line (exit 1) naming the flags to lower, the result holds the steps
+    and evaluations made before it."""
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-c", OOM_AT_SECOND_EVAL, kind, BACKENDS[backend], *SMALL, "--model", "mlp",
+                           "--steps", "40", "--eval-every", "20", "--loop", loop, "--json", str(out)],
+                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and out.exists(), f"exit {proc.returncode}: {proc.stderr[-1500:]}"
+    r = json.loads(out.read_text())
+    assert r["status"] == "failed" and [p["step"] for p in r["curve"]] == [20] and len(r["train_losses"]) == 40
+    assert r["message"].startswith("out of memory after step 40 (") and r["message"].endswith(
+        "); lower --batch-size, --eval-batch-size or --widths"), r["message"]
+    assert ("allocate" in r["message"] or "OOM" in r["message"]) and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert [l for l in proc.stderr.splitlines() if "out of memory" in l] == [f"{backend}: failed: {r['message']}"]
+
+
 NAN_LOSS_RUN = """
 import sys
 import numpy as np
@@ -799,23 +904,58 @@ try:
     configure(RunConfig(devices=2))
 except ConfigError as e:
     print("refused:", e)
+from types import SimpleNamespace  # an 8 GiB GPU: the memory floor is its, and a batch split over 2 is each one's
+torch.cuda.get_device_properties = lambda i: SimpleNamespace(total_memory=8 * 2**30, name="Fake GPU")
+for devices in (1, 2):
+    torch.cuda.device_count = lambda: devices
+    try:
+        configure(RunConfig(model="cnn", widths=(512, 64, 128), batch_size=8192, devices=devices))
+        print("trains on", devices)
+    except ConfigError as e:
+        print("refused:", e)
 torch.cuda.is_available = lambda: False
 configure(RunConfig(deterministic=True))
 print("cublas:", os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
 """
 
 
+CPU_BUILD_ON_A_GPU_MACHINE = """
+import sys
+from data.contract import ConfigError, RunConfig
+train = __import__(sys.argv[1] + ".train", fromlist=["configure"])
+train.accelerator_visible = lambda: True  # the parser then checked the weights alone
+try:
+    train.configure(RunConfig(model="cnn", widths=(4096, 64, 128), batch_size=60000))
+except ConfigError as e:
+    print("refused:", e)
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cpu_build_on_a_gpu_machine_checks_the_batch_against_host_memory(backend):
+    """Where a GPU is visible the parser leaves the activations to the backend; a CPU build (tensorflow-cpu, torch
+    +cpu) then trains in host memory and must check them there: TensorFlow segfaults on a CPU allocation failure."""
+    proc = subprocess.run([sys.executable, "-c", CPU_BUILD_ON_A_GPU_MACHINE, BACKENDS[backend]], capture_output=True,
+                          text=True, env=child_env(), cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert proc.stdout.startswith("refused: --batch-size 60000 with --widths 4096,64,128 for --model cnn: to train, "
+                                  "a batch's activations"), proc.stdout
+
+
 def test_torch_gpu_settings_are_made_before_the_first_cuda_call():
     """Read on a review, for the GPU this machine lacks: `--devices 2` on a one-GPU machine was Lightning's
     MisconfigurationException (a traceback, exit 1; tf says it in one line), and `--deterministic` left
     CUBLAS_WORKSPACE_CONFIG unset until Lightning's Trainer, after cuBLAS had read it at the first matmul (the
-    raw loop never set it): every CUDA matmul refused under deterministic algorithms."""
+    raw loop never set it): every CUDA matmul refused under deterministic algorithms. The memory floor for a GPU
+    run is the GPU's (the parser checks only the weights against host memory where a GPU is visible)."""
     env = {k: v for k, v in child_env().items() if k != "CUBLAS_WORKSPACE_CONFIG"}
     proc = subprocess.run([sys.executable, "-c", GPU_CONFIG], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "refused: --devices 2: only 1 GPU(s) visible to torch" in proc.stdout, proc.stdout
     assert "cublas: :4096:8" in proc.stdout, proc.stdout
+    assert ("refused: --batch-size 8192 with --widths 512,64,128 for --model cnn: to train, a batch's activations"
+            in proc.stdout and "GPU 0 (Fake GPU) has 8.0 GiB" in proc.stdout and "trains on 2" in proc.stdout), proc.stdout
 
 
 def test_a_raw_loop_checkpoint_written_on_a_gpu_resumes_on_a_cpu(tmp_path):

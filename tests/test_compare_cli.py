@@ -52,6 +52,9 @@ def cli(argv, capsys):
     (["--models", "cnn", "--widths", "64"], "--widths 64 for --model cnn: cnn widths are conv filters then"),
     (["--models", "cnn", "--dataset", "cifar10", "--widths", "8,8,8,8,8,8,8"], "too many conv/pool stages"),
     (["--models", "mlp", "--widths", "1000000000"], "795,000,000,010 parameters need at least"),  # was a MemoryError
+    # checked before any run starts (each run refused it; TensorFlow's segfaulted before that check existed)
+    (["--models", "cnn", "--widths", "4096,64,128", "--batch-size", "60000"],
+     "--batch-size 60000 with --widths 4096,64,128 for --model cnn: to train, a batch's activations"),
     (["--adam-impl", "torch"], "--adam-impl"),
     (["--decay-steps", "30"], "--decay-steps does nothing with --schedule constant"),
     (["--train-limit", "10000000"], "--train-limit 10,000,000 is larger than the training set"),

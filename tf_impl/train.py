@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import ConfigError, RunConfig, lr_table, new_result, versions
+from data.contract import (ConfigError, RunConfig, accelerator_visible, check_memory, host_memory, lr_table,
+                           new_result, versions)
 from data.loop import (STOP, Recorder, checkpoint_paths, commit_checkpoint, done_line, execute, finished_runs_exit_cleanly,
                        prepare, progress, resume_from, run_chunks)
 from data.tensorboard import EventWriter, run_dir
@@ -35,6 +36,8 @@ def configure(cfg: RunConfig):
     n = cfg.resolved_threads()
     tf.config.threading.set_intra_op_parallelism_threads(n)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
+    if accelerator_visible() and not tf.config.list_physical_devices("GPU"):  # a CPU build on a GPU machine: the
+        check_memory(cfg, host_memory(), "this machine")  # parser checked the weights alone; TF segfaults on a CPU OOM
     keras.utils.set_random_seed(cfg.seed)  # --seed seeds everything (native init, dropout masks) in every run
     if cfg.precision == "32":  # fp32 means IEEE fp32 on GPUs too (TensorFlow defaults to TF32 there), as in torch_impl
         tf.config.experimental.enable_tensor_float_32_execution(False)
@@ -316,7 +319,7 @@ def run(cfg: RunConfig) -> int:
         run_chunks(cfg, rec, stream, r.fit_chunk if cfg.loop == "fit" else r.train_chunk, r.evaluate, ckpt, bar)
 
     try:
-        code = execute(cfg, rec, body)
+        code = execute(cfg, rec, body, out_of_memory=lambda e: isinstance(e, r.tf.errors.ResourceExhaustedError))
     finally:
         if bar is not None:
             bar.stop()

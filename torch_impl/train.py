@@ -26,7 +26,8 @@ from dataclasses import replace
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import ConfigError, RunConfig, new_result, versions
+from data.contract import (ConfigError, RunConfig, accelerator_visible, check_memory, host_memory, new_result,
+                           versions)
 from data.loop import (STOP, Recorder, boundaries, checkpoint_paths, commit_checkpoint, done_line, execute,
                        Stopped, finished_runs_exit_cleanly, on_eval_grid, prepare, process_rank, progress, resume_from,
                        run_chunks, stop_here)
@@ -40,6 +41,11 @@ def configure(cfg: RunConfig):
     import torch
     if torch.cuda.is_available() and cfg.devices > torch.cuda.device_count():  # Lightning refused it in a traceback
         raise ConfigError(f"--devices {cfg.devices}: only {torch.cuda.device_count()} GPU(s) visible to torch")
+    if torch.cuda.is_available():  # the activations and the optimizer's state live there, not in host memory
+        gpu = torch.cuda.get_device_properties(0)
+        check_memory(cfg, gpu.total_memory, f"GPU 0 ({gpu.name})", devices=cfg.devices)
+    elif accelerator_visible():  # a CPU build on a GPU machine: the parser checked the weights alone
+        check_memory(cfg, host_memory(), "this machine")
     n = cfg.resolved_threads()
     if cfg.devices > 1 and not torch.cuda.is_available():
         n = max(1, n // cfg.devices)  # DDP on CPU: the ranks share the cores
@@ -426,6 +432,11 @@ def sharded_datamodule():
     return ShardedDataModule
 
 
+def out_of_memory(torch, e: BaseException) -> bool:
+    """torch's allocation failures: CUDA's OutOfMemoryError, and the CPU allocator's RuntimeError."""
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
+
+
 def say_flushed(text: str) -> None:
     print(text, flush=True)
 
@@ -470,7 +481,7 @@ def run(cfg: RunConfig) -> int:
             raise
 
     try:
-        code = execute(cfg, rec, body, quiet=rank != 0)
+        code = execute(cfg, rec, body, quiet=rank != 0, out_of_memory=lambda e: out_of_memory(r.torch, e))
     finally:
         if bar is not None:
             bar.stop()
