@@ -1,5 +1,7 @@
-"""Benchmarks: whole training runs as child processes, A and B alternated in one invocation,
-medians and ratios printed side by side (machines are noisy; tests never assert on time).
+"""Benchmarks: whole training runs as child processes, printed side by side with medians and ratios
+(machines are noisy; tests never assert on time). overhead and gpu alternate A and B in one invocation,
+time_to_accuracy alternates the backends seed by seed, torch_configs its variants round by round;
+scaling and large_batch run each cell once. A failed run or a Ctrl-C keeps the figures made before it.
 
     python -m benchmarks.overhead         tf custom loop vs model.fit; Lightning vs raw torch
     python -m benchmarks.peak             fp32 matmul peak per framework (for utilisation)
@@ -8,4 +10,5 @@ medians and ratios printed side by side (machines are noisy; tests never assert 
     python -m benchmarks.accuracy         end-of-run test accuracy per seed and recipe
     python -m benchmarks.torch_configs    torch CNN configurations against a textbook eager port
     python -m benchmarks.gpu              the torch side on an accelerator (Lightning vs raw, utilisation)
+    python -m benchmarks.large_batch      page faults and system time of the CNN at large batches
 """

@@ -1,29 +1,67 @@
 """Shared plumbing: run one backend training as a child process and read its RunResult."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"tf": "tf_impl", "torch": "torch_impl"}
 
 
-def train(backend: str, *flags, timeout: float = 1800, env: dict | None = None) -> dict:
-    """Run `python -m <backend> flags... --json tmp` and return its RunResult (raises on failure).
-    `env`: extra environment variables for the child."""
+class RunFailed(RuntimeError):
+    """A training child that failed (a crash, bad data, a flag): the benchmark stops, keeping what it measured."""
+
+
+def train(backend: str, *flags, timeout: float = 1800, env: dict | None = None, accept=("ok",)) -> dict:
+    """Run `python -m <backend> flags... --json tmp` and return its RunResult. A run whose status is in `accept`
+    is returned whatever its exit code (time_to_accuracy counts a diverged seed as a miss); a Ctrl-C of the
+    child is a KeyboardInterrupt here; any other failure raises RunFailed. `env`: extra environment variables."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
         proc = subprocess.run([sys.executable, "-m", MODULES[backend], *map(str, flags), "--no-progress",
                                "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
-        if proc.returncode != 0 or not out.exists():
-            raise RuntimeError(f"{backend} {' '.join(map(str, flags))} exited {proc.returncode}: {proc.stderr[-800:]}")
-        return json.loads(out.read_text())
+        result = json.loads(out.read_text()) if out.exists() else None
+        if result is not None and result.get("status") in accept:
+            return result
+        if proc.returncode in (130, -2):
+            raise KeyboardInterrupt
+        tail = (result or {}).get("message") or proc.stderr.strip()[-800:]
+        raise RunFailed(f"{backend} {' '.join(map(str, flags))} exited {proc.returncode}: {tail}")
+
+
+@contextmanager
+def results_file(path, doc: dict, prog: str):
+    """Writes `doc` to `path` when the block ends, however it ends, so a failed run or a Ctrl-C loses none of
+    the figures measured before it: "complete" says whether every run was made, "stopped" why not (then a
+    one-line error, exit 1, or 130 for a Ctrl-C). `path` naming a folder is refused before any run."""
+    if Path(path).is_dir():
+        print(f"{prog}: error: --json {path} is a folder; give a file name", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        yield doc
+    except (RunFailed, KeyboardInterrupt) as e:
+        doc.update(complete=False, stopped=str(e) if isinstance(e, RunFailed) else "interrupted (Ctrl-C)")
+        write_json(path, doc)
+        print(f"{prog}: stopped: {doc['stopped']}; what was measured before is in {path} (complete: false)",
+              file=sys.stderr)
+        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 1) from None
+    doc.update(complete=True)
+    write_json(path, doc)
+
+
+def positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def peak(backend: str, precision: str = "32", n_cpu: int = 1024, n_gpu: int = 8192, threads: int = 0) -> dict:
@@ -37,7 +75,7 @@ def peak(backend: str, precision: str = "32", n_cpu: int = 1024, n_gpu: int = 81
         proc = subprocess.run([sys.executable, "-m", f"{MODULES[backend]}.jobs", str(jobs)], capture_output=True,
                               text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600)
         if proc.returncode != 0 or not out.exists():
-            raise RuntimeError(f"{backend} peak ({precision}) exited {proc.returncode}: {proc.stderr[-800:]}")
+            raise RunFailed(f"{backend} peak ({precision}) exited {proc.returncode}: {proc.stderr[-800:]}")
         return json.loads(out.read_text())
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from .common import machine, median, peak, table, train, write_json
+from .common import machine, median, peak, positive_int, results_file, table, train
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,7 +24,7 @@ def main(argv=None) -> None:
     p.add_argument("--models", default="cnn,mlp")
     p.add_argument("--batches", default="128,512")
     p.add_argument("--precisions", default="32,bf16")
-    p.add_argument("--repeats", type=int, default=2, help="Lightning/raw pairs per configuration (default: 2)")
+    p.add_argument("--repeats", type=positive_int, default=2, help="Lightning/raw pairs per configuration (default: 2)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--steps", type=int, help="train this many steps instead of --epochs (quick checks)")
     p.add_argument("--peak-n", type=int, default=8192, help="square matmul size of the GPU peak probe")
@@ -32,43 +32,45 @@ def main(argv=None) -> None:
     p.add_argument("--no-verify", dest="verify", action="store_false", help="accept files that fail the checksums")
     p.add_argument("--json", default="bench-out/gpu.json")
     args = p.parse_args(argv)
-    peaks = {prec: peak("torch", prec, n_gpu=args.peak_n) for prec in ("32", "bf16")}
-    print(f"peak on {peaks['32']['device']}: fp32 {peaks['32']['peak_flops'] / 1e12:.1f} TFLOP/s, "
-          f"bf16 {peaks['bf16']['peak_flops'] / 1e12:.1f} TFLOP/s", flush=True)
-    budget = ["--steps", args.steps] if args.steps else ["--epochs", args.epochs]
     rows, out = [], []
-    for prec in args.precisions.split(","):
-        for model in args.models.split(","):
-            for batch in map(int, args.batches.split(",")):
-                flags = ["--dataset", args.dataset, "--model", model, *budget, "--batch-size", batch,
-                         "--precision", prec, "--eval-every", 0]
-                if args.data_dir:
-                    flags += ["--data-dir", args.data_dir]
-                if not args.verify:
-                    flags += ["--no-verify"]
-                lit, raw, ratios, device, fps = [], [], [], "", 0
-                for rep in range(args.repeats):
-                    a = train("torch", *flags, "--loop", "lightning", "--seed", rep)
-                    b = train("torch", *flags, "--loop", "raw", "--seed", rep)
-                    lit.append(a["throughput"]["train_samples_per_s"])
-                    raw.append(b["throughput"]["train_samples_per_s"])
-                    ratios.append(lit[-1] / raw[-1])
-                    device, fps = a["device"], a["flops_per_sample"]
-                    print(f"{prec} {model} batch {batch} rep {rep}: lightning {lit[-1]:,.0f}  raw {raw[-1]:,.0f}  "
-                          f"ratio {ratios[-1]:.3f}", flush=True)
-                util = fps * median(lit) / peaks[prec]["peak_flops"]
-                rows.append([prec, model, batch, f"{median(lit):,.0f}", f"{median(raw):,.0f}", f"{median(ratios):.3f}",
-                             f"{100 * util:.1f} %"])
-                out.append({"precision": prec, "model": model, "batch_size": batch, "device": device,
-                            "lightning_samples_per_s": lit, "raw_samples_per_s": raw, "ratios": ratios,
-                            "flops_per_sample": fps, "utilisation_lightning": util})
-    print()
-    print(f"{args.dataset}, {args.repeats} alternating pairs, {' '.join(map(str, budget))}; device {out[0]['device'] if out else '?'}; "
-          f"{machine()}; {datetime.date.today()}")
-    print(table(rows, ["precision", "model", "batch", "Lightning samples/s", "raw samples/s", "Lightning / raw",
-                       "utilisation (Lightning, vs same-precision peak)"]))
-    write_json(args.json, {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()),
-                           "peak": peaks, "results": out})
+    doc = {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()), "results": out}
+    with results_file(args.json, doc, "benchmarks.gpu"):
+        peaks = doc["peak"] = {prec: peak("torch", prec, n_gpu=args.peak_n) for prec in ("32", "bf16")}
+        print(f"peak on {peaks['32']['device']}: fp32 {peaks['32']['peak_flops'] / 1e12:.1f} TFLOP/s, "
+              f"bf16 {peaks['bf16']['peak_flops'] / 1e12:.1f} TFLOP/s", flush=True)
+        budget = ["--steps", args.steps] if args.steps else ["--epochs", args.epochs]
+        for prec in args.precisions.split(","):
+            for model in args.models.split(","):
+                for batch in map(int, args.batches.split(",")):
+                    flags = ["--dataset", args.dataset, "--model", model, *budget, "--batch-size", batch,
+                             "--precision", prec, "--eval-every", 0]
+                    if args.data_dir:
+                        flags += ["--data-dir", args.data_dir]
+                    if not args.verify:
+                        flags += ["--no-verify"]
+                    lit, raw, ratios = [], [], []
+                    entry = {"precision": prec, "model": model, "batch_size": batch, "lightning_samples_per_s": lit,
+                             "raw_samples_per_s": raw, "ratios": ratios}
+                    out.append(entry)  # filled pair by pair: a run that fails later keeps these
+                    for rep in range(args.repeats):
+                        a = train("torch", *flags, "--loop", "lightning", "--seed", rep)
+                        lit.append(a["throughput"]["train_samples_per_s"])
+                        b = train("torch", *flags, "--loop", "raw", "--seed", rep)
+                        raw.append(b["throughput"]["train_samples_per_s"])
+                        ratios.append(lit[-1] / raw[-1])
+                        entry.update(device=a["device"], data=a["dataset"], flops_per_sample=a["flops_per_sample"],
+                                     lightning_median=median(lit), raw_median=median(raw), median_ratio=median(ratios),
+                                     utilisation_lightning=a["flops_per_sample"] * median(lit) / peaks[prec]["peak_flops"])
+                        print(f"{prec} {model} batch {batch} rep {rep}: lightning {lit[-1]:,.0f}  raw {raw[-1]:,.0f}  "
+                              f"ratio {ratios[-1]:.3f}", flush=True)
+                    rows.append([prec, model, batch, f"{median(lit):,.0f}", f"{median(raw):,.0f}", f"{median(ratios):.3f}",
+                                 f"{100 * entry['utilisation_lightning']:.1f} %"])
+        print()
+        print(f"{args.dataset}, {args.repeats} alternating pairs, {' '.join(map(str, budget))}; device "
+              f"{out[0]['device'] if out else '?'}; {machine()}; {datetime.date.today()}")
+        print(table(rows, ["precision", "model", "batch", "Lightning samples/s", "raw samples/s",
+                           "Lightning / raw (median of the pairs' ratios)",
+                           "utilisation (Lightning, vs same-precision peak)"]))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 import datetime
 import resource
 
-from .common import machine, table, train, write_json
+from .common import machine, results_file, table, train
 
 KEEP = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"  # never mmap, never give memory back
 RUNS = (("tf", "custom", {}), ("torch", "raw", {}), ("torch", "raw", {"GLIBC_TUNABLES": KEEP}))
@@ -28,27 +28,27 @@ def main(argv=None) -> None:
     p.add_argument("--json", default="bench-out/large_batch.json")
     args = p.parse_args(argv)
     rows, out = [], []
-    for batch in map(int, args.batches.split(",")):
-        for backend, loop, env in RUNS:
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            r = train(backend, "--dataset", args.dataset, "--model", "cnn", "--batch-size", batch, "--epochs",
-                      args.epochs, "--eval-every", 0, "--threads", args.threads, "--loop", loop, env=env)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the whole child: start-up and evaluation too
-            samples = r["final"]["steps"] * batch
-            faults, sys_s = after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime
-            label = f"{backend} {loop}" + (" + GLIBC_TUNABLES" if env else "")
-            out.append({"batch": batch, "backend": backend, "loop": loop, "env": env,
-                        "train_samples_per_s": r["throughput"]["train_samples_per_s"], "minor_faults": faults,
-                        "faults_per_sample": faults / samples, "system_cpu_s": sys_s,
-                        "user_cpu_s": after.ru_utime - before.ru_utime})
-            rows.append([batch, label, f"{out[-1]['train_samples_per_s']:,.0f}", f"{faults / samples:.1f}",
-                         f"{sys_s:.1f}", f"{out[-1]['user_cpu_s']:.1f}"])
-            print(rows[-1], flush=True)
-    print(f"\nCNN, {args.dataset}, {args.epochs:g} epoch(s), {args.threads} threads; {machine()}; "
-          f"{datetime.date.today()}; GLIBC_TUNABLES={KEEP}")
-    print(table(rows, ["batch", "run", "train samples/s", "page faults / sample", "system CPU s", "user CPU s"]))
-    write_json(args.json, {"date": str(datetime.date.today()), "machine": machine(), "tunables": KEEP, "runs": out})
-
+    doc = {"date": str(datetime.date.today()), "machine": machine(), "tunables": KEEP, "runs": out}
+    with results_file(args.json, doc, "benchmarks.large_batch"):
+        for batch in map(int, args.batches.split(",")):
+            for backend, loop, env in RUNS:
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                r = train(backend, "--dataset", args.dataset, "--model", "cnn", "--batch-size", batch, "--epochs",
+                          args.epochs, "--eval-every", 0, "--threads", args.threads, "--loop", loop, env=env)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the whole child: start-up and evaluation too
+                samples = r["final"]["steps"] * batch
+                faults, sys_s = after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime
+                label = f"{backend} {loop}" + (" + GLIBC_TUNABLES" if env else "")
+                out.append({"batch": batch, "backend": backend, "loop": loop, "env": env, "data": r["dataset"],
+                            "train_samples_per_s": r["throughput"]["train_samples_per_s"], "minor_faults": faults,
+                            "faults_per_sample": faults / samples, "system_cpu_s": sys_s,
+                            "user_cpu_s": after.ru_utime - before.ru_utime})
+                rows.append([batch, label, f"{out[-1]['train_samples_per_s']:,.0f}", f"{faults / samples:.1f}",
+                             f"{sys_s:.1f}", f"{out[-1]['user_cpu_s']:.1f}"])
+                print(rows[-1], flush=True)
+        print(f"\nCNN, {args.dataset}, {args.epochs:g} epoch(s), {args.threads} threads; {machine()}; "
+              f"{datetime.date.today()}; GLIBC_TUNABLES={KEEP}")
+        print(table(rows, ["batch", "run", "train samples/s", "page faults / sample", "system CPU s", "user CPU s"]))
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from .common import machine, median, table, train, write_json
+from .common import machine, median, positive_int, results_file, table, train
 
 PAIRS = [("tf", "custom", "fit"), ("torch", "lightning", "raw")]
 
@@ -21,37 +21,45 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--models", default="mlp,cnn")
-    p.add_argument("--repeats", type=int, default=3, help="A/B pairs per comparison (default: 3)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="A/B pairs per comparison (default: 3)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps-per-call", type=int, default=32,
-                   help="both loops of each pair (1: Lightning's textbook one step per training_step)")
+                   help="steps per dispatch in the tf custom loop and Lightning (1: Lightning's textbook one step "
+                        "per training_step); model.fit keeps Keras's default steps_per_execution=1 and the raw "
+                        "loop steps one at a time whatever this says")
     p.add_argument("--json", default="bench-out/overhead.json")
     args = p.parse_args(argv)
     flags = ["--dataset", args.dataset, "--epochs", args.epochs, "--batch-size", args.batch_size,
              "--threads", args.threads, "--eval-every", 0, "--steps-per-call", args.steps_per_call]
     rows, out = [], []
-    for model in args.models.split(","):
-        for backend, a, b in PAIRS:
-            sa, sb, ratios = [], [], []
-            for rep in range(args.repeats):
-                ra = train(backend, *flags, "--model", model, "--loop", a, "--seed", rep)
-                rb = train(backend, *flags, "--model", model, "--loop", b, "--seed", rep)
-                sa.append(ra["throughput"]["train_samples_per_s"])
-                sb.append(rb["throughput"]["train_samples_per_s"])
-                ratios.append(sa[-1] / sb[-1])
-                print(f"{backend} {model} rep {rep}: {a} {sa[-1]:,.0f}  {b} {sb[-1]:,.0f}  ratio {ratios[-1]:.3f}", flush=True)
-            rows.append([backend, model, f"{a} / {b}", f"{median(sa):,.0f}", f"{median(sb):,.0f}",
-                         f"{median(ratios):.3f}", f"{min(ratios):.3f}-{max(ratios):.3f}"])
-            out.append({"backend": backend, "model": model, "a": a, "b": b, "a_samples_per_s": sa,
-                        "b_samples_per_s": sb, "ratios": ratios, "median_ratio": median(ratios)})
-    print()
-    print(f"{args.dataset}, batch {args.batch_size}, {args.threads} threads, {args.epochs:g} epoch(s), "
-          f"{args.steps_per_call} steps per call, {args.repeats} alternating pairs; {machine()}; {datetime.date.today()}")
-    print(table(rows, ["backend", "model", "A / B", "A samples/s", "B samples/s", "ratio A/B (median)", "range"]))
-    write_json(args.json, {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()), "results": out})
-
+    doc = {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()), "results": out}
+    with results_file(args.json, doc, "benchmarks.overhead"):
+        for model in args.models.split(","):
+            for backend, a, b in PAIRS:
+                sa, sb, ratios = [], [], []
+                entry = {"backend": backend, "model": model, "a": a, "b": b, "a_samples_per_s": sa,
+                         "b_samples_per_s": sb, "ratios": ratios}
+                out.append(entry)  # filled pair by pair: a run that fails later keeps these
+                for rep in range(args.repeats):
+                    ra = train(backend, *flags, "--model", model, "--loop", a, "--seed", rep)
+                    sa.append(ra["throughput"]["train_samples_per_s"])
+                    rb = train(backend, *flags, "--model", model, "--loop", b, "--seed", rep)
+                    sb.append(rb["throughput"]["train_samples_per_s"])
+                    ratios.append(sa[-1] / sb[-1])
+                    entry.update(dataset=ra["dataset"], a_median=median(sa), b_median=median(sb),
+                                 median_ratio=median(ratios))
+                    print(f"{backend} {model} rep {rep}: {a} {sa[-1]:,.0f}  {b} {sb[-1]:,.0f}  ratio {ratios[-1]:.3f}",
+                          flush=True)
+                rows.append([backend, model, f"{a} / {b}", f"{median(sa):,.0f}", f"{median(sb):,.0f}",
+                             f"{median(ratios):.3f}", f"{min(ratios):.3f}-{max(ratios):.3f}"])
+        print()
+        print(f"{out[0]['dataset'] if out else args.dataset}, batch {args.batch_size}, {args.threads} threads, "
+              f"{args.epochs:g} epoch(s), {args.steps_per_call} steps per call (custom loop and Lightning), "
+              f"{args.repeats} alternating pairs; {machine()}; {datetime.date.today()}")
+        print(table(rows, ["backend", "model", "A / B", "A samples/s (median)", "B samples/s (median)",
+                           "A/B (median of the pairs' ratios)", "range"]))
 
 if __name__ == "__main__":
     main()

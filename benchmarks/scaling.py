@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from .common import machine, table, train, write_json
+from .common import machine, results_file, table, train
 
 BACKENDS = {"tf": "custom", "torch": "lightning"}
 
@@ -25,52 +25,54 @@ def main(argv=None) -> None:
     base = ["--dataset", args.dataset, "--eval-every", 0]
     out = {"machine": machine(), "date": str(datetime.date.today()), "dataset": args.dataset, "threads": args.threads,
            "loops": dict(BACKENDS)}
-    parts = args.parts.split(",")
-    if "batch" in parts:
-        rows, res = [], []
-        for model in ("mlp", "cnn"):
-            for batch in (32, 64, 128, 256, 512, 1024):
-                steps = max(30, min(200, (60 if model == "cnn" else 300) * 128 // batch))
-                for backend, loop in BACKENDS.items():
-                    r = train(backend, *base, "--model", model, "--batch-size", batch, "--steps", steps,
-                              "--threads", args.threads, "--loop", loop)
-                    t = r["throughput"]
-                    res.append({"backend": backend, "model": model, "batch": batch, "steps": steps,
-                                "train": t["train_samples_per_s"], "infer": t["infer_samples_per_s"]})
-                    rows.append([backend, model, batch, f"{t['train_samples_per_s']:,.0f}", f"{t['infer_samples_per_s']:,.0f}"])
-                    print(rows[-1], flush=True)
-        print(table(rows, ["backend", "model", "batch", "train samples/s", "infer samples/s"]))
-        out["batch"] = res
-    if "size" in parts:
-        rows, res = [], []
-        for backend, loop in BACKENDS.items():
-            for n in (10_000, 30_000, 60_000):
-                r = train(backend, *base, "--model", "cnn", "--batch-size", 128, "--epochs", 1,
-                          "--train-limit", n, "--threads", args.threads, "--loop", loop)
-                secs = r["final"]["train_seconds"]  # the whole epoch's training time, warm-up included
-                steady = 1e6 / r["throughput"]["train_samples_per_s"]
-                res.append({"backend": backend, "train_size": n, "epoch_seconds": secs,
-                            "us_per_sample": secs / n * 1e6, "steady_us_per_sample": steady})
-                rows.append([backend, "cnn", f"{n:,}", f"{secs:.2f}", f"{secs / n * 1e6:.1f}", f"{steady:.1f}"])
-                print(rows[-1], flush=True)
-        print(table(rows, ["backend", "model", "train samples", "epoch train s (warm-up in)", "us / sample",
-                           "us / sample after warm-up"]))
-        out["size"] = res
-    if "threads" in parts:
-        rows, res = [], []
-        for model in ("mlp", "cnn"):
+    with results_file(args.json, out, "benchmarks.scaling"):
+        parts = args.parts.split(",")
+        if "batch" in parts:
+            rows, res = [], []
+            out["batch"] = res  # filled run by run: a run that fails later keeps these
+            for model in ("mlp", "cnn"):
+                for batch in (32, 64, 128, 256, 512, 1024):
+                    steps = max(30, min(200, (60 if model == "cnn" else 300) * 128 // batch))
+                    for backend, loop in BACKENDS.items():
+                        r = train(backend, *base, "--model", model, "--batch-size", batch, "--steps", steps,
+                                  "--threads", args.threads, "--loop", loop)
+                        out.setdefault("data", r["dataset"])  # "mnist (5k subset)" when the full set was not found
+                        t = r["throughput"]
+                        res.append({"backend": backend, "model": model, "batch": batch, "steps": steps,
+                                    "train": t["train_samples_per_s"], "infer": t["infer_samples_per_s"]})
+                        rows.append([backend, model, batch, f"{t['train_samples_per_s']:,.0f}",
+                                     f"{t['infer_samples_per_s']:,.0f}"])
+                        print(rows[-1], flush=True)
+            print(table(rows, ["backend", "model", "batch", "train samples/s", "infer samples/s"]))
+        if "size" in parts:
+            rows, res = [], []
+            out["size"] = res
             for backend, loop in BACKENDS.items():
-                tput = {}
-                for threads in (1, 2):
-                    r = train(backend, *base, "--model", model, "--batch-size", 128,
-                              "--steps", 100 if model == "cnn" else 400, "--threads", threads, "--loop", loop)
-                    tput[threads] = r["throughput"]["train_samples_per_s"]
-                res.append({"backend": backend, "model": model, "1": tput[1], "2": tput[2]})
-                rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])
-                print(rows[-1], flush=True)
-        print(table(rows, ["backend", "model", "1 thread", "2 threads", "speed-up"]))
-        out["threads"] = res
-    write_json(args.json, out)
+                for n in (10_000, 30_000, 60_000):
+                    r = train(backend, *base, "--model", "cnn", "--batch-size", 128, "--epochs", 1,
+                              "--train-limit", n, "--threads", args.threads, "--loop", loop)
+                    secs = r["final"]["train_seconds"]  # the whole epoch's training time, warm-up included
+                    steady = 1e6 / r["throughput"]["train_samples_per_s"]
+                    res.append({"backend": backend, "train_size": n, "epoch_seconds": secs,
+                                "us_per_sample": secs / n * 1e6, "steady_us_per_sample": steady})
+                    rows.append([backend, "cnn", f"{n:,}", f"{secs:.2f}", f"{secs / n * 1e6:.1f}", f"{steady:.1f}"])
+                    print(rows[-1], flush=True)
+            print(table(rows, ["backend", "model", "train samples", "epoch train s (warm-up in)", "us / sample",
+                               "us / sample after warm-up"]))
+        if "threads" in parts:
+            rows, res = [], []
+            out["threads"] = res
+            for model in ("mlp", "cnn"):
+                for backend, loop in BACKENDS.items():
+                    tput = {}
+                    for threads in (1, 2):
+                        r = train(backend, *base, "--model", model, "--batch-size", 128,
+                                  "--steps", 100 if model == "cnn" else 400, "--threads", threads, "--loop", loop)
+                        tput[threads] = r["throughput"]["train_samples_per_s"]
+                    res.append({"backend": backend, "model": model, "1": tput[1], "2": tput[2]})
+                    rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])
+                    print(rows[-1], flush=True)
+            print(table(rows, ["backend", "model", "1 thread", "2 threads", "speed-up"]))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, child_env, run_module
+from benchmarks import common
 from data_fixtures import canonical_files, tiny_idx_arrays
 
 SCRIPTS = ["overhead", "peak", "scaling", "time_to_accuracy", "accuracy", "torch_configs", "gpu", "large_batch"]
@@ -93,7 +94,7 @@ def test_gpu_check_script_needs_no_tensorflow_pooch_platformdirs_or_mlxtend(tmp_
     for x in r["results"]:
         assert x["device"] == "cpu" and x["ratios"][0] > 0 and 0 < x["utilisation_lightning"] < 1
     text = (out / "gpu.txt").read_text()
-    assert text.startswith("torch ") and "| Lightning / raw |" in text
+    assert text.startswith("torch ") and "| Lightning / raw (median of the pairs' ratios) |" in text
     probe = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, env=env)
     assert probe.returncode != 0  # the block held
 
@@ -101,20 +102,35 @@ def test_gpu_check_script_needs_no_tensorflow_pooch_platformdirs_or_mlxtend(tmp_
 # --- every script's main, on a fake train(): what each computes from the RunResults ----------------------
 
 SPS = {("tf", "custom"): 110.0, ("tf", "fit"): 100.0, ("torch", "lightning"): 95.0, ("torch", "raw"): 100.0}
+A_LOOPS = ("custom", "lightning")  # A of each overhead pair; seeds 0, 1, 2 scale A by 1, 3, 2 and B by 1, 1, 4:
+BY_SEED = {True: (1, 3, 2), False: (1, 1, 4)}  # the pairs' ratios 1, 3, 0.5 (median 1); medians' ratio 2
+CALLS = []  # (backend, loop, seed) of every fake run, in order
 
 
-def fake_train(backend, *flags, timeout=1800, env=None):
+def fake_train(backend, *flags, timeout=1800, env=None, accept=("ok",)):
     """A RunResult as the child would write it, with figures that follow from the flags: samples/s by
-    backend and loop (MLP x10, proportional to the batch), a curve that reaches 99.5 % at step 200."""
+    backend, loop and seed (BY_SEED), MLP x10, proportional to the batch, x1.6 on 2 threads against 1; a
+    curve that reaches 99.5 % at step 200, except, with --target-accuracy, torch's seed 1 (never: a miss) and
+    seed 2 (diverged)."""
     f = {flags[i]: flags[i + 1] for i in range(len(flags) - 1) if str(flags[i]).startswith("--")}
     loop = f.get("--loop", "custom" if backend == "tf" else "lightning")
-    batch = int(f.get("--batch-size", 128))
-    sps = SPS[(backend, loop)] * (10 if f.get("--model") == "mlp" else 1) * batch / 128
-    curve = [{"step": 100, "seconds": 1.0, "test_loss": 0.5, "test_accuracy": 0.5},
-             {"step": 200, "seconds": 2.0, "test_loss": 0.1, "test_accuracy": 0.995}]
-    return {"backend": backend, "dataset": f.get("--dataset", "mnist"), "curve": curve, "status": "ok",
+    batch, seed = int(f.get("--batch-size", 128)), int(f.get("--seed", 0))
+    CALLS.append((backend, loop, seed))
+    sps = (SPS[(backend, loop)] * (10 if f.get("--model") == "mlp" else 1) * batch / 128
+           * BY_SEED[loop in A_LOOPS][seed % 3] * (1.6 if int(f.get("--threads", 2)) == 2 else 1.0))
+    curve = [{"step": 100, "seconds": 1.0 + seed, "test_loss": 0.5, "test_accuracy": 0.5},
+             {"step": 200, "seconds": 2.0 + seed, "test_loss": 0.1, "test_accuracy": 0.995}]
+    status = "ok"
+    if backend == "torch" and seed == 1 and "--target-accuracy" in f:
+        curve[1]["test_accuracy"] = 0.6
+    elif backend == "torch" and seed == 2 and "--target-accuracy" in f:
+        curve, status = curve[:1], "diverged"
+    if status not in accept:
+        raise common.RunFailed(f"{backend} exited 3: loss became nan")
+    return {"backend": backend, "dataset": f.get("--dataset", "mnist"), "curve": curve, "status": status,
             "final": {"steps": 200, "test_loss": 0.1, "test_accuracy": 0.995, "train_seconds": 2.0},
-            "throughput": {"train_samples_per_s": sps, "infer_samples_per_s": 4 * sps, "timed_steps": 150}}
+            "throughput": {"train_samples_per_s": sps, "infer_samples_per_s": 4 * sps, "timed_steps": 150},
+            "device": "cpu", "flops_per_sample": 1000}
 
 
 @pytest.mark.parametrize("name", ["overhead", "scaling", "time_to_accuracy", "accuracy", "large_batch"])
@@ -124,24 +140,74 @@ def test_every_script_computes_its_figures_from_the_results(tmp_path, monkeypatc
     import importlib
     module = importlib.import_module(f"benchmarks.{name}")
     monkeypatch.setattr(module, "train", fake_train)
+    CALLS.clear()
     out = tmp_path / f"{name}.json"
-    argv = {"overhead": ["--repeats", "2"], "time_to_accuracy": ["--seeds", "0,1"], "accuracy": ["--seeds", "0"],
+    argv = {"overhead": ["--repeats", "3"], "time_to_accuracy": ["--seeds", "0,1,2"], "accuracy": ["--seeds", "0"],
             "scaling": [], "large_batch": []}[name]
     module.main([*argv, "--json", str(out)])
     doc = json.loads(out.read_text())
-    assert "|" in capsys.readouterr().out  # its table
-    if name == "overhead":
-        ratios = {(r["backend"], r["model"]): r["median_ratio"] for r in doc["results"]}
-        assert ratios == {(b, m): pytest.approx(1.1 if b == "tf" else 0.95) for b in ("tf", "torch") for m in ("mlp", "cnn")}
+    assert "|" in capsys.readouterr().out and doc["complete"] is True  # its table; every run made
+    if name == "overhead":  # A, B, A, B ... per pair; the median of the pairs' ratios, not the medians' ratio
+        assert CALLS[:6] == [("tf", "custom", 0), ("tf", "fit", 0), ("tf", "custom", 1), ("tf", "fit", 1),
+                             ("tf", "custom", 2), ("tf", "fit", 2)]
+        got = {(r["backend"], r["model"]): (r["median_ratio"], r["a_median"], r["b_median"]) for r in doc["results"]}
+        for (backend, model), (ratio, a, b) in got.items():
+            base = {"tf": (110.0, 100.0), "torch": (95.0, 100.0)}[backend]
+            scale = 10 if model == "mlp" else 1
+            assert ratio == pytest.approx(base[0] / base[1]), (backend, model)
+            assert (a, b) == pytest.approx((2 * 1.6 * scale * base[0], 1.6 * scale * base[1])), (backend, model)
+        assert len(got) == 4
     elif name == "scaling":
-        assert [r["train"] for r in doc["batch"] if r["backend"] == "tf" and r["model"] == "cnn"] == [
-            110.0 * b / 128 for b in (32, 64, 128, 256, 512, 1024)]
+        assert [r["train"] for r in doc["batch"] if r["backend"] == "tf" and r["model"] == "cnn"] == pytest.approx([
+            1.6 * 110.0 * b / 128 for b in (32, 64, 128, 256, 512, 1024)])
         assert [r["us_per_sample"] for r in doc["size"] if r["backend"] == "tf"] == pytest.approx(
             [2e6 / n for n in (10_000, 30_000, 60_000)])
-        assert doc["threads"][0]["1"] == doc["threads"][0]["2"] == 1100.0
-    elif name == "time_to_accuracy":
-        assert len(doc["runs"]) == 8 and all(r["hit"]["step"] == 200 for r in doc["runs"])
+        assert (doc["threads"][0]["1"], doc["threads"][0]["2"]) == pytest.approx((1100.0, 1760.0))
+    elif name == "time_to_accuracy":  # torch: seed 1 never reaches 99 %, seed 2 diverges: both are misses
+        assert len(doc["runs"]) == 12 and [r["status"] for r in doc["runs"] if r["backend"] == "torch"] == [
+            "ok", "ok", "diverged"] * 2
+        summary = {(r["dataset"], r["backend"]): r for r in doc["summary"]}
+        assert summary[("mnist", "tf")]["reached"] == 3 and summary[("mnist", "torch")]["reached"] == 1
+        assert summary[("mnist", "tf")]["seconds_mean_std"] == pytest.approx([3.0, 1.0])  # 2, 3, 4 s
+        assert summary[("mnist", "torch")]["steps_mean_std"] == [200, 0.0]
     elif name == "accuracy":
         assert len(doc["results"]) == 8 and all(r["met_by_every_seed"] for r in doc["results"])
+        assert {r["data"] for r in doc["results"]} == {"mnist", "fashion_mnist"}
     else:
-        assert {r["train_samples_per_s"] for r in doc["runs"] if r["batch"] == 1024 and r["backend"] == "torch"} == {800.0}
+        assert [r["train_samples_per_s"] for r in doc["runs"] if r["batch"] == 1024 and r["backend"] == "torch"] == [
+            pytest.approx(1.6 * 800.0)] * 2
+
+
+@pytest.mark.parametrize("stop,code", [("fail", 1), ("ctrl-c", 130)])
+def test_a_failed_run_or_ctrl_c_keeps_what_was_measured(tmp_path, monkeypatch, capsys, stop, code):
+    """A run that failed (or a Ctrl-C) raised out of every script, which wrote its JSON only at the end: seven
+    finished runs of overhead were lost to the eighth. Now the JSON holds them, marked incomplete."""
+    from benchmarks import overhead
+
+    def failing(*flags, **kw):
+        if len(CALLS) == 7:
+            CALLS.append("stop")
+            raise common.RunFailed("torch ... exited 1: boom") if stop == "fail" else KeyboardInterrupt
+        return fake_train(*flags, **kw)
+    monkeypatch.setattr(overhead, "train", failing)
+    CALLS.clear()
+    out = tmp_path / "o.json"
+    with pytest.raises(SystemExit) as e:
+        overhead.main(["--repeats", "2", "--json", str(out)])
+    assert e.value.code == code
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is False and doc["stopped"] == ("torch ... exited 1: boom" if stop == "fail"
+                                                           else "interrupted (Ctrl-C)")
+    # tf mlp's two pairs, and torch mlp's first pair and second A: the 8th run (torch mlp's second B) stopped it
+    assert [(len(r["a_samples_per_s"]), len(r["b_samples_per_s"])) for r in doc["results"]] == [(2, 2), (2, 1)]
+    assert doc["results"][1]["a_samples_per_s"] == pytest.approx([1.6 * 950.0, 3 * 1.6 * 950.0])
+    assert capsys.readouterr().err.strip().endswith(f"is in {out} (complete: false)")
+
+
+def test_a_json_path_naming_a_folder_is_refused_before_any_run(tmp_path, monkeypatch, capsys):
+    from benchmarks import overhead
+    monkeypatch.setattr(overhead, "train", fake_train)
+    CALLS.clear()
+    with pytest.raises(SystemExit) as e:
+        overhead.main(["--json", str(tmp_path)])
+    assert e.value.code == 2 and CALLS == [] and "is a folder" in capsys.readouterr().err
