@@ -48,6 +48,7 @@ class RunConfig:
     decay_steps: int | None = None  # cosine: steps to reach 0 (default: the rest of the run); exp/step: period
     decay_rate: float = 0.5  # exponential / step decay factor per decay_steps
     eval_every: int = 100  # steps between test-set evaluations (drives steps-to-beat-MLP); 0 = end only
+    eval_every_auto: bool = False  # --eval-every not given: a run shorter than it evaluates at its end only
     eval_batch_size: int = 256
     target_accuracy: float | None = None  # stop at the first evaluation reaching this (time-to-accuracy runs)
     seed: int = 0  # data order and shared initial weights
@@ -91,6 +92,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["widths"] = list(self.widths) if self.widths else None
+        del d["eval_every_auto"]  # how eval_every was chosen; the RunResult records the interval the run used
         return d
 
 
@@ -239,8 +241,9 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps, help="linear LR warm-up steps (default: 0)")
     p.add_argument("--decay-steps", type=_positive_int, help="cosine: length (default: rest of run); exponential/step: period")
     p.add_argument("--decay-rate", type=_positive_float, default=d.decay_rate, help=f"(default: {d.decay_rate})")
-    p.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every,
-                   help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every})")
+    p.add_argument("--eval-every", type=_nonneg_int,
+                   help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every}, or only at "
+                        f"the end of a shorter run)")
     p.add_argument("--target-accuracy", type=_accuracy,
                    help="stop at the first evaluation with test accuracy >= this share, e.g. 0.99 (default: none, "
                         "train the whole budget)")
@@ -322,6 +325,7 @@ def ineffective_flags(values: dict) -> str | None:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     names = {f.name for f in fields(RunConfig)}
     cfg = RunConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    cfg.eval_every_auto = getattr(args, "eval_every", None) is None
     unused = ineffective_flags(cfg.to_dict())
     if unused:
         raise ConfigError(unused)
@@ -435,6 +439,8 @@ def check_budget(cfg: RunConfig, train_size: int, steps_per_epoch: int) -> int:
     if cfg.batch_size > train_size:
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the training set ({train_size} samples)")
     total = cfg.total_steps(steps_per_epoch)
+    if cfg.eval_every_auto and cfg.eval_every > total:  # the default interval on a shorter run: a
+        cfg.eval_every = 0  # `--steps 50` was refused for a flag the user never gave; it evaluates at the end
     if cfg.eval_every > total:
         raise ConfigError(f"--eval-every {cfg.eval_every} is larger than the run ({total} steps); "
                           f"use at most {total} or 0 for end-only")

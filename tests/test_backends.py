@@ -205,6 +205,17 @@ def readme_result_block() -> str:
     return (ROOT / "README.md").read_text().split("### The RunResult JSON", 1)[1].split("```", 2)[1]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_run_shorter_than_the_default_interval_evaluates_at_its_end(tmp_path, backend):
+    """`python -m torch_impl --steps 50` was refused: "--eval-every 100 is larger than the run", a flag the user
+    never gave. The default interval now leaves a shorter run one evaluation, at its end (recorded as 0, the
+    interval it ran with); an --eval-every given larger than the run is still refused (test_budget_errors)."""
+    out = tmp_path / "r.json"
+    run_module(BACKENDS[backend], *SMALL, "--model", "mlp", "--steps", "20", "--json", out, check=True, timeout=300)
+    r = json.loads(out.read_text())
+    assert r["status"] == "ok" and [p["step"] for p in r["curve"]] == [20] and r["config"]["eval_every"] == 0
+
+
 @pytest.mark.parametrize("backend,loop", LOOPS)
 def test_small_run_learns_and_writes_result(tmp_path, backend, loop):
     out = tmp_path / "r.json"
