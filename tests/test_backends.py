@@ -766,15 +766,40 @@ def test_divergence_stops_with_status(tmp_path, backend, loop):
     assert len([l for l in proc.stderr.splitlines() if "diverged" in l]) == 1
 
 
+def at_each_evaluation(hook: str) -> str:
+    """A child script running `python -m MODULE ARGS...` (argv: MODULE, then ARGS) with `hook`'s at_evaluation()
+    called at every evaluation's start: Run.evaluate in tf's loops and the raw loop, the first validation batch in
+    Lightning. `hook` may take its own arguments from sys.argv[2:] first."""
+    return """
+import sys
+from data.cli import run_cli
+module = sys.argv[1]
+train = __import__(module + ".train", fromlist=["Run"])
+""" + hook + """
+evaluate = train.Run.evaluate
+def hooked_evaluate(self):  # tf's loops and the raw loop
+    at_evaluation()
+    return evaluate(self)
+train.Run.evaluate = hooked_evaluate
+if module == "torch_impl":  # Lightning validates through its module
+    import torch_impl.module as lit
+    step = lit.LitClassifier.validation_step
+    def hooked_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            at_evaluation()
+        return step(self, batch, batch_idx)
+    lit.LitClassifier.validation_step = hooked_step
+sys.argv = [module, *sys.argv[2:]]
+sys.exit(run_cli(__import__(module + ".__main__", fromlist=["main"]).main, prog=module))
+"""
+
+
 # A framework's allocation failure at the second evaluation, as each raises it: torch's CPU allocator (its
 # message verbatim, from a --widths 65536,64,128 --batch-size 1024 run here) or CUDA's OutOfMemoryError; TF's
 # ResourceExhaustedError (on a CPU, TF segfaults on such a failure instead: the memory floor guards it).
 OOM_AT_SECOND_EVAL = """
-import sys
-from data.cli import run_cli
-kind, module = sys.argv[1], sys.argv[2]
-train, calls = __import__(module + ".train", fromlist=["Run"]), []
-def oom():
+kind, calls = sys.argv.pop(2), []
+def at_evaluation():
     calls.append(1)
     if len(calls) == 2:
         if kind == "tf":
@@ -785,21 +810,6 @@ def oom():
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 24.50 GiB.")
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 210453397504 bytes. Error code 12 (Cannot allocate memory)")
-evaluate = train.Run.evaluate
-def failing_evaluate(self):  # tf's loops and the raw loop
-    oom()
-    return evaluate(self)
-train.Run.evaluate = failing_evaluate
-if module == "torch_impl":  # Lightning validates through its module
-    import torch_impl.module as lit
-    step = lit.LitClassifier.validation_step
-    def failing_step(self, batch, batch_idx):
-        if batch_idx == 0:
-            oom()
-        return step(self, batch, batch_idx)
-    lit.LitClassifier.validation_step = failing_step
-sys.argv = [module, *sys.argv[3:]]
-sys.exit(run_cli(__import__(module + ".__main__", fromlist=["main"]).main, prog=module))
 """
 
 
@@ -810,8 +820,9 @@ def test_running_out_of_memory_is_one_line_and_keeps_the_result(tmp_path, backen
     curve so far. Now the run fails in one line (exit 1) naming the flags to lower, the result holds the steps
     and evaluations made before it."""
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-c", OOM_AT_SECOND_EVAL, kind, BACKENDS[backend], *SMALL, "--model", "mlp",
-                           "--steps", "40", "--eval-every", "20", "--loop", loop, "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-c", at_each_evaluation(OOM_AT_SECOND_EVAL), BACKENDS[backend], kind,
+                           *SMALL, "--model", "mlp", "--steps", "40", "--eval-every", "20", "--loop", loop,
+                           "--json", str(out)],
                           cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and out.exists(), f"exit {proc.returncode}: {proc.stderr[-1500:]}"
     r = json.loads(out.read_text())
@@ -991,25 +1002,10 @@ def test_a_raw_loop_checkpoint_written_on_a_gpu_resumes_on_a_cpu(tmp_path):
 
 # An evaluation made slow on purpose (SLEEP seconds more each): training seconds must not count it.
 SLOW_EVAL = """
-import sys, time
-from data.cli import run_cli
-SLEEP, module = float(sys.argv[1]), sys.argv[2]
-train = __import__(module + ".train", fromlist=["Run"])
-evaluate = train.Run.evaluate
-def slow_evaluate(self):  # tf's loops and the raw loop
+import time
+SLEEP = float(sys.argv.pop(2))
+def at_evaluation():
     time.sleep(SLEEP)
-    return evaluate(self)
-train.Run.evaluate = slow_evaluate
-if module == "torch_impl":  # Lightning validates through its module
-    import torch_impl.module as lit
-    step = lit.LitClassifier.validation_step
-    def slow_step(self, batch, batch_idx):
-        if batch_idx == 0:
-            time.sleep(SLEEP)
-        return step(self, batch, batch_idx)
-    lit.LitClassifier.validation_step = slow_step
-sys.argv = [module, *sys.argv[3:]]
-sys.exit(run_cli(__import__(module + ".__main__", fromlist=["main"]).main, prog=module))
 """
 
 
@@ -1021,8 +1017,9 @@ def test_evaluation_time_is_not_training_time(tmp_path, backend, loop):
     steps: well under 1 s here, 0.03 s measured) must not grow by those 2 s. The first interval holds the
     warm-up (tracing, compilation) and is not compared."""
     out, sleep = tmp_path / "r.json", 2.0
-    proc = subprocess.run([sys.executable, "-c", SLOW_EVAL, str(sleep), BACKENDS[backend], *SMALL, "--model", "mlp",
-                           "--steps", "60", "--eval-every", "20", "--loop", loop, "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-c", at_each_evaluation(SLOW_EVAL), BACKENDS[backend], str(sleep),
+                           *SMALL, "--model", "mlp", "--steps", "60", "--eval-every", "20", "--loop", loop,
+                           "--json", str(out)],
                           cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-1500:]
     r = json.loads(out.read_text())
