@@ -183,7 +183,8 @@ def header_lines(context: dict) -> list:
     plan = context.get("plan") or {}
     flags = plan.get("run_flags") or {}
     total, spe = plan.get("total_steps"), plan.get("steps_per_epoch")
-    epochs = f" = {total / spe:.3g} epoch{'s' if total != spe else ''}" if total and spe else ""
+    count = f"{total / spe:.3g}" if total and spe else ""
+    epochs = f" = {count} epoch{'' if count == '1' else 's'}" if count else ""  # 469 / 468 steps: "1 epoch"
     seeds = plan.get("seeds") or [0]
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))} (mean ± std)"
     opt = flags.get("optimizer", "adam")

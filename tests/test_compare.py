@@ -336,10 +336,11 @@ def test_report_md_and_pictures(tmp_path):
         assert blob[:8] == PNG_MAGIC and len(blob) > 10_000, name
 
 
-@pytest.mark.parametrize("cut", ["curves.png", "throughput.png", "report.md"])
+@pytest.mark.parametrize("cut", ["results.json", "results.csv", "curves.png", "throughput.png", "report.md"])
 def test_a_ctrl_c_while_writing_the_report_leaves_the_previous_files_whole(tmp_path, monkeypatch, cut):
     """compare writes the report after its runs, and again after a --resume; a Ctrl-C during that write
-    cut report.md or a PNG short. Each file is now replaced whole or left as it was, with no temp file."""
+    cut report.md or a PNG short. Each file is now replaced whole or left as it was, with no temp file
+    (results.json and results.csv too: a non-atomic results.json write passed when only the others were cut)."""
     report.write_files(tmp_path, four_runs(), fake_context())
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
@@ -347,7 +348,19 @@ def test_a_ctrl_c_while_writing_the_report_leaves_the_previous_files_whole(tmp_p
         with open(path, "wb") as f:
             f.write(b"half a file")
         raise KeyboardInterrupt
-    if cut == "report.md":
+
+    def half_json(obj, f, **kwargs):  # json.dump into whatever file the writer opened
+        f.write('{"half a')
+        raise KeyboardInterrupt
+
+    def half_csv(writer, rows):
+        writer.writer.writerow(["half a row"])
+        raise KeyboardInterrupt
+    if cut == "results.json":
+        monkeypatch.setattr(json, "dump", half_json)
+    elif cut == "results.csv":
+        monkeypatch.setattr(csv.DictWriter, "writerows", half_csv)
+    elif cut == "report.md":
         monkeypatch.setattr("pathlib.Path.write_text", lambda self, text: cut_short(self))
     else:
         monkeypatch.setattr(report, "plot_curves" if cut == "curves.png" else "plot_throughput", cut_short)
@@ -466,3 +479,187 @@ def test_source_note_when_a_run_read_other_data():
     assert report.source_note(runs, fake_context()) is None
     runs[3]["data_source"] = "mnist (5k subset)"
     assert "mnist (5k subset)" in report.source_note(runs, fake_context())
+
+
+# --- what each cell, file and picture is fed --------------------------------------------------------------
+
+def test_wall_is_the_child_process_life_not_the_backends_clock():
+    """The 'wall' column and results.csv's process_seconds are the harness's timing of the child process
+    (6.5 s in fake_result: start-up and data loading included), not the backend's own clock from model
+    build (2.0 s), which stands in only for a result the harness did not time. Mutations that read
+    final.wall_seconds first (in metrics.wall_seconds, or in the row's mean) or swapped the warm-up and
+    wall cells passed."""
+    r = fake_result("tf", "mlp")
+    assert metrics.wall_seconds(r) == 6.5
+    assert metrics.wall_seconds({k: v for k, v in r.items() if k != "process_seconds"}) == 2.0
+    row = metrics.rows([r])[0]
+    assert row["wall_s"] == (6.5, 0.0, 1)
+    cells = dict(zip(report.COLUMNS, report.table_cells(row)))
+    assert (cells["warm-up"], cells["wall"]) == ("0.4 s", "6.5 s")
+
+
+def test_results_csv_columns_hold_their_own_figures():
+    """Each speed and time column of results.csv from its own field (fake_result's are all different):
+    infer_samples_per_s read from the train speed, or train_seconds from the process's wall time, passed."""
+    row = report.csv_rows([fake_result("tf", "mlp")], fake_context())[0]
+    assert (row["train_samples_per_s"], row["infer_samples_per_s"]) == (10_000.0, 50_000.0)
+    assert (row["warmup_s"], row["train_seconds"], row["process_seconds"]) == (0.4, 1.0, 6.5)
+
+
+def test_speeds_average_finished_runs_and_the_warm_up_only_timed_ones():
+    """infer samples/s averaged every run (a failed run's figure included) and the warm-up every run (a
+    failed one's, and that of a run that diverged inside its warm-up, whose 'warm-up' is all it ran)."""
+    ok = [fake_result("tf", "cnn", s) for s in (0, 1)]  # infer 50,000, warm-up 0.4 s
+    failed = fake_result("tf", "cnn", 2, status="failed", infer_sps=5_000.0)
+    failed["throughput"]["warmup_s"] = 30.0
+    early = fake_result("tf", "cnn", 3, status="diverged")  # finished: its inference pass counts, not its warm-up
+    early["throughput"] = dict(early["throughput"], timed_steps=0, warmup_s=9.0)
+    row = metrics.rows(ok + [failed, early])[0]
+    assert row["infer_sps"] == (50_000.0, 0.0, 3)
+    assert row["warmup_s"] == (0.4, 0.0, 2)
+
+
+def test_a_diverged_mlp_is_not_the_bar_to_beat():
+    """An MLP whose loss became NaN at its last step ran all its steps, but its final accuracy (chance) is
+    no bar: with 'ok' widened to ok-or-diverged (a surviving mutation) every CNN 'beat' it, and a CNN that
+    diverged at its last step without a beat was 'not within budget' instead of unknown."""
+    mlp = dict(fake_result("tf", "mlp", 0, ((25, 0.90), (50, 0.098)), status="diverged", message="loss became nan"),
+               total_steps=50)
+    cnn = dict(fake_result("tf", "cnn", 0, ((25, 0.85), (50, 0.97))), total_steps=50)
+    assert metrics.references([mlp, cnn]) == {}
+    assert metrics.beat_outcomes([mlp, cnn]) == {("tf", "cnn", 0): "MLP ended early"}
+    row = next(r for r in metrics.rows([mlp, cnn]) if r["model"] == "cnn")
+    assert report.table_cells(row)[4:6] == ["– (MLP ended early)", "–"]
+    good_mlp = dict(fake_result("tf", "mlp", 0, ((25, 0.90), (50, 0.95))), total_steps=50)
+    cnn_nan = dict(fake_result("tf", "cnn", 0, ((25, 0.85), (50, 0.10)), status="diverged"), total_steps=50)
+    assert metrics.beat_outcomes([good_mlp, cnn_nan]) == {("tf", "cnn", 0): "ended early"}
+
+
+def test_one_seed_summary_keeps_a_whole_step_count_and_no_std():
+    """With one seed results.json gives the step itself (75, not 75.0) and null spreads (there is no spread
+    over one seed, not a spread of 0): the one-seed branch dropped passed, since 75.0 == 75."""
+    doc = json.loads(json.dumps(report.results_document(four_runs(), fake_context())))
+    tf = doc["summary"]["tf"]
+    assert type(tf["steps_to_beat_mlp"]) is int and tf["steps_to_beat_mlp"] == 75
+    cnn = tf["models"]["cnn"]
+    assert type(cnn["steps_to_beat_mlp"]) is int and cnn["seconds_to_beat_mlp"] == 1.5
+    assert cnn["steps_to_beat_mlp_std"] is None and cnn["seconds_to_beat_mlp_std"] is None
+    two = metrics.summary(four_runs(0) + four_runs(1))["tf"]["models"]["cnn"]  # several seeds: mean and std
+    assert (two["steps_to_beat_mlp"], two["steps_to_beat_mlp_std"]) == (75.0, 0.0)
+
+
+def test_throughput_bars_show_each_panels_speed_with_its_spread(tmp_path, monkeypatch):
+    """The training panel's bars are train samples/s and the inference panel's infer samples/s (swapped
+    keys passed), each with its std over seeds as an error bar (bars without them passed)."""
+    runs = [fake_result("tf", "cnn", 0, train_sps=1_000.0, infer_sps=40_000.0),
+            fake_result("tf", "cnn", 1, train_sps=3_000.0, infer_sps=60_000.0)]
+    plt = report._pyplot()
+    shown = []
+    monkeypatch.setattr(plt, "close", lambda fig: shown.append(fig))
+    report.plot_throughput(tmp_path / "throughput.png", runs, fake_context())
+    train_ax, infer_ax = shown[0].axes[:2]
+    for ax, mean, std in ((train_ax, 2_000.0, math.sqrt(2) * 1_000), (infer_ax, 50_000.0, math.sqrt(2) * 10_000)):
+        (bars,) = [c for c in ax.containers if hasattr(c, "errorbar")]  # the BarContainer (its ErrorbarContainer aside)
+        assert [b.get_height() for b in bars] == [mean]
+        assert bars.errorbar is not None, ax.get_title()
+        (segment,) = bars.errorbar.lines[2][0].get_segments()  # the vertical line from mean - std to mean + std
+        assert segment[:, 1] == pytest.approx([mean - std, mean + std], rel=1e-9)
+
+
+def test_curves_dashed_mlp_line_is_the_mean_over_seeds(tmp_path, monkeypatch):
+    """The dashed 'MLP final (mean)' line sits at the mean of the seeds' MLP final accuracies (96 % for
+    95 % and 97 %), each seed's own bar dotted; a max over seeds passed."""
+    runs = [fake_result("tf", "mlp", 0, ((50, 0.95),)), fake_result("tf", "mlp", 1, ((50, 0.97),))]
+    plt = report._pyplot()
+    shown = []
+    monkeypatch.setattr(plt, "close", lambda fig: shown.append(fig))
+    report.plot_curves(tmp_path / "curves.png", runs, fake_context())
+    lines = shown[0].axes[0].lines
+    dashed = [line.get_ydata()[0] for line in lines if line.get_linestyle() == "--"]
+    dotted = sorted(line.get_ydata()[0] for line in lines if line.get_linestyle() == ":")
+    assert dashed == [pytest.approx(96.0)] and dotted == [pytest.approx(95.0), pytest.approx(97.0)]
+
+
+# --- words in the table and report.md ---------------------------------------------------------------------
+
+def test_status_cell_counts_the_bad_seeds_among_several():
+    """'1/3 failed' collapsed to 'failed' (as if every seed had failed) passed."""
+    assert report.status_text({"statuses": ["failed"]}) == "failed"
+    assert report.status_text({"statuses": ["ok", "failed", "ok"]}) == "1/3 failed"
+    assert report.status_text({"statuses": ["diverged", "ok", "failed"]}) == "1/3 diverged, 1/3 failed"
+    runs = [fake_result("tf", "mlp", s, ((50, 0.95),)) for s in (0, 1, 2)]
+    runs[1] = fake_result("tf", "mlp", 1, points=(), status="failed", message="exit status -9")
+    assert report.table_cells(metrics.rows(runs)[0])[3] == "95.00 ± 0.00 % (1/3 failed)"
+
+
+def test_unknown_seeds_with_different_reasons_are_each_counted():
+    """With no known answer and two unknown seeds for different reasons, the cell showed the first reason
+    alone when the one-seed wording took any count (a surviving mutation)."""
+    runs = [fake_result("tf", "mlp", 0, ((50, 0.95),)),
+            fake_result("tf", "cnn", 0, points=(), status="failed", message="exit status -9"),  # its run ended early
+            fake_result("tf", "mlp", 1, points=(), status="failed", message="exit status -9"),  # its MLP ended early
+            fake_result("tf", "cnn", 1, ((50, 0.97),))]
+    row = next(r for r in metrics.rows(runs) if r["model"] == "cnn")
+    assert report.table_cells(row)[4:6] == ["– (1 ended early, 1 MLP ended early)", "–"]
+
+
+def test_per_seed_table_says_why_a_seed_is_unknown_and_its_seconds():
+    """report.md's per-seed table called a seed whose run or MLP ended early 'not within budget' when its
+    reason was dropped; its seconds are the curve's, to 0.1 s (12.34 s -> 12.3)."""
+    runs = [fake_result("tf", "mlp", 0, ((50, 0.95),)), fake_result("tf", "cnn", 0, ((50, 0.97),)),
+            fake_result("tf", "mlp", 1, ((50, 0.95),)),
+            fake_result("tf", "cnn", 1, points=(), status="failed", message="exit status -9"),
+            fake_result("tf", "mlp", 2, points=(), status="failed", message="exit status -9"),
+            fake_result("tf", "cnn", 2, ((50, 0.97),)),
+            fake_result("tf", "mlp", 3, ((50, 0.95),)), fake_result("tf", "cnn", 3, ((50, 0.90),))]
+    runs[1]["curve"][0]["seconds"] = 12.34
+    md = report.markdown(runs, fake_context())
+    assert "| tf | cnn | 0 | 50 | 12.3 |" in md
+    assert "| tf | cnn | 1 | ended early | – |" in md
+    assert "| tf | cnn | 2 | MLP ended early | – |" in md
+    assert "| tf | cnn | 3 | not within budget | – |" in md
+
+
+def test_small_mfu_keeps_two_decimals():
+    """An MFU of 0.04 % (a small model on a big GPU) must not print as 0.0 %; 0.1 % and above keep one
+    decimal."""
+    assert [report._mfu(x) for x in (0.0004, 0.00099, 0.001, 0.5)] == ["0.04", "0.10", "0.1", "50.0"]
+    rows = {(r["backend"], r["model"]): r for r in metrics.rows(four_runs(), {"tf": 5e14})}
+    assert report.table_cells(rows[("tf", "cnn")])[8] == "0.04 %"  # 25e6 FLOPs x 8,000 samples/s / 5e14
+
+
+def test_header_budget_in_epochs():
+    """100 steps of a 468-step epoch are 0.214 epochs (the inverse fraction, 4.68, passed)."""
+    ctx = fake_context()
+    assert "100 steps of 128 = 0.214 epochs," in report.header_lines(ctx)[1][1]
+    ctx["plan"].update(total_steps=936)
+    assert "936 steps of 128 = 2 epochs," in report.header_lines(ctx)[1][1]
+    ctx["plan"].update(total_steps=468)
+    assert "468 steps of 128 = 1 epoch," in report.header_lines(ctx)[1][1]
+    ctx["plan"].update(total_steps=469)  # rounds to 1: the plural went by the raw step counts ("1 epochs")
+    assert "469 steps of 128 = 1 epoch," in report.header_lines(ctx)[1][1]
+
+
+def test_warm_up_note_does_not_claim_one_count_for_runs_that_differed():
+    """'the first 10 steps of every run' was claimed when runs had warmed up for different step counts;
+    an unfinished run's count is not a finished run's figure and is not listed."""
+    runs = four_runs()
+    runs[3]["throughput"]["warmup_steps"] = 25
+    failed = fake_result("tf", "cnn", 1, points=(), status="failed")
+    failed["throughput"]["warmup_steps"] = 3
+    assert report.warmup_text(runs + [failed]) == "steps (10, 25 steps, by run)"
+    assert report.warmup_text(four_runs() + [failed]) == "10 steps of every run"
+
+
+def test_report_md_names_the_whole_comparisons_time_or_this_resumes():
+    """After --resume the closing time is that invocation's, not the whole comparison's (a swapped label passed)."""
+    assert "Whole comparison: 100 s; comparison started 2026-11-29T15:00:00." in report.markdown(four_runs(), fake_context())
+    md = report.markdown(four_runs(), fake_context(resumed=True))
+    assert "This --resume invocation: 100 s; comparison started 2026-11-29T15:00:00." in md
+    assert "Whole comparison" not in md
+
+
+def test_device_note_when_tf_has_the_gpu_and_torch_the_cpu():
+    """Only torch-on-the-GPU was tested; the note must name whichever backend sees the GPU."""
+    note = report.device_note(four_runs(), fake_context(devices={"tf": "NVIDIA H200", "torch": "cpu"}))
+    assert note is not None and note.startswith("tf sees NVIDIA H200; torch sees only the CPU: the speed columns")
