@@ -218,7 +218,8 @@ def make_plan(args: argparse.Namespace, parser: OneLineParser):
     for model in models:  # before any run is launched: each would refuse (--widths, memory) in its own process
         try:
             check_widths(model, args.dataset, args.widths, optimizer_slots(args.optimizer, args.momentum),
-                         args.batch_size, args.eval_batch_size)
+                         args.batch_size, args.eval_batch_size, precision=args.precision,
+                         train_limit=args.train_limit, val_fraction=args.val_fraction)
         except ConfigError as e:
             parser.error(str(e))
     if args.adam_impl != "keras" and "tf" in args.backends:

@@ -342,7 +342,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise ConfigError(f"--val-fraction must be below 1, got {cfg.val_fraction}")
     check_batch_split(cfg.batch_size, cfg.devices)
     check_widths(cfg.model, cfg.dataset, cfg.widths, optimizer_slots(cfg.optimizer, cfg.momentum),
-                 cfg.batch_size, cfg.eval_batch_size)
+                 cfg.batch_size, cfg.eval_batch_size, precision=cfg.precision, train_limit=cfg.train_limit,
+                 val_fraction=cfg.val_fraction)
     return cfg
 
 
@@ -353,15 +354,18 @@ def check_batch_split(batch_size: int, devices: int) -> None:
 
 
 def check_widths(model: str, dataset: str, widths, slots: int | None = 2, batch_size: int | None = None,
-                 eval_batch_size: int | None = None, memory: int | None = None, where: str = "this machine") -> None:
+                 eval_batch_size: int | None = None, memory: int | None = None, where: str = "this machine", *,
+                 precision: str = "32", train_limit: int | None = None, val_fraction: float = 0.0) -> None:
     """--widths that cannot build `model` on `dataset`'s images (too few, too many conv stages) is a bad flag
     (exit 2), found before anything is loaded or written; it surfaced as a ValueError (exit 1, bad data).
     So is a run that cannot fit in `memory` bytes (default: the host's; where there is a GPU, only the
     weights, which the host draws, and the backend checks the rest against the GPU): float32 weights,
     gradients and `slots` optimizer slots a parameter (Adam 2, SGD 1 with momentum, 0 without; None:
     weights only, no training), plus the activations a `batch_size` batch must hold at once to train and
-    an `eval_batch_size` batch to evaluate (data.arch.activation_floor). It failed late, in the framework:
-    a traceback (exit 1) or, in TensorFlow on a CPU, a segmentation fault with no result written."""
+    an `eval_batch_size` batch to evaluate (data.arch.activation_floor; 2 bytes a value in bf16, 4 in fp32;
+    a batch counted at most at the data it is cut from: the training set, `train_limit` of it, the test
+    split, or the `val_fraction` held out). It failed late, in the framework: a traceback (exit 1) or, in
+    TensorFlow on a CPU, a segmentation fault with no result written."""
     from .arch import activation_floor, build_layers, count_params
     spec = DATASETS[dataset]
     given = (f"--widths {','.join(map(str, widths))} for --model {model}" if widths else
@@ -384,28 +388,32 @@ def check_widths(model: str, dataset: str, widths, slots: int | None = 2, batch_
         raise ConfigError(f"{given}: {params:,} parameters need at least {need / 2**30:,.0f} GiB {what}; "
                           f"{where} has {have / 2**30:,.0f} GiB")
     train, infer = activation_floor(layers, spec.shape)
-    most = {"--batch-size": spec.train_size,  # no batch holds more than the data (your own files may hold more)
-            "--eval-batch-size": max(spec.train_size, spec.test_size)}  # the test split, or with --val-fraction train's
-    for flag, batch, state, per_sample, what in (
+    value = 2 if precision == "bf16" else 4  # bf16 runs hold their activations in bfloat16 (weights stay float32)
+    n_train = min(train_limit, spec.train_size) if train_limit and spec.train_size else spec.train_size
+    n_eval = max(1, int(round(n_train * val_fraction))) if val_fraction and n_train else spec.test_size
+    most = {"--batch-size": n_train, "--eval-batch-size": n_eval}  # no batch holds more than the data it is cut
+    for flag, batch, state, per_sample, what in (  # from (your own files may hold more: still a floor)
             ("--batch-size", batch_size if slots is not None else None, need, train, "to train"),
             ("--eval-batch-size", eval_batch_size, 4 * params, infer, "to evaluate")):
         if not batch:
             continue
         counted = min(batch, most[flag] or batch)
-        total = state + 4 * counted * per_sample
+        total = state + value * counted * per_sample
         if total > have:
             capped = f" (counted at the data's {counted:,})" if counted < batch else ""
             raise ConfigError(
-                f"{flag} {batch}{capped} with {given}: {what}, a batch's activations ({4 * per_sample:,} bytes a sample "
-                f"at the least) and the model's state need at least {total / 2**30:,.1f} GiB; {where} has "
+                f"{flag} {batch}{capped} with {given}: {what}, a batch's activations ({value * per_sample:,} bytes "
+                f"a sample at the least) and the model's state need at least {total / 2**30:,.1f} GiB; {where} has "
                 f"{have / 2**30:,.1f} GiB: lower {flag} or --widths")
 
 
 def check_memory(cfg: RunConfig, memory: int | None, where: str, devices: int = 1) -> None:
     """check_widths for a run once its backend knows the device: `memory` bytes on each of `devices`
-    (GPUs: each holds the whole state and its share of the batches; 1: the host holds them all)."""
+    (GPUs: each holds the whole state and its share of the training batch, and evaluates whole batches;
+    1: the host holds them all)."""
     check_widths(cfg.model, cfg.dataset, cfg.widths, optimizer_slots(cfg.optimizer, cfg.momentum),
-                 cfg.batch_size // devices, max(1, cfg.eval_batch_size // devices), memory=memory or 0, where=where)
+                 cfg.batch_size // devices, cfg.eval_batch_size, memory=memory or 0, where=where,
+                 precision=cfg.precision, train_limit=cfg.train_limit, val_fraction=cfg.val_fraction)
 
 
 def optimizer_slots(optimizer: str | None, momentum: float | None) -> int:
@@ -421,9 +429,11 @@ def accelerator_visible() -> bool:
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False
     try:
-        return any(Path("/proc/driver/nvidia/gpus").iterdir()) or Path("/dev/kfd").exists()
+        if any(Path("/proc/driver/nvidia/gpus").iterdir()):
+            return True
     except OSError:
-        return Path("/dev/kfd").exists()
+        pass
+    return Path("/dev/kfd").exists() or Path("/dev/dxg").exists()  # AMD ROCm; WSL2's GPU (no /proc/driver/nvidia)
 
 
 def host_memory() -> int | None:

@@ -564,6 +564,8 @@ def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False, out_of_mem
         write_json_atomic(cfg.json, rec.result)
     if code and not quiet:
         print(f"{rec.result['backend']}: {status}: {message}", file=sys.stderr)
+    elif status == "failed":  # a DDP rank > 0 out of memory: its exit makes Lightning end rank 0 too, so it says why
+        print(f"{rec.result['backend']} rank {process_rank()}: {status}: {message}", file=sys.stderr)
     return code
 
 
