@@ -26,8 +26,12 @@ def train(backend: str, *flags, timeout: float = 1800, env: dict | None = None, 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-        proc = subprocess.run([sys.executable, "-m", MODULES[backend], *map(str, flags), "--no-progress",
-                               "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+        try:
+            proc = subprocess.run([sys.executable, "-m", MODULES[backend], *map(str, flags), "--no-progress",
+                                   "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=env,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RunFailed(f"{backend} {' '.join(map(str, flags))} ran past {timeout:g} s and was stopped") from None
         result = json.loads(out.read_text()) if out.exists() else None
         if result is not None and result.get("status") in accept:
             return result
@@ -47,12 +51,14 @@ def results_file(path, doc: dict, prog: str):
         raise SystemExit(2)
     try:
         yield doc
-    except (RunFailed, KeyboardInterrupt) as e:
-        doc.update(complete=False, stopped=str(e) if isinstance(e, RunFailed) else "interrupted (Ctrl-C)")
+    except BaseException as e:  # a bug in the script too: its traceback follows, the figures are kept first
+        stopped = {RunFailed: str(e), KeyboardInterrupt: "interrupted (Ctrl-C)"}.get(type(e), f"{type(e).__name__}: {e}")
+        doc.update(complete=False, stopped=stopped)
         write_json(path, doc)
-        print(f"{prog}: stopped: {doc['stopped']}; what was measured before is in {path} (complete: false)",
-              file=sys.stderr)
-        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 1) from None
+        print(f"{prog}: stopped: {stopped}; what was measured before is in {path} (complete: false)", file=sys.stderr)
+        if isinstance(e, (RunFailed, KeyboardInterrupt)):
+            raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 1) from None
+        raise
     doc.update(complete=True)
     write_json(path, doc)
 
@@ -72,8 +78,11 @@ def peak(backend: str, precision: str = "32", n_cpu: int = 1024, n_gpu: int = 81
         jobs, out = Path(tmp) / "jobs.json", Path(tmp) / "peak.json"
         write_json_atomic(jobs, {"threads": threads, "deterministic": False, "jobs": [
             {"op": "peak", "precision": precision, "n_cpu": n_cpu, "n_gpu": n_gpu, "out": str(out)}]})
-        proc = subprocess.run([sys.executable, "-m", f"{MODULES[backend]}.jobs", str(jobs)], capture_output=True,
-                              text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600)
+        try:
+            proc = subprocess.run([sys.executable, "-m", f"{MODULES[backend]}.jobs", str(jobs)], capture_output=True,
+                                  text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600)
+        except subprocess.TimeoutExpired:
+            raise RunFailed(f"{backend} peak ({precision}) ran past 600 s and was stopped") from None
         if proc.returncode != 0 or not out.exists():
             raise RunFailed(f"{backend} peak ({precision}) exited {proc.returncode}: {proc.stderr[-800:]}")
         return json.loads(out.read_text())

@@ -204,6 +204,29 @@ def test_a_failed_run_or_ctrl_c_keeps_what_was_measured(tmp_path, monkeypatch, c
     assert capsys.readouterr().err.strip().endswith(f"is in {out} (complete: false)")
 
 
+def test_a_timed_out_run_or_a_bug_in_the_script_keeps_what_was_measured(tmp_path, monkeypatch, capsys):
+    """From a review: a child past its timeout (subprocess.TimeoutExpired) and any error inside a script were
+    neither a failed run nor a Ctrl-C, so they gave a traceback and no JSON."""
+    import subprocess as sp
+    from benchmarks import overhead
+    monkeypatch.setattr(common.subprocess, "run", lambda *a, **kw: (_ for _ in ()).throw(sp.TimeoutExpired(a[0], 5)))
+    with pytest.raises(common.RunFailed, match="ran past 5 s and was stopped"):
+        common.train("torch", "--steps", "1", timeout=5)
+
+    def buggy(*flags, **kw):
+        if len(CALLS) == 3:
+            raise KeyError("throughput")
+        return fake_train(*flags, **kw)
+    monkeypatch.setattr(overhead, "train", buggy)
+    CALLS.clear()
+    out = tmp_path / "o.json"
+    with pytest.raises(KeyError):  # a bug keeps its traceback, after the figures are written
+        overhead.main(["--repeats", "2", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is False and doc["stopped"] == "KeyError: 'throughput'"
+    assert doc["results"][0]["a_samples_per_s"] == pytest.approx([1.6 * 1100.0, 3 * 1.6 * 1100.0])
+
+
 def test_a_json_path_naming_a_folder_is_refused_before_any_run(tmp_path, monkeypatch, capsys):
     from benchmarks import overhead
     monkeypatch.setattr(overhead, "train", fake_train)
