@@ -73,7 +73,7 @@ def beat_text(row: dict) -> tuple:
         return "– (reference)", "–"
     unknown = row.get("beat_unknown", 0)  # seeds whose run, or whose MLP, ended early before a beat
     why = row.get("beat_unknown_why") or ["ended early"] * unknown
-    early = ", ".join(f"{why.count(w)} {w}" for w in dict.fromkeys(why))
+    early = ", ".join(f"{why.count(w)} {unknown_words(w)}" for w in dict.fromkeys(why))
     if row["beat_of"] == 0:
         if not unknown:
             return "no MLP run", "–"
@@ -399,7 +399,8 @@ def markdown(results: list, context: dict) -> str:
         for backend, s in summary.items():
             for model, m in s["models"].items():
                 for seed, v in m["per_seed"].items():
-                    steps = v["steps"] if v["steps"] is not None else v.get("unknown") or "not within budget"
+                    steps = (v["steps"] if v["steps"] is not None else
+                             unknown_words(v["unknown"]) if v.get("unknown") else "not within budget")
                     secs = f"{v['seconds']:.1f}" if v["seconds"] is not None else "–"
                     lines.append(f"| {backend} | {model} | {seed} | {steps} | {secs} |")
         lines.append("")

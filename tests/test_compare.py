@@ -188,10 +188,10 @@ def test_a_cnn_that_ended_early_is_not_called_not_within_budget():
     runs = [mlp, fake_result("tf", "cnn", 0, ((50, 0.90),)),  # seed 0 finished without a beat
             fake_result("tf", "mlp", 1, ((50, 0.95),)), dict(failed, config={"seed": 1})]
     row = next(r for r in metrics.rows(runs) if r["model"] == "cnn")
-    assert report.table_cells(row)[4] == "not within budget (1 ended early)"
+    assert report.table_cells(row)[4] == "not within budget (1 run ended early)"
     runs[1] = fake_result("tf", "cnn", 0, ((50, 0.97),))
     row = next(r for r in metrics.rows(runs) if r["model"] == "cnn")
-    assert report.table_cells(row)[4] == "50 (1/2 seeds, 1 ended early)"
+    assert report.table_cells(row)[4] == "50 (1/2 seeds, 1 run ended early)"
 
 
 def test_runs_that_ended_early_are_unknown_not_never_and_not_averaged_in(tmp_path, monkeypatch):
@@ -600,7 +600,7 @@ def test_unknown_seeds_with_different_reasons_are_each_counted():
             fake_result("tf", "mlp", 1, points=(), status="failed", message="exit status -9"),  # its MLP ended early
             fake_result("tf", "cnn", 1, ((50, 0.97),))]
     row = next(r for r in metrics.rows(runs) if r["model"] == "cnn")
-    assert report.table_cells(row)[4:6] == ["– (1 ended early, 1 MLP ended early)", "–"]
+    assert report.table_cells(row)[4:6] == ["– (1 run ended early, 1 MLP ended early)", "–"]
 
 
 def test_per_seed_table_says_why_a_seed_is_unknown_and_its_seconds():
@@ -615,7 +615,7 @@ def test_per_seed_table_says_why_a_seed_is_unknown_and_its_seconds():
     runs[1]["curve"][0]["seconds"] = 12.34
     md = report.markdown(runs, fake_context())
     assert "| tf | cnn | 0 | 50 | 12.3 |" in md
-    assert "| tf | cnn | 1 | ended early | – |" in md
+    assert "| tf | cnn | 1 | run ended early | – |" in md
     assert "| tf | cnn | 2 | MLP ended early | – |" in md
     assert "| tf | cnn | 3 | not within budget | – |" in md
 
