@@ -353,8 +353,10 @@ def _finite(obj):
 
 
 def warmup_text(results: list) -> str:
-    """'25 steps of every run' (runs since the warm-up was recorded), else 'steps'."""
-    counts = {(r.get("throughput") or {}).get("warmup_steps") for r in results if r.get("status") in metrics.FINISHED}
+    """'25 steps of every run' (runs since the warm-up was recorded), else 'steps'. The runs whose warm-up
+    seconds the table averages: finished, with timed steps after the warm-up (metrics.rows)."""
+    counts = {(r.get("throughput") or {}).get("warmup_steps") for r in results
+              if r.get("status") in metrics.FINISHED and (r.get("throughput") or {}).get("timed_steps")}
     counts.discard(None)
     if len(counts) == 1:
         return f"{counts.pop()} steps of every run"

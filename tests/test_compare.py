@@ -649,6 +649,9 @@ def test_warm_up_note_does_not_claim_one_count_for_runs_that_differed():
     failed["throughput"]["warmup_steps"] = 3
     assert report.warmup_text(runs + [failed]) == "steps (10, 25 steps, by run)"
     assert report.warmup_text(four_runs() + [failed]) == "10 steps of every run"
+    early = fake_result("tf", "cnn", 2, status="diverged")  # diverged inside its warm-up: no timed steps, and
+    early["throughput"] = dict(early["throughput"], warmup_steps=4, timed_steps=0)  # its seconds are not averaged
+    assert report.warmup_text(four_runs() + [early]) == "10 steps of every run"
 
 
 def test_report_md_names_the_whole_comparisons_time_or_this_resumes():
