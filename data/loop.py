@@ -533,8 +533,8 @@ def run_chunks(cfg: RunConfig, rec: Recorder, stream, train_chunk, evaluate, sav
 def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False, out_of_memory=None) -> int:
     """Run `body()`, turn divergence, interruption and running out of memory into a RunResult status, write
     the JSON (atomically) whatever happened, and return the exit code. Ctrl-C and SIGTERM stop the loop at
-    its next step (STOP). `quiet`: no status line (DDP ranks > 0). `out_of_memory(exception)`: the backend's
-    test for its framework's allocation failures (a MemoryError always is one)."""
+    its next step (STOP). `quiet` (DDP ranks > 0): a status line only for a failure. `out_of_memory(e)`:
+    the backend's test for its framework's allocation failures (a MemoryError always is one)."""
     from .contract import EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, write_json_atomic
     status, message, code = "ok", "", EXIT_OK
     try:
