@@ -239,7 +239,8 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help=f"LR schedule in steps (default: {d.schedule})")
     p.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps, help="linear LR warm-up steps (default: 0)")
-    p.add_argument("--decay-steps", type=_positive_int, help="cosine: length (default: rest of run); exponential/step: period")
+    p.add_argument("--decay-steps", type=_positive_int,
+                   help="cosine: length (default: rest of run); exponential/step: period (default: 1000)")
     p.add_argument("--decay-rate", type=_positive_float, default=d.decay_rate, help=f"(default: {d.decay_rate})")
     p.add_argument("--eval-every", type=_nonneg_int,
                    help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every}, or only at "
