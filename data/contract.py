@@ -342,9 +342,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if cfg.val_fraction and not cfg.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be below 1, got {cfg.val_fraction}")
     check_batch_split(cfg.batch_size, cfg.devices)
-    check_widths(cfg.model, cfg.dataset, cfg.widths, optimizer_slots(cfg.optimizer, cfg.momentum),
-                 cfg.batch_size, cfg.eval_batch_size, precision=cfg.precision, train_limit=cfg.train_limit,
-                 val_fraction=cfg.val_fraction)
+    check_memory(cfg)
     return cfg
 
 
@@ -391,7 +389,8 @@ def check_widths(model: str, dataset: str, widths, slots: int | None = 2, batch_
     train, infer = activation_floor(layers, spec.shape)
     value = 2 if precision == "bf16" else 4  # bf16 runs hold their activations in bfloat16 (weights stay float32)
     n_train = min(train_limit, spec.train_size) if train_limit and spec.train_size else spec.train_size
-    n_eval = max(1, int(round(n_train * val_fraction))) if val_fraction and n_train else spec.test_size
+    n_eval = (max(1, int(round(n_train * val_fraction)))  # data.stream.held_out_count's rounding, without its
+              if val_fraction and n_train else spec.test_size)  # errors: a bad split is refused when it is cut
     most = {"--batch-size": n_train, "--eval-batch-size": n_eval}  # no batch holds more than the data it is cut
     for flag, batch, state, per_sample, what in (  # from (your own files may hold more: still a floor)
             ("--batch-size", batch_size if slots is not None else None, need, train, "to train"),
@@ -408,12 +407,13 @@ def check_widths(model: str, dataset: str, widths, slots: int | None = 2, batch_
                 f"{have / 2**30:,.1f} GiB: lower {flag} or --widths")
 
 
-def check_memory(cfg: RunConfig, memory: int | None, where: str, devices: int = 1) -> None:
-    """check_widths for a run once its backend knows the device: `memory` bytes on each of `devices`
-    (GPUs: each holds the whole state and its share of the training batch, and evaluates whole batches;
-    1: the host holds them all)."""
+def check_memory(cfg: RunConfig, memory: int | None = None, where: str = "this machine", devices: int = 1) -> None:
+    """check_widths for a run's flags. At parse time `memory` is None (check_widths' default: the host's).
+    Once a backend knows the device it trains on, it passes that device's `memory` bytes, on each of
+    `devices` (GPUs: each holds the whole state and its share of the training batch, and evaluates whole
+    batches; 1: the host holds them all)."""
     check_widths(cfg.model, cfg.dataset, cfg.widths, optimizer_slots(cfg.optimizer, cfg.momentum),
-                 cfg.batch_size // devices, cfg.eval_batch_size, memory=memory or 0, where=where,
+                 cfg.batch_size // devices, cfg.eval_batch_size, memory=memory, where=where,
                  precision=cfg.precision, train_limit=cfg.train_limit, val_fraction=cfg.val_fraction)
 
 

@@ -118,9 +118,8 @@ def test_batches_are_refused_only_beyond_what_their_activations_need(monkeypatch
 def test_batches_are_counted_at_most_at_the_data_they_are_cut_from_and_at_2_bytes_in_bf16(monkeypatch):
     """From a review of the floor: evaluation batches were counted at up to the training set's 60,000 where
     MNIST's test split has 10,000 (evaluation slices it), refusing runs that fit; bf16 activations were
-    counted at 4 bytes (TF's mixed_bfloat16 and torch's autocast hold them in 2: measured here, a bf16
-    evaluation of 300 samples at widths 1024,16,16 peaked at 697 MB (TF) and 1,063 MB (torch) against a
-    4-byte floor of 1,204 MB)."""
+    counted at 4 bytes, though TF's mixed_bfloat16 and torch's autocast compute the conv and dense outputs in
+    bfloat16, 2 bytes a value (a review's probe put a bf16 evaluation's peak below that 4-byte floor)."""
     from data import arch, contract
     layers = arch.build_layers("cnn", (28, 28, 1), 10)
     params, (train, infer) = arch.count_params(layers), arch.activation_floor(layers, (28, 28, 1))
@@ -987,8 +986,9 @@ print("cublas:", os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
 CPU_BUILD_ON_A_GPU_MACHINE = """
 import sys
 from data.contract import ConfigError, RunConfig
+import data.contract
 train = __import__(sys.argv[1] + ".train", fromlist=["configure"])
-train.accelerator_visible = lambda: True  # the parser then checked the weights alone
+data.contract.accelerator_visible = lambda: True  # a GPU machine: the parser checked the weights alone
 try:
     train.configure(RunConfig(model="cnn", widths=(4096, 64, 128), batch_size=60000))
 except ConfigError as e:

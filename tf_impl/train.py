@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import (ConfigError, RunConfig, accelerator_visible, check_memory, host_memory, lr_table,
-                           new_result, versions)
+from data.contract import ConfigError, RunConfig, check_memory, host_memory, lr_table, new_result, versions
 from data.loop import (STOP, Recorder, checkpoint_paths, commit_checkpoint, done_line, execute, finished_runs_exit_cleanly,
                        prepare, progress, resume_from, run_chunks)
 from data.tensorboard import EventWriter, run_dir
@@ -36,8 +35,8 @@ def configure(cfg: RunConfig):
     n = cfg.resolved_threads()
     tf.config.threading.set_intra_op_parallelism_threads(n)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
-    if accelerator_visible() and not tf.config.list_physical_devices("GPU"):  # a CPU build on a GPU machine: the
-        check_memory(cfg, host_memory(), "this machine")  # parser checked the weights alone; TF segfaults on a CPU OOM
+    if not tf.config.list_physical_devices("GPU"):  # the memory floor against the host it trains on (the parser
+        check_memory(cfg, host_memory())  # checked only the weights where a GPU is visible); TF segfaults on a CPU OOM
     keras.utils.set_random_seed(cfg.seed)  # --seed seeds everything (native init, dropout masks) in every run
     if cfg.precision == "32":  # fp32 means IEEE fp32 on GPUs too (TensorFlow defaults to TF32 there), as in torch_impl
         tf.config.experimental.enable_tensor_float_32_execution(False)

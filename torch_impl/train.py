@@ -26,8 +26,7 @@ from dataclasses import replace
 import numpy as np
 
 from data import arch, weights as neutral
-from data.contract import (ConfigError, RunConfig, accelerator_visible, check_memory, host_memory, new_result,
-                           versions)
+from data.contract import ConfigError, RunConfig, check_memory, host_memory, new_result, versions
 from data.loop import (STOP, Recorder, boundaries, checkpoint_paths, commit_checkpoint, done_line, execute,
                        Stopped, finished_runs_exit_cleanly, on_eval_grid, prepare, process_rank, progress, resume_from,
                        run_chunks, stop_here)
@@ -41,11 +40,11 @@ def configure(cfg: RunConfig):
     import torch
     if torch.cuda.is_available() and cfg.devices > torch.cuda.device_count():  # Lightning refused it in a traceback
         raise ConfigError(f"--devices {cfg.devices}: only {torch.cuda.device_count()} GPU(s) visible to torch")
-    if torch.cuda.is_available():  # the activations and the optimizer's state live there, not in host memory
-        gpu = torch.cuda.get_device_properties(0)
+    if torch.cuda.is_available():  # the memory floor against the device it trains on (the parser checked only
+        gpu = torch.cuda.get_device_properties(0)  # the weights where a GPU is visible, even to a CPU build)
         check_memory(cfg, gpu.total_memory, f"GPU 0 ({gpu.name})", devices=cfg.devices)
-    elif accelerator_visible():  # a CPU build on a GPU machine: the parser checked the weights alone
-        check_memory(cfg, host_memory(), "this machine")
+    else:
+        check_memory(cfg, host_memory())
     n = cfg.resolved_threads()
     if cfg.devices > 1 and not torch.cuda.is_available():
         n = max(1, n // cfg.devices)  # DDP on CPU: the ranks share the cores
