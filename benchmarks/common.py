@@ -26,19 +26,24 @@ def train(backend: str, *flags, timeout: float = 1800, env: dict | None = None, 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-        try:
-            proc = subprocess.run([sys.executable, "-m", MODULES[backend], *map(str, flags), "--no-progress",
-                                   "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=env,
-                                  timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise RunFailed(f"{backend} {' '.join(map(str, flags))} ran past {timeout:g} s and was stopped") from None
+        what = f"{backend} {' '.join(map(str, flags))}"
+        proc = _child([MODULES[backend], *map(str, flags), "--no-progress", "--json", str(out)], what, timeout, env)
         result = json.loads(out.read_text()) if out.exists() else None
         if result is not None and result.get("status") in accept:
             return result
         if proc.returncode in (130, -2):
             raise KeyboardInterrupt
         tail = (result or {}).get("message") or proc.stderr.strip()[-800:]
-        raise RunFailed(f"{backend} {' '.join(map(str, flags))} exited {proc.returncode}: {tail}")
+        raise RunFailed(f"{what} exited {proc.returncode}: {tail}")
+
+
+def _child(module_args: list, what: str, timeout: float, env: dict) -> subprocess.CompletedProcess:
+    """`python -m module_args...` from the project root; past `timeout` it is stopped and RunFailed says so."""
+    try:
+        return subprocess.run([sys.executable, "-m", *module_args], capture_output=True, text=True, cwd=ROOT,
+                              env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RunFailed(f"{what} ran past {timeout:g} s and was stopped") from None
 
 
 @contextmanager
@@ -51,14 +56,15 @@ def results_file(path, doc: dict, prog: str):
         raise SystemExit(2)
     try:
         yield doc
-    except BaseException as e:  # a bug in the script too: its traceback follows, the figures are kept first
-        stopped = {RunFailed: str(e), KeyboardInterrupt: "interrupted (Ctrl-C)"}.get(type(e), f"{type(e).__name__}: {e}")
+    except BaseException as e:  # a bug in the script too: the figures are kept first, then its traceback
+        ctrl_c, failed = isinstance(e, KeyboardInterrupt), isinstance(e, RunFailed)
+        stopped = "interrupted (Ctrl-C)" if ctrl_c else str(e) if failed else f"{type(e).__name__}: {e}"
         doc.update(complete=False, stopped=stopped)
         write_json(path, doc)
         print(f"{prog}: stopped: {stopped}; what was measured before is in {path} (complete: false)", file=sys.stderr)
-        if isinstance(e, (RunFailed, KeyboardInterrupt)):
-            raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 1) from None
-        raise
+        if not (ctrl_c or failed):
+            raise
+        raise SystemExit(130 if ctrl_c else 1) from None
     doc.update(complete=True)
     write_json(path, doc)
 
@@ -78,11 +84,8 @@ def peak(backend: str, precision: str = "32", n_cpu: int = 1024, n_gpu: int = 81
         jobs, out = Path(tmp) / "jobs.json", Path(tmp) / "peak.json"
         write_json_atomic(jobs, {"threads": threads, "deterministic": False, "jobs": [
             {"op": "peak", "precision": precision, "n_cpu": n_cpu, "n_gpu": n_gpu, "out": str(out)}]})
-        try:
-            proc = subprocess.run([sys.executable, "-m", f"{MODULES[backend]}.jobs", str(jobs)], capture_output=True,
-                                  text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=600)
-        except subprocess.TimeoutExpired:
-            raise RunFailed(f"{backend} peak ({precision}) ran past 600 s and was stopped") from None
+        proc = _child([f"{MODULES[backend]}.jobs", str(jobs)], f"{backend} peak ({precision})", 600,
+                      dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         if proc.returncode != 0 or not out.exists():
             raise RunFailed(f"{backend} peak ({precision}) exited {proc.returncode}: {proc.stderr[-800:]}")
         return json.loads(out.read_text())
