@@ -670,6 +670,32 @@ def test_lightning_checkpoints_a_last_step_off_the_evaluation_grid(tmp_path):
     assert again.returncode == 0 and "holds its finished result" in again.stdout, again.stdout[-1500:] + again.stderr[-1500:]
 
 
+def test_a_lightning_training_checkpoint_loads_with_lightnings_own_loader(tmp_path):
+    """`LitClassifier.load_from_checkpoint(path)`, no other argument, on a checkpoint the training wrote: the
+    module it rebuilds holds the run's final weights (its logits are those of the --save-weights file loaded
+    into a fresh backbone, to float32 rounding: the same weights, the same framework), and its hparams the
+    architecture and the run's settings. Without hyper-parameters in the checkpoint, the loader raised a
+    TypeError for the four missing arguments."""
+    ckpt = tmp_path / "ckpt"
+    run_module("torch_impl", *SMALL, "--model", "cnn", "--widths", "8,16,32", "--lr", "0.002", "--steps", "20",
+               "--eval-every", "10", "--checkpoint-dir", ckpt, "--checkpoint-every", "10",
+               "--save-weights", tmp_path / "w.npz", check=True, timeout=300)
+    np.savez(tmp_path / "x.npz", images=np.random.default_rng(0).random((16, 28, 28, 1), dtype=np.float32))
+    base = dict(model="cnn", input_shape=[28, 28, 1], num_classes=10, widths=[8, 16, 32], inputs=str(tmp_path / "x.npz"))
+    (tmp_path / "jobs.json").write_text(json.dumps({"jobs": [
+        dict(base, op="saved_logits", src=str(ckpt / "step-0000020.ckpt"), out=str(tmp_path / "loaded.npz"),
+             hparams=str(tmp_path / "hparams.json")),
+        dict(base, op="logits", weights=str(tmp_path / "w.npz"), out=str(tmp_path / "saved.npz"))]}))
+    run_module("torch_impl.jobs", tmp_path / "jobs.json", check=True, timeout=300)
+    loaded, saved = (np.load(tmp_path / f"{name}.npz")["logits"] for name in ("loaded", "saved"))
+    assert loaded.shape == (16, 10) and np.abs(loaded - saved).max() <= 1e-6
+    hp = json.loads((tmp_path / "hparams.json").read_text())
+    assert {k: hp[k] for k in ("model", "input_shape", "num_classes", "widths", "dropout", "total_steps")} == {
+        "model": "cnn", "input_shape": [28, 28, 1], "num_classes": 10, "widths": [8, 16, 32], "dropout": 0.0,
+        "total_steps": 20}
+    assert hp["config"] == {**hp["config"], "lr": 0.002, "steps": 20, "train_limit": 2048, "batch_size": 32}
+
+
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
 def test_checkpoints_of_another_run_are_refused_and_kept(tmp_path, backend, loop):
     """A new run in a folder of checkpoints deleted its own (the newest two by name were kept) and a

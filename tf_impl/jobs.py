@@ -41,6 +41,14 @@ def op_logits(job):
     np.savez(job["out"], logits=np.asarray(model(images, training=False)))
 
 
+def op_saved_logits(job):
+    """A .keras file loaded as a Keras user would, `keras.models.load_model(path)` and nothing else: its
+    logits on the inputs."""
+    import keras
+    model = keras.models.load_model(job["src"])
+    np.savez(job["out"], logits=np.asarray(model(np.load(job["inputs"])["images"], training=False)))
+
+
 def op_dropout(job):
     """The model's first Dropout layer in training mode on ones (4096, 128): share of zeros, kept values."""
     import keras

@@ -50,6 +50,19 @@ def op_logits(job):
     np.savez(job["out"], logits=logits.numpy())
 
 
+def op_saved_logits(job):
+    """A .ckpt loaded as a Lightning user would, `LitClassifier.load_from_checkpoint(path)` and nothing
+    else: its logits on the inputs, and the hyper-parameters it rebuilt itself from (JSON)."""
+    import torch
+
+    from .module import LitClassifier
+    model = LitClassifier.load_from_checkpoint(job["src"], map_location="cpu").eval()
+    with torch.no_grad():
+        logits = model(_nchw(np.load(job["inputs"])["images"]))
+    np.savez(job["out"], logits=logits.numpy())
+    write_json_atomic(job["hparams"], dict(model.hparams))
+
+
 def op_dropout(job):
     """The model's first Dropout layer in training mode on ones (4096, 128): share of zeros, kept values."""
     import torch
@@ -91,7 +104,7 @@ def op_import(job):
     if str(job["out"]).lower().endswith(".ckpt"):  # convert reads extensions case-blind
         state = {"state_dict": {f"backbone.{k}": v for k, v in model.state_dict().items()},
                  "pytorch-lightning_version": lightning.__version__, "global_step": 0, "epoch": 0,
-                 "klc_model": {k: job.get(k) for k in ("model", "input_shape", "num_classes", "widths")}}
+                 "hyper_parameters": {**model.description, "config": None, "total_steps": 1}}  # load_from_checkpoint's
     else:
         state = model.state_dict()
     torch.save(state, job["out"])

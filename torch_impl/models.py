@@ -44,6 +44,9 @@ class Backbone(nn.Module):
     def __init__(self, name: str, input_shape: tuple, num_classes: int, widths=None, dropout: float = 0.0):
         super().__init__()
         self.spec = build_layers(name, input_shape, num_classes, widths, dropout)
+        # what rebuilds it: LitClassifier's hyper-parameters, stored in every .ckpt (plain types: weights_only loads)
+        self.description = {"model": name, "input_shape": [int(d) for d in input_shape], "num_classes": int(num_classes),
+                            "widths": [int(w) for w in widths] if widths else None, "dropout": float(dropout)}
         mods = []
         for i, layer in enumerate(self.spec):
             if layer.kind == "conv":

@@ -6,6 +6,14 @@ k): Lightning's per-batch machinery then runs once per k steps. k = 1 is the tex
 Validation runs on the evaluation split with torchmetrics accuracy and mean loss;
 configure_optimizers gives Keras-semantics Adam or SGD and a schedule that training_step steps once
 per optimizer step (its checkpoint state travels with the optimizer's).
+
+Every .ckpt this project writes (training checkpoints, `compare convert --to x.ckpt`) holds the
+module's hyper-parameters, so Lightning's own loader rebuilds it with no arguments:
+
+    model = LitClassifier.load_from_checkpoint("x.ckpt").eval()
+    logits = model(images)  # (B, C, H, W) float32 in [0, 1] (data.stream.normalize), as trained
+
+`model.hparams` holds the architecture and, for a training checkpoint, the run's settings (`config`).
 """
 from __future__ import annotations
 
@@ -16,13 +24,26 @@ import torchmetrics
 
 from data.contract import RunConfig
 
+from .models import build_model
 from .optim import make_optimizer
 
 
 class LitClassifier(L.LightningModule):
-    def __init__(self, backbone: torch.nn.Module, cfg: RunConfig, total_steps: int, num_classes: int):
+    def __init__(self, model: str, input_shape: list, num_classes: int, widths: list | None = None,
+                 dropout: float = 0.0, config: dict | None = None, total_steps: int = 1,
+                 backbone: torch.nn.Module | None = None):
+        """The architecture (models.Backbone.description), the run's settings (RunConfig.to_dict(); None:
+        the defaults) and budget, which drive configure_optimizers, and optionally the Backbone already
+        built (training passes its own, initial weights loaded). All but the backbone are saved as
+        hyper-parameters, in plain types, so a weights_only load rebuilds the module."""
         super().__init__()
-        self.backbone, self.cfg, self.total_steps = backbone, cfg, total_steps
+        self.save_hyperparameters(ignore=["backbone"])
+        if backbone is None:
+            backbone = build_model(model, tuple(input_shape), num_classes, widths, dropout)
+        if config is None:
+            config = {"model": model, "widths": widths, "dropout": dropout}
+        self.backbone, self.total_steps = backbone, total_steps
+        self.cfg = RunConfig(**{k: tuple(v) if k == "widths" and v else v for k, v in config.items()})
         self.test_acc = torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_loss = torchmetrics.MeanMetric(nan_strategy="disable")  # a NaN loss stays NaN, as in Keras's Mean (the default drops it)
         self.result_state = None  # the run's losses/curve so far, carried in checkpoints
@@ -67,4 +88,5 @@ class LitClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         from .train import set_rng_state
         self.loaded_result = checkpoint.get("klc_result")
-        set_rng_state(torch, checkpoint.get("klc_rng"))
+        if self._trainer is not None:  # a resume: the run's generators; load_from_checkpoint leaves the caller's alone
+            set_rng_state(torch, checkpoint.get("klc_rng"))

@@ -243,7 +243,7 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
     from .datamodule import StreamDataModule
     from .module import LitClassifier
     cfg, torch = r.cfg, r.torch
-    module = LitClassifier(r.model, cfg, r.total, r.model.spec[-1].units)
+    module = LitClassifier(**r.model.description, config=cfg.to_dict(), total_steps=r.total, backbone=r.model)
     module.result_state = rec.state
     k = rec.block  # steps_per_block(cfg, total), decided by the Recorder: its warm-up is whole blocks
     dm = (StreamDataModule if cfg.devices == 1 else sharded_datamodule())(r.stream, r.total, cfg.eval_batch_size,
