@@ -54,12 +54,17 @@ def plan(src, dst) -> list:
     return steps
 
 
-def _run_jobs(backend: str, job: dict, work: Path, threads: int) -> None:
+def _run_jobs(backend: str, job: dict, work: Path, threads: int, debug: bool = False) -> None:
+    """One job in the backend's job runner. A failure is a ConvertError with the child's last stderr lines,
+    or with `debug` its whole stderr (the child then shows its traceback too)."""
     spec = work / f"jobs-{backend}-{job['op']}.json"
     spec.write_text(json.dumps({"threads": threads, "deterministic": False, "jobs": [job]}))
-    proc = subprocess.run([sys.executable, "-m", f"{backend}_impl.jobs", str(spec)], capture_output=True,
-                          text=True, env=child_env())
+    proc = subprocess.run([sys.executable, "-m", f"{backend}_impl.jobs", str(spec), *(["--debug"] if debug else [])],
+                          capture_output=True, text=True, env=child_env())
     if proc.returncode != 0:
+        if debug:
+            raise ConvertError(f"python -m {backend}_impl.jobs ({job['op']}) failed with exit status "
+                               f"{proc.returncode}; its stderr:\n{proc.stderr}")
         tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-STDERR_TAIL_LINES:]
         raise ConvertError(f"python -m {backend}_impl.jobs ({job['op']}) failed with exit status "
                            f"{proc.returncode}: {' / '.join(tail) or 'no message'}")
@@ -75,7 +80,7 @@ def _check(path: Path, src: Path, layers: list, model: str, dataset: str) -> Non
                            f"and --widths") from None
 
 
-def convert(model: str, dataset: str, src, dst, widths=None, threads: int = 0, log=print) -> Path:
+def convert(model: str, dataset: str, src, dst, widths=None, threads: int = 0, log=print, debug: bool = False) -> Path:
     """Convert weights file `src` to `dst` (kinds by extension). `dst` appears only when complete."""
     src, dst = Path(src), Path(dst)
     check_widths(model, dataset, widths, slots=None)  # a bad flag (exit 2), not a ValueError (exit 1); no training
@@ -98,7 +103,8 @@ def convert(model: str, dataset: str, src, dst, widths=None, threads: int = 0, l
         else:
             backend = kind_of(src)
             log(f"convert | {backend}: {src} -> neutral weights")
-            _run_jobs(backend, dict(shape, op="export", src=str(src.resolve()), out=str(weights_file)), work, threads)
+            _run_jobs(backend, dict(shape, op="export", src=str(src.resolve()), out=str(weights_file)), work, threads,
+                      debug)
             _check(weights_file, src, layers, model, dataset)
         # the target is written under a temporary name beside it (same suffix: the writers key on it), then renamed
         partial = dst.with_name(f".{dst.stem}.partial-{os.getpid()}{dst.suffix}")
@@ -109,7 +115,7 @@ def convert(model: str, dataset: str, src, dst, widths=None, threads: int = 0, l
                 backend = kind_of(dst)
                 log(f"convert | {backend}: neutral weights -> {dst}")
                 _run_jobs(backend, dict(shape, op="import", weights=str(weights_file), out=str(partial.resolve())),
-                          work, threads)
+                          work, threads, debug)
             os.replace(partial, dst)
         finally:
             if partial.exists():
@@ -133,7 +139,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--to", dest="dst", required=True, type=user_path, metavar="FILE", help="target: .keras, .ckpt, .pt or .npz")
     p.add_argument("--widths", type=parse_widths, help="non-default widths the model was built with, e.g. 32,64,128")
     p.add_argument("--threads", type=int, default=0, help="threads for each framework, 0 = all cores (default: 0)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", help="show tracebacks, the job runners' too")
     return p
 
 
@@ -146,10 +152,14 @@ def main(argv) -> int:
         except ConfigError as e:
             parser.error(f"{flag}: {e}")
     try:
-        convert(args.model, args.dataset, args.src, args.dst, args.widths, args.threads)
+        convert(args.model, args.dataset, args.src, args.dst, args.widths, args.threads, debug=args.debug)
     except ConfigError as e:
+        if args.debug:
+            raise
         parser.error(str(e))
     except (ConvertError, DataError) as e:
+        if args.debug:
+            raise
         print(f"python -m compare convert: error: {e}", file=sys.stderr)
         return 1
     return 0

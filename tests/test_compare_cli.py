@@ -216,7 +216,8 @@ CKPT_KEYS = "import sys, torch; print(sorted(torch.load(sys.argv[1], weights_onl
 
 def test_convert_reads_raw_loop_checkpoints_and_says_when_weights_do_not_fit(tmp_path):
     """The raw loop's step-N.pt keeps its weights under "model": convert failed on it with a list of missing
-    keys. A torch file of another model gave the tail of a traceback; a .CKPT became a plain state_dict."""
+    keys. A torch file of another model gave the tail of a traceback (and with --debug, which did nothing in
+    convert, still one line); a .CKPT became a plain state_dict."""
     proc = subprocess.run([sys.executable, "-c", RAW_LOOP_PT, str(tmp_path / "step-0000001.pt"),
                            str(tmp_path / "expected.npz")], capture_output=True, text=True, env=child_env(), cwd=ROOT,
                           timeout=120)
@@ -232,6 +233,10 @@ def test_convert_reads_raw_loop_checkpoints_and_says_when_weights_do_not_fit(tmp
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "step-0000001.pt does not hold a cnn of input (28, 28, 1) and 10 classes (" in lines[0]
     assert lines[0].endswith("check --model, --dataset and --widths") and not (tmp_path / "cnn.npz").exists()
+    proc = run_module("compare", "convert", "--model", "cnn", "--dataset", "mnist", "--from", "step-0000001.pt",
+                      "--to", "cnn.npz", "--debug", cwd=tmp_path, timeout=120)  # --debug: both tracebacks
+    assert proc.returncode == 1 and proc.stderr.count("Traceback (most recent call last)") == 2, proc.stderr
+    assert "torch_impl/jobs.py" in proc.stderr and "in convert" in proc.stderr, proc.stderr  # the child's, the parent's
     proc = run_module("compare", "convert", "--model", "mlp", "--dataset", "mnist", "--from", "out.npz",
                       "--to", "model.CKPT", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-1500:]

@@ -32,7 +32,7 @@ def test_weights_exported_from_a_native_file_are_checked_against_the_model(tmp_p
     arrays, as a stand-in, while the export yields an MLP's)."""
     src = save_weights(tmp_path / "model.keras", "cnn")
 
-    def export_an_mlp(backend, job, work, threads):
+    def export_an_mlp(backend, job, work, threads, debug=False):
         assert (backend, job["op"]) == ("tf", "export")
         save_weights(job["out"], "mlp")
     monkeypatch.setattr(convert, "_run_jobs", export_an_mlp)
@@ -63,7 +63,7 @@ def test_a_failed_import_leaves_no_partial_target(tmp_path, monkeypatch, leaves)
     half-way left that partial file (or folder) behind when the clean-up was dropped."""
     src = save_weights(tmp_path / "w.npz")
 
-    def import_half(backend, job, work, threads):
+    def import_half(backend, job, work, threads, debug=False):
         assert (backend, job["op"]) == ("tf", "import") and job["out"].startswith(str(tmp_path.resolve()))
         if leaves == "file":
             with open(job["out"], "wb") as f:
