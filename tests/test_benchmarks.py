@@ -65,7 +65,21 @@ def test_gpu_check_without_the_data_files_says_so_first(tmp_path):
     proc = subprocess.run([str(ROOT / "scripts" / "gpu-check"), str(tmp_path), str(tmp_path / "out")],
                           capture_output=True, text=True, env=child_env(PYTHON=sys.executable), timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip() == (f"scripts/gpu-check: no Fashion-MNIST *-ubyte.gz files in "
-                                                            f"{tmp_path} (or {tmp_path}/fashion_mnist)")
+                                                            f"{tmp_path} (or {tmp_path}/fashion_mnist, "
+                                                            f"{tmp_path}/fashion-mnist)")
+
+
+@pytest.mark.parametrize("folder", [".", "fashion_mnist", "fashion-mnist"])
+def test_gpu_check_finds_the_files_where_data_dir_does(tmp_path, folder):
+    """DATA_DIR itself, DATA_DIR/fashion_mnist and DATA_DIR/fashion-mnist, as --data-dir reads them: the dashed
+    one (Debian's /usr/share/datasets/fashion-mnist, passed as /usr/share/datasets) was refused. The
+    benchmark itself is not run here (PYTHON=true): only the script's own check is."""
+    data = tmp_path / "data"
+    (data / folder).mkdir(parents=True, exist_ok=True)
+    (data / folder / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    proc = subprocess.run([str(ROOT / "scripts" / "gpu-check"), str(data), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=child_env(PYTHON="true"), timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 def test_accuracy_refuses_an_unknown_recipe():
