@@ -109,7 +109,7 @@ def make_stream(data: LoadedData, batch_size: int, seed: int, train_limit: int |
         val, keep = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         x, y, tx, ty = x[keep], y[keep], x[val], y[val]
     if batch_size > len(y):
-        raise ValueError(f"batch size {batch_size} is larger than the training set ({len(y)} samples)")
+        raise ValueError(f"--batch-size {batch_size} is larger than the training set ({len(y)} samples)")
     if not len(ty):  # every evaluation would divide by zero (torch) or report an empty metric (Keras)
         raise ValueError(f"{data.label}: the test split holds no samples; nothing to evaluate on")
     return Stream(normalize(x), y.astype(np.int64), normalize(tx), ty.astype(np.int64), batch_size, seed)

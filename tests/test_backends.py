@@ -176,7 +176,7 @@ def test_bad_names_list_the_valid_ones():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("flags,message", [
-    (["--batch-size", "4096"], "larger than the training set"),
+    (["--batch-size", "4096"], "--batch-size 4096 is larger than the training set (2048 samples)"),
     (["--steps", "10", "--eval-every", "20"], "--eval-every 20 is larger than the run (10 steps)"),
 ])
 def test_budget_errors(backend, flags, message):

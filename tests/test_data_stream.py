@@ -118,7 +118,7 @@ def test_train_limit_keeps_the_first_samples():
 
 
 def test_batch_larger_than_the_training_set_is_refused():
-    with pytest.raises(ValueError, match=r"batch size 104 is larger than the training set \(103 samples\)"):
+    with pytest.raises(ValueError, match=r"--batch-size 104 is larger than the training set \(103 samples\)"):
         make_stream(_data(), 104, seed=0)
 
 
