@@ -675,17 +675,21 @@ def test_a_lightning_training_checkpoint_loads_with_lightnings_own_loader(tmp_pa
     module it rebuilds holds the run's final weights (its logits are those of the --save-weights file loaded
     into a fresh backbone, to float32 rounding: the same weights, the same framework), and its hparams the
     architecture and the run's settings. Without hyper-parameters in the checkpoint, the loader raised a
-    TypeError for the four missing arguments."""
+    TypeError for the four missing arguments. And a Trainer and DataLoader of one's own train it on (a plain
+    (images, labels) batch per training_step: it took only the project's blocks of batches, and failed to
+    unpack one)."""
     ckpt = tmp_path / "ckpt"
     run_module("torch_impl", *SMALL, "--model", "cnn", "--widths", "8,16,32", "--lr", "0.002", "--steps", "20",
                "--eval-every", "10", "--checkpoint-dir", ckpt, "--checkpoint-every", "10",
                "--save-weights", tmp_path / "w.npz", check=True, timeout=300)
-    np.savez(tmp_path / "x.npz", images=np.random.default_rng(0).random((16, 28, 28, 1), dtype=np.float32))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", images=rng.random((16, 28, 28, 1), dtype=np.float32), labels=rng.integers(0, 10, 16))
     base = dict(model="cnn", input_shape=[28, 28, 1], num_classes=10, widths=[8, 16, 32], inputs=str(tmp_path / "x.npz"))
     (tmp_path / "jobs.json").write_text(json.dumps({"jobs": [
         dict(base, op="saved_logits", src=str(ckpt / "step-0000020.ckpt"), out=str(tmp_path / "loaded.npz"),
              hparams=str(tmp_path / "hparams.json")),
-        dict(base, op="logits", weights=str(tmp_path / "w.npz"), out=str(tmp_path / "saved.npz"))]}))
+        dict(base, op="logits", weights=str(tmp_path / "w.npz"), out=str(tmp_path / "saved.npz")),
+        dict(base, op="fit_plain", src=str(ckpt / "step-0000020.ckpt"), steps=3, out=str(tmp_path / "fit.json"))]}))
     run_module("torch_impl.jobs", tmp_path / "jobs.json", check=True, timeout=300)
     loaded, saved = (np.load(tmp_path / f"{name}.npz")["logits"] for name in ("loaded", "saved"))
     assert loaded.shape == (16, 10) and np.abs(loaded - saved).max() <= 1e-6
@@ -694,6 +698,8 @@ def test_a_lightning_training_checkpoint_loads_with_lightnings_own_loader(tmp_pa
         "model": "cnn", "input_shape": [28, 28, 1], "num_classes": 10, "widths": [8, 16, 32], "dropout": 0.0,
         "total_steps": 20}
     assert hp["config"] == {**hp["config"], "lr": 0.002, "steps": 20, "train_limit": 2048, "batch_size": 32}
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["global_step"] == 3 and fit["moved"] > 1e-4, fit  # Adam at lr 0.002 moves some weight by ~lr a step
 
 
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])

@@ -63,6 +63,27 @@ def op_saved_logits(job):
     write_json_atomic(job["hparams"], dict(model.hparams))
 
 
+def op_fit_plain(job):
+    """A .ckpt's module trained on by a Trainer and DataLoader of a user's own (one (images, labels) batch
+    per training_step, Lightning's defaults otherwise): the steps it made and how far the weights moved."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .module import LitClassifier
+    from .train import quiet_lightning
+    quiet_lightning()
+    model = LitClassifier.load_from_checkpoint(job["src"], map_location="cpu")
+    before = [p.detach().clone() for p in model.parameters()]
+    data = np.load(job["inputs"])
+    loader = DataLoader(TensorDataset(_nchw(data["images"]), torch.from_numpy(data["labels"])), batch_size=4)
+    trainer = L.Trainer(max_steps=job["steps"], accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, loader)
+    moved = max((p.detach() - b).abs().max().item() for p, b in zip(model.parameters(), before))
+    write_json_atomic(job["out"], {"global_step": trainer.global_step, "moved": moved})
+
+
 def op_dropout(job):
     """The model's first Dropout layer in training mode on ones (4096, 128): share of zeros, kept values."""
     import torch

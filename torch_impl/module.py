@@ -13,6 +13,9 @@ module's hyper-parameters, so Lightning's own loader rebuilds it with no argumen
     model = LitClassifier.load_from_checkpoint("x.ckpt").eval()
     logits = model(images)  # (B, C, H, W) float32 in [0, 1] (data.stream.normalize), as trained
 
+and trains on with a Trainer and DataLoader of one's own (training_step also takes a plain
+(images, labels) batch; the optimizer is the checkpoint's run's, the defaults for a conversion).
+
 `model.hparams` holds the architecture and, for a training checkpoint, the run's settings (`config`).
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torchmetrics
 
 from data.contract import RunConfig
 
+from .datamodule import Block
 from .models import build_model
 from .optim import make_optimizer
 
@@ -53,10 +57,12 @@ class LitClassifier(L.LightningModule):
         return self.backbone(images)
 
     def training_step(self, batch, batch_idx):
-        """batch: a datamodule.Block of k (images, labels) batches. Returns the k losses, detached."""
+        """batch: a datamodule.Block of k (images, labels) batches (this project's datamodule), or one
+        (images, labels) batch from any DataLoader (a Trainer and loader of your own, as for a module loaded
+        with load_from_checkpoint). Returns the losses, detached."""
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         losses = []
-        for images, labels in batch:
+        for images, labels in batch if isinstance(batch, Block) else [batch]:
             loss = F.cross_entropy(self(images).float(), labels)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
