@@ -929,9 +929,8 @@ else:
 """
 NAN_LOSS_LIGHTNING = """
 import torch
-from data.contract import RunConfig
 from torch_impl.module import LitClassifier
-module = LitClassifier(torch.nn.Flatten(), RunConfig(), 10, 4)  # logits = the 4 input values
+module = LitClassifier("mlp", [4], 4, backbone=torch.nn.Flatten())  # logits = the 4 input values
 module.on_validation_epoch_start()
 images = torch.tensor([[9.0, 0, 0, 0], [float("nan"), 0, 0, 0], [0, 9.0, 0, 0]])
 module.validation_step((images, torch.tensor([0, 0, 1])), 0)
