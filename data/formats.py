@@ -116,6 +116,7 @@ SAFE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("__builtin__", "bytes"), ("builtins", "bytes"),  # b"" at protocol 2 from Python 3: bytes(), served by _empty_bytes
 }
 
 
@@ -196,6 +197,14 @@ def _scalar(dtype, raw=None):
     return np.frombuffer(raw, d, count=1)[0]
 
 
+def _empty_bytes(*args):
+    """bytes() as Python 3 pickles b"" at protocol 2 (an empty array's data, an empty name); never bytes(n),
+    which would allocate n bytes."""
+    if args:
+        raise pickle.UnpicklingError("bytes() with arguments: CIFAR batches hold plain data only")
+    return b""
+
+
 _REPR = reprlib.Repr()  # (Python 3.11 takes no keyword arguments here)
 _REPR.maxlevel, _REPR.maxtuple, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 4, 20, 20
 _NDARRAY = object()  # what the unpickler hands out for numpy.ndarray: only _reconstruct's first argument
@@ -224,6 +233,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if (module, name) in SAFE_GLOBALS:
+            if name == "bytes":
+                return _empty_bytes
             return _NUMPY[name] if module.startswith("numpy") else super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused to load global {module}.{name}: CIFAR batches hold plain data only")
 

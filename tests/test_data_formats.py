@@ -434,3 +434,180 @@ def test_an_array_whose_bytes_do_not_fill_its_shape_is_refused(extra):
 def test_arrays_other_than_plain_numbers_are_refused(payload, message):
     with pytest.raises(DataError, match=message):
         formats.parse_cifar_batch(pickle.dumps({b"data": payload, b"labels": [0, 1]}, protocol=2), "odd", ("labels",))
+
+
+# --- gaps found by mutation testing (each test names the change to formats.py it catches) ---------------------
+
+def test_html_page_with_leading_blank_lines_is_named_as_such():
+    """Error pages often start with a newline or spaces before <!DOCTYPE (a reader ignoring that lost the hint)."""
+    with pytest.raises(DataError, match=r"x: not an IDX file.*HTML page"):
+        formats.parse_idx(b"\r\n  \n" + HTML_PAGE, "x")
+
+
+def test_a_nonzero_second_magic_byte_is_a_data_error():
+    """The magic is 00 00 <type> <ndim>: the second byte is checked as well as the first."""
+    content = b"\x00\x01\x08\x03" + idx_bytes(MNIST_LIKE)[4:]
+    with pytest.raises(DataError, match="bad magic 00010803"):
+        formats.parse_idx(content, "x")
+
+
+def test_an_empty_dimension_beside_huge_ones_is_refused():
+    """(0, 2**32-1, 2**32-1, 2**32-1) claims 0 data bytes, but numpy cannot make that shape (ValueError)."""
+    content = bytes([0, 0, 0x08, 4]) + struct.pack(">4I", 0, *[0xFFFFFFFF] * 3)
+    with pytest.raises(DataError, match=r"IDX dimensions \(0, 4294967295, 4294967295, 4294967295\) claim 0 bytes; refusing"):
+        formats.parse_idx(content, "x")
+
+
+@pytest.mark.parametrize("images,labels,message", [
+    (MNIST_LIKE.reshape(3, 784), np.array([1, 2, 3], np.uint8), r"images should be \(n, H, W\) uint8, got \(3, 784\) uint8"),
+    (MNIST_LIKE.astype(np.int32), np.array([1, 2, 3], np.uint8), r"images should be \(n, H, W\) uint8, got \(3, 28, 28\) int32"),
+    (MNIST_LIKE, np.array([[1], [2], [3]], np.uint8), r"labels should be \(n,\) uint8, got \(3, 1\) uint8"),
+    (MNIST_LIKE, np.array([1, 2, 3], np.int32), r"labels should be \(n,\) uint8, got \(3,\) int32"),
+], ids=["images-2d", "images-int32", "labels-2d", "labels-int32"])
+def test_check_idx_pair_rejects_other_shapes_and_types(images, labels, message):
+    """IDX files may hold any of six types in 1 to 4 dimensions: the pair check is what holds images to (n, H, W)
+    uint8 and labels to (n,) uint8 (without it a 2-d image file crashed the size message with an IndexError)."""
+    with pytest.raises(DataError, match=f"x: {message}"):
+        formats.check_idx_pair(images, labels, "x", 10)
+
+
+def test_check_idx_pair_accepts_an_empty_pair():
+    """No labels at all is not "label out of range" (numpy's max() of nothing raised ValueError)."""
+    formats.check_idx_pair(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8), "x", 10)
+
+
+class _Reduce:
+    """Pickles as `callable(*args)`, with `state` for its __setstate__ (None: no state at all)."""
+
+    def __init__(self, fn, args, state=None):
+        self.reduced = (fn, args) if state is None else (fn, args, state)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+_REBUILD = (np._core.multiarray._reconstruct, (np.ndarray, (0,), b"b"))
+_U1_STATE = (3, "|", None, None, None, -1, -1, 0)  # numpy's own state for uint8
+
+
+@pytest.mark.parametrize("data,message", [
+    (_Reduce(np.dtype, ("u1", False, True), (3, "x", None, None, None, -1, -1, 0)), "malformed dtype state"),
+    (_Reduce(*_REBUILD), "an array without its data"),
+    (_Reduce(*_REBUILD, (1, (-1, -3072), np.dtype("u1"), False, bytes(3072))), r"malformed array state \(shape \(-1, -3072\)\)"),
+], ids=["dtype-byte-order-x", "array-without-state", "negative-shape"])
+def test_damaged_numpy_states_are_refused_by_name(data, message):
+    with pytest.raises(DataError, match=f"damaged: {message}"):
+        formats.parse_cifar_batch(pickle.dumps({b"data": data, b"labels": [0]}, protocol=2), "damaged", ("labels",))
+
+
+def test_a_numpy_scalar_with_surplus_bytes_is_refused():
+    label = _Reduce(np._core.multiarray.scalar, (np.dtype("i8"), bytes(9)))  # an int64 holds 8
+    blob = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [label]}, protocol=2)
+    with pytest.raises(DataError, match="x: malformed int64 scalar"):
+        formats.parse_cifar_batch(blob, "x", ("labels",))
+
+
+def test_complex_arrays_are_refused_as_not_plain_numbers():
+    blob = pickle.dumps({b"data": np.zeros(2, np.complex64), b"labels": [0, 1]}, protocol=2)
+    with pytest.raises(DataError, match="odd: dtype 'c8': CIFAR batches hold plain numbers only"):
+        formats.parse_cifar_batch(blob, "odd", ("labels",))
+
+
+def test_restricted_unpickler_builds_arrays_inside_lists_and_tuples_and_empty_ones():
+    arrays = [np.arange(3, dtype=np.int16), np.zeros((0, 3072), np.uint8)]
+    for x in (arrays, tuple(arrays)):  # (protocol 3: protocol 2 writes an empty array's b"" as a call of bytes())
+        out = formats.RestrictedUnpickler(io.BytesIO(pickle.dumps(x, protocol=3))).load()
+        assert type(out) is type(x) and [type(a) for a in out] == [np.ndarray, np.ndarray]
+        assert [(a.shape, a.dtype, a.tolist()) for a in out] == [(a.shape, a.dtype, a.tolist()) for a in arrays]
+
+
+def test_a_batch_of_no_images_reads_as_empty_arrays():
+    blob = pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": np.zeros(0, np.int64)}, protocol=3)
+    out = formats.parse_cifar_batch(blob, "x", ("labels",))
+    assert out["data"].shape == (0, 32, 32, 3) and out["labels"].shape == (0,)
+
+
+def test_an_array_state_without_its_version_number_is_read():
+    """ndarray.__setstate__ takes (shape, dtype, is_fortran, raw) as well as (version, shape, ...)."""
+    raw = np.arange(3072, dtype=np.int64).astype(np.uint8).tobytes()
+    data = _Reduce(*_REBUILD, ((1, 3072), np.dtype("u1"), False, raw))
+    out = formats.parse_cifar_batch(pickle.dumps({b"data": data, b"labels": [4]}, protocol=2), "x", ("labels",))
+    assert out["data"].shape == (1, 32, 32, 3) and out["data"][0, 0, 1, 0] == 1 and out["data"][0, 0, 0, 2] == 0
+
+
+@pytest.mark.parametrize("blob,message", [
+    (b"(dp1000000\n.", "memo index 1000000 at opcode 2"),  # protocol 0's PUT takes a decimal line of any size
+    (b"\x80\x02}q\x05.", "memo index 5 at opcode 2"),  # BINPUT: one byte
+], ids=["PUT", "BINPUT"])
+def test_memo_indices_of_every_put_opcode_are_checked(blob, message):
+    with pytest.raises(DataError, match=f"bomb: {message}: a damaged pickle"):
+        formats.parse_cifar_batch(blob, "bomb", ("labels",))
+
+
+def test_cifar_label_array_of_another_shape_but_the_right_count_is_refused():
+    """(2, 2) labels for 4 images flattened to 4 labels and were accepted."""
+    blob = pickle.dumps(cifar_batch(4, {"labels": np.array([[0, 1], [2, 3]])}), protocol=2)
+    with pytest.raises(DataError, match=r"labels 'labels' should be integers of shape \(n,\) or \(n, 1\), got \(2, 2\) int64"):
+        formats.parse_cifar_batch(blob, "x", ("labels",))
+
+
+def test_cifar_float_label_array_is_refused():
+    """A float array (not a list) of labels: 0.5 was truncated to class 0."""
+    blob = pickle.dumps(cifar_batch(2, {"labels": np.array([0.5, 1.0], np.float32)}), protocol=2)
+    with pytest.raises(DataError, match=r"labels 'labels' should be integers of shape \(n,\) or \(n, 1\), got \(2,\) float32"):
+        formats.parse_cifar_batch(blob, "x", ("labels",))
+
+
+def test_a_key_that_is_not_utf8_is_only_an_unread_key():
+    """Python 2 names are read as latin-1: a damaged byte in an unused key must not stop the batch."""
+    batch = {**cifar_batch(2, {"labels": [3, 4]}), b"caf\xe9": b"x"}
+    assert formats.parse_cifar_batch(pickle.dumps(batch, protocol=2), "x", ("labels",))["labels"].tolist() == [3, 4]
+
+
+def test_a_folder_named_like_a_batch_in_an_extracted_archive_is_passed_over(tmp_path):
+    (tmp_path / "a" / "test_batch").mkdir(parents=True)  # sorts before the real one
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(cifar_batch(2, {"labels": [5, 6]}), protocol=2))
+    assert formats.read_cifar_archive(tmp_path, ("test_batch",), ("labels",))["labels"].tolist() == [5, 6]
+
+
+def test_a_cifar_member_of_exactly_the_size_limit_is_read(tmp_path, monkeypatch):
+    batch = cifar_batch(2, {"labels": [0, 1]})
+    path = cifar_tarball(tmp_path / "c.tar.gz", "top", {"test_batch": batch})
+    monkeypatch.setattr(formats, "MAX_IDX_BYTES", len(pickle.dumps(batch, protocol=2)))
+    assert formats.read_cifar_archive(path, ("test_batch",), ("labels",))["labels"].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("compression", ["gz", "xz"])
+def test_damage_inside_a_compressed_archive_is_a_data_error(tmp_path, compression):
+    """Damage past the first block surfaces while a member is read: zlib.error (gz) or LZMAError (xz), not
+    tarfile's own errors. Bytes of the second half are flipped one at a time (compressible data, so the
+    stream is Huffman-coded and a flipped byte breaks it); each copy reads or is a DataError."""
+    data = np.random.default_rng(0).integers(0, 16, (20, 3072), dtype=np.uint8)
+    path = cifar_tarball(tmp_path / f"c.tar.{compression}", "top", {"test_batch": {b"data": data, b"labels": [0] * 20}},
+                         compression=compression)
+    blob, said = path.read_bytes(), set()
+    for offset in range(len(blob) // 2, len(blob) - 64, 97):
+        damaged = bytearray(blob)
+        damaged[offset] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        try:
+            formats.read_cifar_archive(path, ("test_batch",), ("labels",))
+        except DataError as e:
+            said.add(str(e).split(": ")[1].split(" (")[0])
+    assert "corrupt or truncated CIFAR archive" in said, said
+
+
+def test_empty_bytes_in_a_python3_protocol_2_pickle_are_read():
+    """Python 3 writes b"" at protocol 2 as a call of bytes() (non-empty bytes go through _codecs.encode): an
+    empty batch_label or a batch of no images was refused as "refused to load global __builtin__.bytes"."""
+    batch = {b"batch_label": b"", b"data": np.zeros((1, 3072), np.uint8), b"labels": [3]}
+    assert formats.parse_cifar_batch(pickle.dumps(batch, protocol=2), "x", ("labels",))["labels"].tolist() == [3]
+    empty = {b"data": np.zeros((0, 3072), np.uint8), b"labels": np.zeros(0, np.int64)}
+    assert formats.parse_cifar_batch(pickle.dumps(empty, protocol=2), "x", ("labels",))["data"].shape == (0, 32, 32, 3)
+
+
+def test_bytes_with_an_argument_is_refused_before_it_allocates():
+    blob = b"\x80\x02c__builtin__\nbytes\nJ\x00\x00\x00\x40\x85R."  # bytes(2**30): a GiB of zeros
+    with pytest.raises(DataError, match=r"x: bytes\(\) with arguments: CIFAR batches hold plain data only"):
+        formats.parse_cifar_batch(blob, "x", ("labels",))

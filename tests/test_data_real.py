@@ -106,3 +106,31 @@ def test_cli_verify_mnist_exits_0(mnist_dir, env):
     proc = run_module("data", "verify", "mnist", "--data-dir", mnist_dir, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"mnist: data-dir:{mnist_dir} verified (4 files, content sha256 match)\n"
+
+
+# --- the registry against the real files (gaps found by mutation testing) ------------------------------------
+
+def _counts(folder, spec) -> tuple:
+    """(train, test) sample counts from the label files' IDX headers (bytes 4-8), without reading the images."""
+    return tuple(int.from_bytes(gzip.open(folder / spec.files[f"{split}_labels"].name).read(8)[4:], "big")
+                 for split in ("train", "test"))
+
+
+def test_mnist_registry_entries_match_the_canonical_files(mnist_dir):
+    """The canonical .gz passes on its file sha256 alone, so a wrong content_sha256 (what recompressed copies are
+    checked against) or size went unnoticed: every field is checked against the files here."""
+    spec = registry.MNIST
+    for fs in spec.files.values():
+        blob = (mnist_dir / fs.name).read_bytes()
+        assert (len(blob), hashlib.sha256(blob).hexdigest()) == (fs.size, fs.sha256), fs.name
+        assert hashlib.sha256(gzip.decompress(blob)).hexdigest() == fs.content_sha256, fs.name
+    assert _counts(mnist_dir, spec) == (spec.train_size, spec.test_size) == (60_000, 10_000)
+
+
+def test_fashion_registry_content_hashes_and_sizes_match_the_system_copy(fashion_dir):
+    """Debian's .gz files are recompressed: only the content sums (all four) and the sample counts can be checked."""
+    spec = registry.FASHION_MNIST
+    for fs in spec.files.values():
+        content = gzip.decompress((fashion_dir / fs.name).read_bytes())
+        assert hashlib.sha256(content).hexdigest() == fs.content_sha256, fs.name
+    assert _counts(fashion_dir, spec) == (spec.train_size, spec.test_size) == (60_000, 10_000)

