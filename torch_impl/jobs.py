@@ -123,9 +123,10 @@ def op_import(job):
     import torch
     model = _loaded(job)
     if str(job["out"]).lower().endswith(".ckpt"):  # convert reads extensions case-blind
-        state = {"state_dict": {f"backbone.{k}": v for k, v in model.state_dict().items()},
-                 "pytorch-lightning_version": lightning.__version__, "global_step": 0, "epoch": 0,
-                 "hyper_parameters": {**model.description, "config": None, "total_steps": 1}}  # load_from_checkpoint's
+        from .module import LitClassifier
+        module = LitClassifier(**model.description, backbone=model)  # its state_dict and hparams, as training saves them
+        state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                 "pytorch-lightning_version": lightning.__version__, "global_step": 0, "epoch": 0}
     else:
         state = model.state_dict()
     torch.save(state, job["out"])
