@@ -62,12 +62,9 @@ def _run_jobs(backend: str, job: dict, work: Path, threads: int, debug: bool = F
     proc = subprocess.run([sys.executable, "-m", f"{backend}_impl.jobs", str(spec), *(["--debug"] if debug else [])],
                           capture_output=True, text=True, env=child_env())
     if proc.returncode != 0:
-        if debug:
-            raise ConvertError(f"python -m {backend}_impl.jobs ({job['op']}) failed with exit status "
-                               f"{proc.returncode}; its stderr:\n{proc.stderr}")
         tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-STDERR_TAIL_LINES:]
-        raise ConvertError(f"python -m {backend}_impl.jobs ({job['op']}) failed with exit status "
-                           f"{proc.returncode}: {' / '.join(tail) or 'no message'}")
+        said = f"; its stderr:\n{proc.stderr}" if debug else f": {' / '.join(tail) or 'no message'}"
+        raise ConvertError(f"python -m {backend}_impl.jobs ({job['op']}) failed with exit status {proc.returncode}{said}")
 
 
 def _check(path: Path, src: Path, layers: list, model: str, dataset: str) -> None:
