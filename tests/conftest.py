@@ -5,8 +5,10 @@ builds that ship triton (TensorFlow then triton in one process segfaults, tensor
 keeps the two frameworks' thread pools apart."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -37,6 +39,21 @@ def run_module(module: str, *args, timeout: float = 600, env: dict | None = None
         raise AssertionError(f"python -m {module} {' '.join(map(str, args))} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int):
+    """Fail the test (AssertionError) when its block runs past `seconds`: a hang, not slowness (SIGALRM)."""
+    def timeout(signum, frame):
+        raise AssertionError(f"hung for more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -4,11 +4,9 @@ under a 10 s alarm). Bounded to a few hundred examples per reader so the file ta
 Run: pytest tests/test_data_fuzz.py"""
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import pickle
-import signal
 import struct
 import tarfile
 
@@ -20,24 +18,12 @@ from hypothesis import strategies as st
 from data import formats
 from data.errors import DataError
 
+from conftest import no_hang
+
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HANG_S = 10  # one example taking longer than this is a hang, not slowness
 MNIST_IMAGES_HEADER = bytes.fromhex("00000803 0000ea60 0000001c 0000001c")  # the real one: 60,000 x 28 x 28
 MNIST_LABELS_HEADER = bytes.fromhex("00000801 0000ea60")
-
-
-@contextlib.contextmanager
-def no_hang(seconds: int = HANG_S):
-    def timeout(signum, frame):
-        raise AssertionError(f"reader hung for more than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _check_idx_result(arr, content: bytes) -> None:
@@ -120,7 +106,7 @@ def scratch(tmp_path_factory):
 @FUZZ
 @given(st.binary(max_size=512))
 def test_parse_idx_random_bytes(blob):
-    with no_hang():
+    with no_hang(HANG_S):
         try:
             _check_idx_result(formats.parse_idx(blob, "fuzz"), blob)
         except DataError:
@@ -130,7 +116,7 @@ def test_parse_idx_random_bytes(blob):
 @FUZZ
 @given(idx_contents())
 def test_parse_idx_mutated_headers(blob):
-    with no_hang():
+    with no_hang(HANG_S):
         try:
             _check_idx_result(formats.parse_idx(blob, "fuzz"), blob)
         except DataError:
@@ -144,7 +130,7 @@ def test_read_idx_mutated_files_raw_or_gzip(scratch, content, compress, data):
     if compress and data.draw(st.booleans()):
         blob = _mutate(data.draw, blob)  # damage the gzip stream itself
     scratch.write_bytes(blob)
-    with no_hang():
+    with no_hang(HANG_S):
         try:
             arr = formats.read_idx(scratch)
         except DataError:
@@ -158,7 +144,7 @@ def test_read_idx_mutated_files_raw_or_gzip(scratch, content, compress, data):
 @FUZZ
 @given(st.binary(max_size=512))
 def test_parse_cifar_batch_random_bytes(blob):
-    with no_hang():
+    with no_hang(HANG_S):
         try:
             _check_cifar_result(formats.parse_cifar_batch(blob, "fuzz", ("labels",)), ("labels",))
         except DataError:
@@ -168,7 +154,7 @@ def test_parse_cifar_batch_random_bytes(blob):
 @FUZZ
 @given(cifar_pickles())
 def test_parse_cifar_batch_mutated_pickles(blob):
-    with no_hang():
+    with no_hang(HANG_S):
         try:
             _check_cifar_result(formats.parse_cifar_batch(blob, "fuzz", ("labels",)), ("labels",))
         except DataError:
@@ -180,7 +166,7 @@ def test_parse_cifar_batch_mutated_pickles(blob):
 def test_read_cifar_archive_random_and_mutated(scratch, blob):
     path = scratch.with_name("cifar-10-python.tar.gz")
     path.write_bytes(blob)
-    with no_hang():
+    with no_hang(HANG_S):
         try:
             _check_cifar_result(formats.read_cifar_archive(path, ("test_batch",), ("labels",)), ("labels",))
         except DataError:

@@ -2,11 +2,11 @@
 run found beside the format tests in test_extras.py. Run: pytest tests/test_data_tensorboard.py"""
 from __future__ import annotations
 
-import signal
-
 import pytest
 
 from data import tensorboard as tb
+
+from conftest import no_hang
 
 
 def test_a_damaged_record_length_is_refused_not_read_as_a_truncated_tail(tmp_path):
@@ -21,15 +21,8 @@ def test_a_damaged_record_length_is_refused_not_read_as_a_truncated_tail(tmp_pat
 
 
 def test_negative_steps_read_back_as_negative():
-    def hung(signum, frame):  # a varint of a negative int without its 64-bit mask never ends
-        raise AssertionError("encoding a negative step did not end")
-    old = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(5)
-    try:
+    with no_hang(5):  # a varint of a negative int without its 64-bit mask never ends
         data = tb.encode_event(2.0, -5, {"x": 0.5})
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
     assert tb.decode_event(data) == {
         "wall_time": 2.0, "step": -5, "file_version": None, "scalars": {"x": 0.5}}
 
