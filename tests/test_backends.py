@@ -1077,9 +1077,11 @@ def test_a_raw_loop_checkpoint_written_on_a_gpu_resumes_on_a_cpu(tmp_path):
 # An evaluation made slow on purpose (SLEEP seconds more each): training seconds must not count it.
 SLOW_EVAL = """
 import time
-SLEEP = float(sys.argv.pop(2))
+JUMP = float(sys.argv.pop(2))
+real, skipped = time.perf_counter, [0.0]
+time.perf_counter = lambda: real() + skipped[0]  # every timer of the run reads time.perf_counter() when it runs
 def at_evaluation():
-    time.sleep(SLEEP)
+    skipped[0] += JUMP  # the clock jumps as if each evaluation took JUMP seconds; nothing waits
 """
 
 
@@ -1087,11 +1089,11 @@ def at_evaluation():
 def test_evaluation_time_is_not_training_time(tmp_path, backend, loop):
     """A mutation that passed the suite: Lightning's callback restarting its clock at a block's end, before the
     validation, so the evaluation went into the next block's training seconds (samples/s fell 6x, curve and
-    time-to-beat seconds grew). With each evaluation 2 s slower, the training between two evaluations (20 MLP
-    steps: well under 1 s here, 0.03 s measured) must not grow by those 2 s. The first interval holds the
-    warm-up (tracing, compilation) and is not compared."""
-    out, sleep = tmp_path / "r.json", 2.0
-    proc = subprocess.run([sys.executable, "-c", at_each_evaluation(SLOW_EVAL), BACKENDS[backend], str(sleep),
+    time-to-beat seconds grew). Each evaluation moves the child's clock on by 1000 s, so training seconds that
+    include one grow by 1000 s; 20 MLP steps (0.03 s measured here) cannot take 500 s of real time within the
+    300 s timeout, so CPU contention cannot fail this test (a 2 s sleep against a 1 s bound once did)."""
+    out, jump = tmp_path / "r.json", 1000.0
+    proc = subprocess.run([sys.executable, "-c", at_each_evaluation(SLOW_EVAL), BACKENDS[backend], str(jump),
                            *SMALL, "--model", "mlp", "--steps", "60", "--eval-every", "20", "--loop", loop,
                            "--json", str(out)],
                           cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
@@ -1099,5 +1101,6 @@ def test_evaluation_time_is_not_training_time(tmp_path, backend, loop):
     r = json.loads(out.read_text())
     seconds = [p["seconds"] for p in r["curve"]]
     assert [p["step"] for p in r["curve"]] == [20, 40, 60]
-    assert all(0 < b - a < sleep / 2 for a, b in zip(seconds[1:], seconds[2:])) and seconds[0] > 0, seconds
+    assert all(0 < b - a < jump / 2 for a, b in zip([0.0, *seconds], seconds)), seconds
+    assert r["final"]["wall_seconds"] > 2 * jump, "the clock did not jump: the hook missed the evaluations"
     assert r["final"]["train_seconds"] == pytest.approx(seconds[-1], abs=1e-3)
