@@ -86,13 +86,18 @@ RESUME_FIELDS = ("dataset", "model", "widths", "dropout", "batch_size", "optimiz
                  "epsilon", "adam_impl", "momentum", "nesterov", "schedule", "warmup_steps", "decay_steps",
                  "decay_rate", "seed", "init", "train_limit", "val_fraction", "precision", "devices", "loop")
 DERIVED = {"steps": "the step budget (--steps/--epochs; a cosine schedule spans it)",
+           "data": "the data (--data-dir, $KLC_DATA_DIR or the source found)",
            "block": "Lightning's steps per training_step (from --steps, --eval-every, --checkpoint-every "
                     "and --steps-per-call)"}
 
 
-def run_signature(cfg: RunConfig, total: int) -> dict:
+def run_signature(cfg: RunConfig, total: int, data_id: str | None = None) -> dict:
+    """The settings a checkpoint's run must share with the run that resumes it, and the data both trained on
+    (Stream.data_id: the same dataset name can be the 5k subset, the full set or other files of it)."""
     d = cfg.to_dict()
     out = {k: d[k] for k in RESUME_FIELDS}
+    if data_id:
+        out["data"] = data_id
     if cfg.schedule == "cosine" and not cfg.decay_steps:
         out["steps"] = total
     if cfg.loop == "lightning":
@@ -129,7 +134,7 @@ def finished_result(cfg: RunConfig, total: int) -> bool:
     return isinstance(r, dict) and r.get("status") == "ok" and (r.get("final") or {}).get("steps") == total
 
 
-def resume_from(cfg: RunConfig, suffix: str, read, total: int, say=print) -> tuple | None:
+def resume_from(cfg: RunConfig, suffix: str, read, total: int, say=print, data_id: str | None = None) -> tuple | None:
     """(path, step, state) of the checkpoint --resume continues: the newest step-*<suffix> in --checkpoint-dir
     that reads, `read(path) -> (step, signature or None, state)`, and belongs to this run (check_resume).
     A damaged newest file is passed over with a note for the one before;
@@ -159,7 +164,7 @@ def resume_from(cfg: RunConfig, suffix: str, read, total: int, say=print) -> tup
             failures.append(f"{path.name}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
             say(f"--resume: {failures[-1]}; cannot be read, trying the one before it")
             continue
-        check_resume(cfg, signature, path, total)
+        check_resume(cfg, signature, path, total, data_id)
         if step > total:
             raise ConfigError(f"--resume: {path} is at step {step}, past this run's {total} steps; give the "
                               f"--steps/--epochs of the run that wrote it")
@@ -170,18 +175,19 @@ def resume_from(cfg: RunConfig, suffix: str, read, total: int, say=print) -> tup
     raise DataError(f"--resume: no readable checkpoint in {folder} ({'; '.join(failures)})")
 
 
-def check_resume(cfg: RunConfig, stored: dict | None, checkpoint, total: int) -> None:
-    """ConfigError when the checkpoint was written by a run with other settings (run_signature);
-    checkpoints written before signatures were stored carry none and are trusted."""
+def check_resume(cfg: RunConfig, stored: dict | None, checkpoint, total: int, data_id: str | None = None) -> None:
+    """ConfigError when the checkpoint was written by a run with other settings or on other data
+    (run_signature); checkpoints written before signatures (or their data) were stored are trusted."""
     from .contract import ConfigError
     if not stored:
         return
-    now = run_signature(cfg, total)
-    diff = [f"{DERIVED.get(k) or '--' + k.replace('_', '-')} {stored.get(k)} there, {now[k]} here" for k in now
-            if k in stored and stored[k] != now[k]]
+    now = run_signature(cfg, total, data_id)
+    keys = [k for k in now if k in stored and stored[k] != now[k]]
+    diff = [f"{DERIVED.get(k) or '--' + k.replace('_', '-')} {stored[k]} there, {now[k]} here" for k in keys]
     if diff:
+        what = "data" if keys == ["data"] else "settings and data" if "data" in keys else "settings"
         raise ConfigError(f"--resume: {checkpoint} is a checkpoint of another run ({'; '.join(diff)}); resume "
-                          f"with that run's settings, or start this one in another --checkpoint-dir")
+                          f"with that run's {what}, or start this one in another --checkpoint-dir")
 
 
 # --- checkpoint files: step-NNNNNNN<suffix> in --checkpoint-dir, one writer per loop --------------------
@@ -357,8 +363,9 @@ class Recorder:
     """Collects one run's measurements and produces its RunResult fields."""
 
     def __init__(self, cfg: RunConfig, result: dict, total_steps: int, log=print, writer=None,
-                 block: int | None = None):
+                 block: int | None = None, data_id: str | None = None):
         self.cfg, self.result, self.total = cfg, result, total_steps
+        self.data_id = data_id  # Stream.data_id: checkpoints carry it in their signature
         result["total_steps"] = total_steps  # the budget: final.steps below it means the run ended early
         self.writer = writer  # a data.tensorboard.EventWriter, or None
         # Lightning's training_step takes blocks of this many steps, so its warm-up is whole blocks; every
@@ -379,7 +386,8 @@ class Recorder:
         return {"train_losses": list(self.result["train_losses"]), "curve": list(self.result["curve"]),
                 "train_seconds": self.train_seconds, "timed_seconds": self.timed_seconds,
                 "timed_steps": self.timed_steps, "warmup_s": self.warmup_s, "warmup_steps": self.warmup_steps_done(),
-                "resumed_at": list(self.result.get("resumed_at", [])), "signature": run_signature(self.cfg, self.total),
+                "resumed_at": list(self.result.get("resumed_at", [])),
+                "signature": run_signature(self.cfg, self.total, self.data_id),
                 "tensorboard_dir": str(self.writer.logdir) if self.writer is not None else None}
 
     def resume(self, step: int, state: dict | None) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .sources import LoadedData
+from .sources import LoadedData, content_fingerprint
 
 
 def normalize(images: np.ndarray) -> np.ndarray:
@@ -39,6 +39,7 @@ class Stream:
     test_labels: np.ndarray
     batch_size: int
     seed: int
+    data_id: str = ""  # what the run trains and evaluates on (make_stream): a --resume must find the same
 
     @property
     def steps_per_epoch(self) -> int:
@@ -112,7 +113,9 @@ def make_stream(data: LoadedData, batch_size: int, seed: int, train_limit: int |
         raise ValueError(f"--batch-size {batch_size} is larger than the training set ({len(y)} samples)")
     if not len(ty):  # every evaluation would divide by zero (torch) or report an empty metric (Keras)
         raise ValueError(f"{data.label}: the test split holds no samples; nothing to evaluate on")
-    return Stream(normalize(x), y.astype(np.int64), normalize(tx), ty.astype(np.int64), batch_size, seed)
+    data_id = (f"{data.label}: {len(y):,} train / {len(ty):,} evaluation samples, content "
+               f"{content_fingerprint(x, y, tx, ty)}")
+    return Stream(normalize(x), y.astype(np.int64), normalize(tx), ty.astype(np.int64), batch_size, seed, data_id)
 
 
 def batch_hash(images: np.ndarray, labels: np.ndarray) -> str:

@@ -391,6 +391,15 @@ def test_resume_signature_holds_what_changes_the_numbers():
     with pytest.raises(ConfigError, match="Lightning's steps per training_step .* 25 there, 1 here"):
         check_resume(replace(lit, steps_per_call=1), run_signature(lit, 400), "c", 400)
     check_resume(lit, None, "c", 400)  # a checkpoint from before signatures: trusted
+    full, subset = "mnist: 60,000 train / 10,000 evaluation samples, content 1", "mnist (5k subset): 4,000 ..."
+    check_resume(const, run_signature(const, 400, full), "c", 400, full)
+    check_resume(const, run_signature(const, 400), "c", 400, full)  # a checkpoint from before data ids: trusted
+    with pytest.raises(ConfigError, match=r"\(the data \(--data-dir, \$KLC_DATA_DIR or the source found\) "
+                                          r"mnist: 60,000 .* 1 there, mnist \(5k subset\): 4,000 \.\.\. here\); "
+                                          r"resume with that run's data, or"):
+        check_resume(const, run_signature(const, 400, full), "c", 400, subset)
+    with pytest.raises(ConfigError, match="--lr 0.001 there, 0.01 here; the data .* resume with that run's settings and data"):
+        check_resume(replace(const, lr=0.01), run_signature(const, 400, full), "c", 400, subset)
 
 
 def test_a_run_resumed_in_its_last_block_keeps_its_speed():
@@ -700,6 +709,34 @@ def test_a_lightning_training_checkpoint_loads_with_lightnings_own_loader(tmp_pa
     assert hp["config"] == {**hp["config"], "lr": 0.002, "steps": 20, "train_limit": 2048, "batch_size": 32}
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert fit["global_step"] == 3 and fit["moved"] > 1e-4, fit  # Adam at lr 0.002 moves some weight by ~lr a step
+
+
+@pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])
+def test_a_checkpoint_resumes_only_on_the_data_it_trained_on(tmp_path, backend, loop):
+    """A resume found its checkpoint by its settings alone: a full-MNIST run resumed on the 5k subset (a
+    comparison resumed without the KLC_DATA_DIR it started with) and finished without a word, its curve
+    half on each. Now the same content from another folder (recompressed: other file bytes) resumes; other
+    content is refused, in one line that names both, and the checkpoints stay."""
+    from data_fixtures import tiny_idx_arrays, write_idx_dataset
+    arrays = tiny_idx_arrays(seed=0, n_train=64, n_test=20)
+    first, copy = write_idx_dataset(tmp_path / "a", arrays), write_idx_dataset(tmp_path / "copy", arrays, level=1)
+    other = write_idx_dataset(tmp_path / "b", tiny_idx_arrays(seed=1, n_train=64, n_test=20))
+    ckpt, out = tmp_path / "ckpt", tmp_path / "r.json"
+    args = ["--dataset", "mnist", "--no-verify", "--batch-size", "16", "--threads", "2", "--no-progress", "--model",
+            "mlp", "--steps", "4", "--eval-every", "2", "--checkpoint-dir", ckpt, "--checkpoint-every", "2",
+            "--loop", loop, "--json", out]
+    assert run_module(BACKENDS[backend], *args, "--data-dir", first, timeout=300).returncode == 0
+    kept = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    refused = run_module(BACKENDS[backend], *args, "--data-dir", other, "--resume", timeout=300)
+    errors = [line for line in refused.stderr.splitlines() if "error" in line]
+    assert refused.returncode == 2 and len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr[-1500:]
+    said = re.search(r"\(the data \(--data-dir, \$KLC_DATA_DIR or the source found\) mnist: 64 train / 20 evaluation "
+                     r"samples, content (\w+) there, mnist: 64 train / 20 evaluation samples, content (\w+) here\); "
+                     r"resume with that run's data", errors[0])
+    assert said and said[1] != said[2], errors[0]
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == kept
+    same = run_module(BACKENDS[backend], *args, "--data-dir", copy, "--resume", timeout=300)
+    assert same.returncode == 0 and "holds its finished result" in same.stdout, same.stdout[-1500:] + same.stderr[-1500:]
 
 
 @pytest.mark.parametrize("backend,loop", [("tf", "custom"), ("torch", "lightning"), ("torch", "raw")])

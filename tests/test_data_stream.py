@@ -134,3 +134,25 @@ def test_an_empty_test_split_is_refused():
     empty metric in Keras."""
     with pytest.raises(ValueError, match="the test split holds no samples"):
         make_stream(_data(n_test=0), BATCH, seed=0)
+
+
+def test_the_data_id_names_the_content_not_the_folder():
+    """A resume checks it continues on the data its checkpoint trained on (Stream.data_id): a resumed
+    comparison, without the KLC_DATA_DIR it started with, continued a full-MNIST run on the 5k subset."""
+    from dataclasses import replace
+    a = make_stream(_data(), BATCH, seed=0)
+    assert a.data_id.startswith(f"mnist: {N_TRAIN} train / {N_TEST} evaluation samples, content ")
+    elsewhere = replace(_data(), source="cache:/elsewhere")  # the same arrays read from another folder
+    assert make_stream(elsewhere, BATCH, seed=0).data_id == a.data_id
+    assert make_stream(_data(), BATCH, seed=1).data_id == a.data_id  # the order is the seed's, in the signature
+    flipped = _data()
+    flipped.train_labels[7] = (flipped.train_labels[7] + 1) % 10
+    others = [make_stream(flipped, BATCH, seed=0), make_stream(_data(), BATCH, seed=0, train_limit=40),
+              make_stream(_data(), BATCH, seed=0, val_fraction=0.2),
+              make_stream(replace(_data(), source=registry.MNIST_5K_LABEL), BATCH, seed=0)]
+    ids = [s.data_id for s in others]
+    assert len(set(ids + [a.data_id])) == len(ids) + 1, ids
+    assert ids[1].startswith("mnist: 40 train") and ids[3].startswith(f"{registry.MNIST_5K_LABEL}: ")
+    pixel = _data()
+    pixel.test_images[3, 5, 5, 0] ^= 1
+    assert make_stream(pixel, BATCH, seed=0).data_id != a.data_id

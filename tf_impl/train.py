@@ -223,7 +223,7 @@ class Run:
 
     def restore_checkpoint(self, say=print) -> tuple[int, dict] | None:
         from .weights import from_neutral
-        found = resume_from(self.cfg, ".npz", read_checkpoint, self.total, say)
+        found = resume_from(self.cfg, ".npz", read_checkpoint, self.total, say, self.stream.data_id)
         if found is None:
             return None
         _, step, (arrays, meta) = found
@@ -306,7 +306,7 @@ def run(cfg: RunConfig) -> int:
                   per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
     writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
     say = lambda s: print(f"tf | {s}", flush=True)  # noqa: E731
-    rec = Recorder(cfg, result, total, log=say, writer=writer)
+    rec = Recorder(cfg, result, total, log=say, writer=writer, data_id=stream.data_id)
     start = 0
     if cfg.resume and (restored := r.restore_checkpoint(say=say)) is not None:
         start, meta = restored

@@ -209,8 +209,9 @@ class Run:
         commit_checkpoint(tmp, final)
 
     def restore_checkpoint(self, say=print):
-        found = newest_checkpoint(self.cfg, ".pt", self.total, say=say)  # read to the CPU: a GPU's checkpoint
-        # resumes on a machine without one (load_state_dict moves each tensor to its parameter's device)
+        # read to the CPU: a GPU's checkpoint resumes on a machine without one (load_state_dict moves each tensor
+        # to its parameter's device)
+        found = newest_checkpoint(self.cfg, ".pt", self.total, say=say, data_id=self.stream.data_id)
         if found is None:
             return None
         state = found[1]
@@ -221,7 +222,8 @@ class Run:
         return state["step"], state["klc_result"]
 
 
-def newest_checkpoint(cfg: RunConfig, suffix: str, total: int, map_location="cpu", say=print) -> tuple | None:
+def newest_checkpoint(cfg: RunConfig, suffix: str, total: int, map_location="cpu", say=print,
+                      data_id: str | None = None) -> tuple | None:
     """(path, state) of the checkpoint --resume continues (data.loop.resume_from: the newest readable
     step-*<suffix> in --checkpoint-dir that belongs to this run; .pt: the raw loop, .ckpt: Lightning), read
     weights-only; None when there is none yet."""
@@ -231,7 +233,7 @@ def newest_checkpoint(cfg: RunConfig, suffix: str, total: int, map_location="cpu
         state = load_trusted(path, map_location=map_location)
         step = state["step"] if suffix == ".pt" else state["global_step"]
         return step, (state.get("klc_result") or {}).get("signature"), state
-    found = resume_from(cfg, suffix, read, total, say)
+    found = resume_from(cfg, suffix, read, total, say, data_id)
     return None if found is None else (found[0], found[2])
 
 
@@ -250,7 +252,8 @@ def lightning_fit(r: Run, rec: Recorder) -> None:
                                                                           steps_per_block=k)
     dm.tensors = (r.x_train, r.y_train, r.x_test, r.y_test)  # Run's tensors, already on this rank's device
     ckpt_path = None
-    if cfg.resume and (found := newest_checkpoint(cfg, ".ckpt", r.total, say=rec.log)) is not None:
+    found = newest_checkpoint(cfg, ".ckpt", r.total, say=rec.log, data_id=r.stream.data_id) if cfg.resume else None
+    if found is not None:
         ckpt_path, state = str(found[0]), found[1]
         rec.resume(state["global_step"], state.get("klc_result"))
     marks = set(boundaries(rec.step, rec.total, cfg, rec.warmup))  # where the callback hands steps to the Recorder
@@ -459,7 +462,7 @@ def run(cfg: RunConfig) -> int:
                   threads=r.torch.get_num_threads())  # each process's: DDP ranks on a CPU share the cores
     writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None
     tagged = lambda s: say(f"torch | {s}")  # noqa: E731
-    rec = Recorder(cfg, result, total, log=tagged, writer=writer)
+    rec = Recorder(cfg, result, total, log=tagged, writer=writer, data_id=stream.data_id)
     ckpt = None
     if cfg.loop == "raw":
         if cfg.resume and (restored := r.restore_checkpoint(say=tagged)) is not None:
