@@ -25,7 +25,7 @@ from pathlib import Path
 from data.arch import MODELS
 from data.cli import run_cli
 from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LOOPS, ConfigError, OneLineParser,
-                           RunConfig, SEED_LIMIT, add_run_arguments, check_batch_split, check_widths,
+                           RunConfig, SEED_LIMIT, add_run_arguments, check_batch_split, check_widths, check_writable,
                            default_loop, ineffective_flags, optimizer_slots, user_path, write_json_atomic)
 
 from .runner import BACKENDS, Plan
@@ -300,7 +300,7 @@ def new_run_folder(args) -> Path:
                               f"or choose another --out")
         return folder
     stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
-    Path(RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    check_writable("--out (default runs/)", RUNS_DIR)
     for i in range(1, 1000):  # made here, not only named: two comparisons started in one second shared a folder
         folder = Path(RUNS_DIR) / (stamp if i == 1 else f"{stamp}-{i}")
         try:
@@ -337,11 +337,13 @@ def run_comparison(argv: list, launcher=None) -> int:
         for dest in PATH_FLAGS:  # as typed, a --resume from another directory logged elsewhere
             if getattr(args, dest):
                 setattr(args, dest, absolute(getattr(args, dest)))
+    if args.tensorboard:  # each run failed on it after the probes, in a table of failed runs
+        check_writable("--tensorboard", args.tensorboard)
     plan, data, n_train = make_plan(args, parser)
     check_same_data(stored_data, data)
     folder = Path(args.resume) if args.resume else new_run_folder(args)
     plan.out = folder
-    folder.mkdir(parents=True, exist_ok=True)
+    check_writable("--resume" if args.resume else "--out", folder)
     with runner.hold_folder(folder):
         if args.out and not args.resume:  # checked again, holding the folder: a compare that held it until
             new_run_folder(args)  # just now may have set a comparison up there

@@ -525,6 +525,22 @@ def ensure_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_writable(flag: str, folder: str | os.PathLike, target: str | os.PathLike | None = None) -> None:
+    """ConfigError naming `flag` when `folder` cannot be made or written in (a read-only file system, a file in
+    the way, no permission; root passes permission bits, so a file is written and removed to find out): checked
+    before training, since a --json or --save-weights that failed after it lost the run's result."""
+    import tempfile
+    folder, given = Path(folder), f"{flag} {target if target is not None else folder}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".klc-write-test-"):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{given}: {folder} (or a folder above it) is a file, not a folder") from None
+    except OSError as e:
+        raise ConfigError(f"{given}: cannot write in {folder} ({e.strerror or e})") from None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temp path in `path`'s folder to write; on success it is synced and renamed to `path`, on any

@@ -605,13 +605,15 @@ def prepare(cfg: RunConfig, backend: str, say=print):
     stream, check the budget, list the layers, route SIGTERM, print the run's header line.
     Returns (data, stream, total_steps, layers)."""
     from . import arch
-    from .contract import ConfigError, check_budget, ensure_folder
+    from .contract import ConfigError, check_budget, check_writable
     from .sources import load
     for flag, target in (("--json", cfg.json), ("--save-weights", cfg.save_weights)):  # fail before training,
         if target and os.path.isdir(target):  # not after it (a folder failed at the rename, the result lost)
             raise ConfigError(f"{flag} {target} is a folder; give a file name in it")
         if target:
-            ensure_folder(target)
+            check_writable(flag, Path(target).parent, target)
+    if cfg.tensorboard:
+        check_writable("--tensorboard", cfg.tensorboard)
     check_checkpoint_dir(cfg)
     from .stream import make_stream
     data = load(cfg.dataset, cfg.data_dir, verify=cfg.verify)

@@ -387,3 +387,16 @@ def test_an_interrupted_comparison_resumes_its_run_from_where_ctrl_c_stopped_it(
     # timed: 100 of the first 125 steps and 50 of the last 75, each process's first block of 25 left out as warm-up
     assert run["throughput"]["timed_steps"] == 150
     assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("flag", ["--tensorboard", "--out"])
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_run(flag, capsys, tmp_path, monkeypatch):
+    """--tensorboard was not checked: every run failed on it, after the probes, and the table ended in one
+    'failed' line per run. --out's error named no flag."""
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    rc, err = cli(["--dataset", "mnist", "--steps", "5", "--eval-every", "5", flag, str(blocker / "x")], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{flag} {blocker / 'x'}: {blocker / 'x'} (or a folder above it) is a file, not a folder" in err, err
+    assert not (tmp_path / "runs").exists() and blocker.read_text() == "not a folder"

@@ -46,10 +46,42 @@ def test_json_into_an_impossible_folder_is_one_line(tmp_path):
     blocker.write_text("not a folder")
     proc = run_module("tf_impl", *SMALL, "--model", "mlp", "--steps", "10", "--eval-every", "10",
                       "--json", blocker / "r.json", timeout=300)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and "is a file, not a folder" in lines[0] and "Traceback" not in proc.stderr
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"--json {blocker / 'r.json'}: {blocker} (or a folder above it) is a file, not a folder" in lines[0]
     assert "step " not in proc.stdout  # refused before any training, so nothing computed is lost
+
+
+@pytest.mark.parametrize("module", ["tf_impl", "torch_impl"])
+def test_a_tensorboard_folder_that_cannot_be_written_is_refused_before_training(tmp_path, module):
+    """It failed after the data had loaded, with an errno line that named no flag; in compare, after the
+    probes, as one failed run per backend and model."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_module(module, *SMALL, "--model", "mlp", "--steps", "10", "--eval-every", "10",
+                      "--tensorboard", blocker / "tb", timeout=300)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"--tensorboard {blocker / 'tb'}: {blocker / 'tb'} (or a folder above it) is a file" in lines[0]
+    assert "step " not in proc.stdout
+
+
+def test_an_output_folder_on_a_read_only_file_system_is_refused_naming_the_flag(tmp_path, monkeypatch):
+    """A read-only --json folder (root passes permission bits, so only a write tells) trained the whole run,
+    then failed naming the temp file '.r.json.PID.tmp': the result was lost."""
+    import os
+    import tempfile
+    from data.contract import ConfigError, check_writable
+    check_writable("--json", tmp_path / "new", tmp_path / "new" / "r.json")  # made, written, left empty
+    assert (tmp_path / "new").is_dir() and not any((tmp_path / "new").iterdir())
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    with pytest.raises(ConfigError, match=rf"^--json {tmp_path}/r.json: cannot write in {tmp_path} \(Read-only file "
+                                          r"system\)$"):
+        check_writable("--json", tmp_path, tmp_path / "r.json")
 
 
 @pytest.mark.parametrize("module,flag", [("torch_impl", "--json"), ("tf_impl", "--save-weights")])
