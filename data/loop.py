@@ -252,18 +252,11 @@ def check_checkpoint_dir(cfg: RunConfig) -> None:
     """Before any training: the folder can hold checkpoints (a write that fails later would end the run),
     and a new run (no --resume) must not write its checkpoints among another run's: keeping the newest two
     would delete its own, and a later --resume would continue the other run."""
-    from .contract import ConfigError
+    from .contract import ConfigError, check_writable
     folder = Path(cfg.checkpoint_dir) if cfg.checkpoints else None
     if folder is None:
         return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ConfigError(f"--checkpoint-dir {folder}: a file (or a file above it), not a folder") from None
-    except PermissionError:
-        raise ConfigError(f"--checkpoint-dir {folder}: no permission to create it") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"--checkpoint-dir {folder}: not writable")
+    check_writable("--checkpoint-dir", folder)
     # one run at a time in it, for the process's life: two (a --resume started twice, or while a child that
     # outlived a killed compare still trains) wrote over each other's checkpoints. DDP ranks > 0 share rank 0's.
     if not process_rank() and locks.hold(folder):
