@@ -10,11 +10,10 @@ for every seed does not count).
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import statistics
 
-from .common import machine, results_file, table, train
+from .common import comma_list, json_file, machine, parser, results_file, run_seed, run_threads, table, train, user_path
 
 # name: (dataset, epochs, target, extra flags)
 RECIPES = {
@@ -25,17 +24,19 @@ RECIPES = {
 }
 
 
+def build_parser():
+    p = parser("accuracy", __doc__.splitlines()[0])
+    p.add_argument("--recipes", type=comma_list("recipe", tuple(RECIPES)), default=",".join(RECIPES),
+                   help=f"comma-separated, from {', '.join(RECIPES)}")
+    p.add_argument("--seeds", type=comma_list("seed", item=run_seed), default="0,1,2")
+    p.add_argument("--threads", type=run_threads, default=2)
+    p.add_argument("--data-dir", type=user_path, help="folder with the dataset files (else the usual sources)")
+    p.add_argument("--json", type=json_file, default="bench-out/accuracy.json")
+    return p
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, from {', '.join(RECIPES)}")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data-dir", help="folder with the dataset files (else the usual sources)")
-    p.add_argument("--json", default="bench-out/accuracy.json")
-    args = p.parse_args(argv)
-    unknown = set(args.recipes.split(",")) - set(RECIPES)
-    if unknown:
-        p.error(f"unknown recipe {', '.join(sorted(unknown))}; choose from {', '.join(RECIPES)}")
+    args = build_parser().parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows, out = [], []
     doc = {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()),

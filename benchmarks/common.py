@@ -11,6 +11,10 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from data.arch import MODELS
+from data.contract import OneLineParser, _positive_float, _positive_int, _seed, _threads, user_path
+from data.registry import DATASETS
+
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"tf": "tf_impl", "torch": "torch_impl"}
 
@@ -69,11 +73,68 @@ def results_file(path, doc: dict, prog: str):
     write_json(path, doc)
 
 
-def positive_int(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
+# --- flags: the backends' own checks (data.contract), so a value they would refuse is refused here first, in one line
+# (exit 2), before any child starts; a child that refused it only failed the benchmark (exit 1) ---------------------
+
+positive_int = _positive_int  # > 0
+run_seed = _seed  # 0 .. 2**32 - 1, as the backends' --seed
+run_threads = _threads  # 0 (all cores) .. 1024, passed on to the backends' --threads
+DATASET_NAMES = tuple(sorted(DATASETS))  # what the backends' --dataset accepts
+MODEL_NAMES = MODELS
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (data.contract's check, with a message that names the bound it enforces)."""
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError as e:
+        if "expected a number" in str(e):
+            raise
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}") from None
+
+
+def own_threads(text: str) -> int:
+    """Threads for a script that sets them itself (torch.set_num_threads, threadpoolctl): 1 .. 1024."""
+    v = _threads(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be > 0 (this script sets its thread count itself)")
+    return v
+
+
+def json_file(text: str) -> str:
+    """--json FILE: `~` expanded; an existing folder is refused before anything runs."""
+    path = user_path(text)
+    if Path(path).is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    return path
+
+
+def comma_list(what: str, choices=None, item=None):
+    """An argparse type for a comma-separated list (no spaces): each entry one of `choices`, or accepted by `item`
+    (a type such as positive_int), none twice. The text comes back as given: the scripts split it themselves."""
+    def check(text: str) -> str:
+        seen = set()
+        for entry in text.split(","):
+            if not entry:
+                raise argparse.ArgumentTypeError(f"empty {what} in {text!r} (comma-separated, no spaces)")
+            if choices is not None and entry not in choices:
+                raise argparse.ArgumentTypeError(f"unknown {what} {entry}; choose from {', '.join(choices)}")
+            if item is not None:
+                try:
+                    item(entry)
+                except argparse.ArgumentTypeError as e:
+                    raise argparse.ArgumentTypeError(f"{what} {entry}: {e}") from None
+            if entry in seen:
+                raise argparse.ArgumentTypeError(f"{what} {entry} given twice")
+            seen.add(entry)
+        return text
+    check.__name__ = what  # argparse's "invalid <what> value" for any other error
+    return check
+
+
+def parser(name: str, description: str) -> OneLineParser:
+    """A benchmark's parser: `python -m benchmarks.NAME`, a bad flag refused in one line with exit 2."""
+    return OneLineParser(prog=f"python -m benchmarks.{name}", description=description)
 
 
 def peak(backend: str, precision: str = "32", n_cpu: int = 1024, n_gpu: int = 8192, threads: int = 0) -> dict:

@@ -13,29 +13,35 @@ on a GPU).
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 
-from .common import machine, median, peak, positive_int, results_file, table, train
+from .common import (DATASET_NAMES, MODEL_NAMES, comma_list, json_file, machine, median, parser, peak, positive_float,
+                     positive_int, results_file, table, train, user_path)
+
+PRECISIONS = ("32", "bf16")
+
+def build_parser():
+    p = parser("gpu", __doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist")
+    p.add_argument("--models", type=comma_list("model", MODEL_NAMES), default="cnn,mlp")
+    p.add_argument("--batches", type=comma_list("batch size", item=positive_int), default="128,512")
+    p.add_argument("--precisions", type=comma_list("precision", PRECISIONS), default=",".join(PRECISIONS))
+    p.add_argument("--repeats", type=positive_int, default=2, help="Lightning/raw pairs per configuration (default: 2)")
+    p.add_argument("--epochs", type=positive_float, default=1.0)
+    p.add_argument("--steps", type=positive_int, help="train this many steps instead of --epochs (quick checks)")
+    p.add_argument("--peak-n", type=positive_int, default=8192, help="square matmul size of the GPU peak probe")
+    p.add_argument("--data-dir", type=user_path, help="folder with the dataset files (else the usual sources)")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="accept files that fail the checksums")
+    p.add_argument("--json", type=json_file, default="bench-out/gpu.json")
+    return p
+
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--models", default="cnn,mlp")
-    p.add_argument("--batches", default="128,512")
-    p.add_argument("--precisions", default="32,bf16")
-    p.add_argument("--repeats", type=positive_int, default=2, help="Lightning/raw pairs per configuration (default: 2)")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--steps", type=int, help="train this many steps instead of --epochs (quick checks)")
-    p.add_argument("--peak-n", type=int, default=8192, help="square matmul size of the GPU peak probe")
-    p.add_argument("--data-dir", help="folder with the dataset files (else the usual sources)")
-    p.add_argument("--no-verify", dest="verify", action="store_false", help="accept files that fail the checksums")
-    p.add_argument("--json", default="bench-out/gpu.json")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     rows, out = [], []
     doc = {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()), "results": out}
     with results_file(args.json, doc, "benchmarks.gpu"):
-        peaks = doc["peak"] = {prec: peak("torch", prec, n_gpu=args.peak_n) for prec in ("32", "bf16")}
+        peaks = doc["peak"] = {prec: peak("torch", prec, n_gpu=args.peak_n) for prec in PRECISIONS}
         print(f"peak on {peaks['32']['device']}: fp32 {peaks['32']['peak_flops'] / 1e12:.1f} TFLOP/s, "
               f"bf16 {peaks['bf16']['peak_flops'] / 1e12:.1f} TFLOP/s", flush=True)
         budget = ["--steps", args.steps] if args.steps else ["--epochs", args.epochs]

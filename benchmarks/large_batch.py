@@ -9,24 +9,28 @@ each (raw loop, so Lightning plays no part): samples/s, minor page faults per sa
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import resource
 
-from .common import machine, results_file, table, train
+from .common import (DATASET_NAMES, comma_list, json_file, machine, parser, positive_float, positive_int, results_file,
+                     run_threads, table, train)
 
 KEEP = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"  # never mmap, never give memory back
 RUNS = (("tf", "custom", {}), ("torch", "raw", {}), ("torch", "raw", {"GLIBC_TUNABLES": KEEP}))
 
 
+def build_parser():
+    p = parser("large_batch", __doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist")
+    p.add_argument("--batches", type=comma_list("batch size", item=positive_int), default="128,1024")
+    p.add_argument("--epochs", type=positive_float, default=1.0)
+    p.add_argument("--threads", type=run_threads, default=2)
+    p.add_argument("--json", type=json_file, default="bench-out/large_batch.json")
+    return p
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--batches", default="128,1024")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", default="bench-out/large_batch.json")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     rows, out = [], []
     doc = {"date": str(datetime.date.today()), "machine": machine(), "tunables": KEEP, "runs": out}
     with results_file(args.json, doc, "benchmarks.large_batch"):

@@ -9,28 +9,32 @@ excluded). Prints medians and the median of the per-pair ratios.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 
-from .common import machine, median, positive_int, results_file, table, train
+from .common import (DATASET_NAMES, MODEL_NAMES, comma_list, json_file, machine, median, parser, positive_float,
+                     positive_int, results_file, run_threads, table, train)
 
 PAIRS = [("tf", "custom", "fit"), ("torch", "lightning", "raw")]
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--models", default="mlp,cnn")
+def build_parser():
+    p = parser("overhead", __doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist")
+    p.add_argument("--models", type=comma_list("model", MODEL_NAMES), default="mlp,cnn")
     p.add_argument("--repeats", type=positive_int, default=3, help="A/B pairs per comparison (default: 3)")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps-per-call", type=int, default=32,
+    p.add_argument("--epochs", type=positive_float, default=1.0)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--threads", type=run_threads, default=2)
+    p.add_argument("--steps-per-call", type=positive_int, default=32,
                    help="steps per dispatch in the tf custom loop and Lightning (1: Lightning's textbook one step "
                         "per training_step); model.fit keeps Keras's default steps_per_execution=1 and the raw "
                         "loop steps one at a time whatever this says")
-    p.add_argument("--json", default="bench-out/overhead.json")
-    args = p.parse_args(argv)
+    p.add_argument("--json", type=json_file, default="bench-out/overhead.json")
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     flags = ["--dataset", args.dataset, "--epochs", args.epochs, "--batch-size", args.batch_size,
              "--threads", args.threads, "--eval-every", 0, "--steps-per-call", args.steps_per_call]
     rows, out = [], []

@@ -7,11 +7,10 @@ each in its own child process (never TensorFlow and torch in one); numpy in this
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
-from .common import peak
+from .common import json_file, own_threads, parser, peak, positive_int
 
 FRAMEWORKS = ("tf", "torch", "numpy")
 
@@ -32,13 +31,17 @@ def measure(framework: str, n: int, threads: int) -> dict:
             "gflops": result["peak_flops"] / 1e9}
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    p = parser("peak", __doc__.splitlines()[0])
     p.add_argument("--framework", choices=FRAMEWORKS)
-    p.add_argument("--n", type=int, default=2048)
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--json", default="bench-out/peak.json")
-    args = p.parse_args(argv)
+    p.add_argument("--n", type=positive_int, default=2048)
+    p.add_argument("--threads", type=own_threads, default=os.cpu_count() or 1)
+    p.add_argument("--json", type=json_file, default="bench-out/peak.json")
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     if args.framework:
         print(json.dumps(measure(args.framework, args.n, args.threads)))
         return

@@ -7,21 +7,25 @@ the epoch times include it (what one waits for) and are shown beside the steady-
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 
-from .common import machine, results_file, table, train
+from .common import DATASET_NAMES, comma_list, json_file, machine, parser, results_file, run_threads, table, train
 
 BACKENDS = {"tf": "custom", "torch": "lightning"}
+PARTS = ("batch", "size", "threads")
+
+
+def build_parser():
+    p = parser("scaling", __doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist")
+    p.add_argument("--parts", type=comma_list("part", PARTS), default=",".join(PARTS))
+    p.add_argument("--threads", type=run_threads, default=2)
+    p.add_argument("--json", type=json_file, default="bench-out/scaling.json")
+    return p
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--parts", default="batch,size,threads")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", default="bench-out/scaling.json")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     base = ["--dataset", args.dataset, "--eval-every", 0]
     out = {"machine": machine(), "date": str(datetime.date.today()), "dataset": args.dataset, "threads": args.threads,
            "loops": dict(BACKENDS)}

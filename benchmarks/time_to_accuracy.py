@@ -7,25 +7,29 @@ as a user waits for it. A seed that diverges or never gets there is a miss.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import statistics
 
-from .common import machine, results_file, table, train
+from .common import (comma_list, json_file, machine, parser, positive_float, positive_int, results_file, run_seed,
+                     run_threads, table, train, user_path)
 
 TARGETS = {"mnist": 0.99, "fashion_mnist": 0.90}
 
 
+def build_parser():
+    p = parser("time_to_accuracy", __doc__.splitlines()[0])
+    p.add_argument("--datasets", type=comma_list("dataset", tuple(TARGETS)), default="mnist,fashion_mnist")
+    p.add_argument("--seeds", type=comma_list("seed", item=run_seed), default="0,1,2")
+    p.add_argument("--max-epochs", type=positive_float, default=6)
+    p.add_argument("--eval-every", type=positive_int, default=50)
+    p.add_argument("--threads", type=run_threads, default=2)
+    p.add_argument("--data-dir", type=user_path, help="folder with the datasets (else the usual sources)")
+    p.add_argument("--json", type=json_file, default="bench-out/time_to_accuracy.json")
+    return p
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", default="mnist,fashion_mnist")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--max-epochs", type=float, default=6)
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data-dir", help="folder with the datasets (else the usual sources)")
-    p.add_argument("--json", default="bench-out/time_to_accuracy.json")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     rows, res, summary = [], [], []
     doc = {"machine": machine(), "date": str(datetime.date.today()), "runs": res, "summary": summary,
            "config": vars(args)}

@@ -22,23 +22,39 @@ import time
 
 import numpy as np
 
+from .common import MODEL_NAMES, json_file, own_threads, parser, positive_int
+
+SAMPLES = 60_000  # random images drawn once, MNIST's training-set size
+
+
+def batch_size(text: str) -> int:
+    """At most the images drawn: the naive variant's DataLoader (drop_last) would yield no batch and spin forever."""
+    v = positive_int(text)
+    if v > SAMPLES:
+        raise argparse.ArgumentTypeError(f"at most the {SAMPLES:,} images it trains on, got {v}")
+    return v
+
+
+def build_parser():
+    p = parser("torch_configs", __doc__.splitlines()[0])
+    p.add_argument("--rounds", type=positive_int, default=5)
+    p.add_argument("--steps", type=positive_int, default=40)
+    p.add_argument("--threads", type=own_threads, default=2)
+    p.add_argument("--batch-size", type=batch_size, default=128)
+    p.add_argument("--model", choices=MODEL_NAMES, default="cnn")
+    p.add_argument("--json", type=json_file, default="bench-out/torch_configs.json")
+    return p
+
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--model", default="cnn")
-    p.add_argument("--json", default="bench-out/torch_configs.json")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     import torch
     import torch.nn.functional as F
 
     from torch_impl.models import build_model
     from torch_impl.optim import KerasAdam
     torch.set_num_threads(args.threads)
-    B, n = args.batch_size, 60_000
+    B, n = args.batch_size, SAMPLES
     images = np.random.default_rng(0).random((n, 28, 28, 1), dtype=np.float32)  # (N, H, W, C) as data.stream gives
     labels = torch.from_numpy(np.random.default_rng(1).integers(0, 10, n))
     x_cl = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, C, H, W) view with channels_last strides

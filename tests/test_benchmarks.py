@@ -248,3 +248,62 @@ def test_a_json_path_naming_a_folder_is_refused_before_any_run(tmp_path, monkeyp
     with pytest.raises(SystemExit) as e:
         overhead.main(["--json", str(tmp_path)])
     assert e.value.code == 2 and CALLS == [] and "is a folder" in capsys.readouterr().err
+
+
+# --- flags: a bad value is the parser's one-line error (exit 2), before any run -------------------------------------
+
+BAD_FLAGS = [  # (script, flags, what the error says)
+    ("overhead", ["--batch-size", "0"], "argument --batch-size: must be > 0, got 0"),
+    ("overhead", ["--epochs", "-1"], "argument --epochs: must be a finite number > 0, got -1"),
+    ("overhead", ["--dataset", "nosuch"], "argument --dataset: invalid choice: 'nosuch'"),
+    ("overhead", ["--models", "foo"], "argument --models: unknown model foo; choose from mlp, cnn"),
+    ("overhead", ["--models", "mlp,"], "argument --models: empty model"),
+    ("overhead", ["--repeats", "0"], "argument --repeats: must be > 0"),
+    ("overhead", ["--threads", "-1"], "argument --threads: must be >= 0"),
+    ("overhead", ["--steps-per-call", "0"], "argument --steps-per-call: must be > 0"),
+    ("scaling", ["--parts", "nosuch"], "argument --parts: unknown part nosuch; choose from batch, size, threads"),
+    ("scaling", ["--dataset", "nosuch"], "argument --dataset: invalid choice"),
+    ("peak", ["--framework", "numpy", "--n", "0"], "argument --n: must be > 0, got 0"),
+    ("peak", ["--threads", "0"], "argument --threads: must be > 0"),
+    ("time_to_accuracy", ["--datasets", "cifar10"], "argument --datasets: unknown dataset cifar10"),
+    ("time_to_accuracy", ["--seeds", "0,x"], "argument --seeds: seed x: expected a whole number"),
+    ("time_to_accuracy", ["--max-epochs", "0"], "argument --max-epochs: must be a finite number > 0"),
+    ("time_to_accuracy", ["--eval-every", "0"], "argument --eval-every: must be > 0"),
+    ("accuracy", ["--recipes", "imagenet-cosine"], "argument --recipes: unknown recipe imagenet-cosine"),
+    ("accuracy", ["--seeds", "0,-1"], "argument --seeds: seed -1: must be >= 0"),
+    ("accuracy", ["--seeds", "1,1"], "argument --seeds: seed 1 given twice"),
+    ("torch_configs", ["--rounds", "0"], "argument --rounds: must be > 0"),
+    ("torch_configs", ["--steps", "-3"], "argument --steps: must be > 0"),
+    ("torch_configs", ["--threads", "0"], "argument --threads: must be > 0"),
+    ("torch_configs", ["--batch-size", "60001"], "argument --batch-size: at most the 60,000 images"),  # hung
+    ("torch_configs", ["--model", "foo"], "argument --model: invalid choice: 'foo'"),
+    ("gpu", ["--batches", "128,0"], "argument --batches: batch size 0: must be > 0"),
+    ("gpu", ["--precisions", "16"], "argument --precisions: unknown precision 16; choose from 32, bf16"),
+    ("gpu", ["--models", "foo"], "argument --models: unknown model foo"),
+    ("gpu", ["--peak-n", "0"], "argument --peak-n: must be > 0"),
+    ("gpu", ["--steps", "0"], "argument --steps: must be > 0"),
+    ("gpu", ["--epochs", "nan"], "argument --epochs: must be a finite number > 0"),
+    ("large_batch", ["--batches", "0"], "argument --batches: batch size 0: must be > 0"),
+    ("large_batch", ["--dataset", "nosuch"], "argument --dataset: invalid choice"),
+    ("large_batch", ["--epochs", "0"], "argument --epochs: must be a finite number > 0"),
+]
+
+
+@pytest.mark.parametrize("name,flags,says", BAD_FLAGS, ids=[f"{n} {' '.join(f)}" for n, f, _ in BAD_FLAGS])
+def test_a_bad_flag_value_is_refused_by_the_parser_before_any_run(tmp_path, monkeypatch, capsys, name, flags, says):
+    """Each of these started a child (exit 1), measured nonsense (peak --n 0: 0 GFLOP/s, exit 0), did nothing
+    and called that complete (scaling --parts nosuch), or hung (torch_configs past 60,000). Now: the parser's
+    one line, exit 2, no run started and no JSON written."""
+    import importlib
+    module = importlib.import_module(f"benchmarks.{name}")
+    ran = []
+    for attr in ("train", "peak", "measure"):  # whatever the script would start
+        if hasattr(module, attr):
+            monkeypatch.setattr(module, attr, lambda *a, **kw: ran.append(a) or fake_train("tf", *a[1:]))
+    monkeypatch.setitem(sys.modules, "torch", None)  # torch_configs imports it after parsing: never in this process
+    out = tmp_path / "r.json"
+    with pytest.raises(SystemExit) as e:
+        module.main([*flags, "--json", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and ran == [] and not out.exists(), err
+    assert err.startswith(f"python -m benchmarks.{name}: error: {says}") and err.count("\n") == 1, err
