@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     rows, out = [], []
     doc = {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()),
            "recipes": {k: list(map(str, v[:3])) + [v[3]] for k, v in RECIPES.items()}, "results": out}
-    with results_file(args.json, doc, "benchmarks.accuracy"):
+    with results_file(args.json, doc, "benchmarks.accuracy", lambda: any(e["test_accuracy"] for e in out)):
         for name in args.recipes.split(","):
             dataset, epochs, target, extra = RECIPES[name]
             for backend in ("tf", "torch"):

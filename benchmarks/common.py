@@ -51,10 +51,12 @@ def _child(module_args: list, what: str, timeout: float, env: dict) -> subproces
 
 
 @contextmanager
-def results_file(path, doc: dict, prog: str):
+def results_file(path, doc: dict, prog: str, measured):
     """Writes `doc` to `path` when the block ends, however it ends, so a failed run or a Ctrl-C loses none of
     the figures measured before it: "complete" says whether every run was made, "stopped" why not (then a
-    one-line error, exit 1, or 130 for a Ctrl-C). `path` naming a folder is refused before any run."""
+    one-line error, exit 1, or 130 for a Ctrl-C). `measured()` says whether `doc` holds a figure yet: a block
+    stopped before its first one writes nothing, so it cannot replace an earlier run's file at `path` with an
+    empty one (the error says the file was left as it was). `path` naming a folder is refused before any run."""
     if Path(path).is_dir():
         print(f"{prog}: error: --json {path} is a folder; give a file name", file=sys.stderr)
         raise SystemExit(2)
@@ -64,8 +66,12 @@ def results_file(path, doc: dict, prog: str):
         ctrl_c, failed = isinstance(e, KeyboardInterrupt), isinstance(e, RunFailed)
         stopped = "interrupted (Ctrl-C)" if ctrl_c else str(e) if failed else f"{type(e).__name__}: {e}"
         doc.update(complete=False, stopped=stopped)
-        write_json(path, doc)
-        print(f"{prog}: stopped: {stopped}; what was measured before is in {path} (complete: false)", file=sys.stderr)
+        if measured():
+            write_json(path, doc)
+            kept = f"what was measured before is in {path} (complete: false)"
+        else:
+            kept = f"nothing was measured; {path} was {'left as it was' if Path(path).exists() else 'not written'}"
+        print(f"{prog}: stopped: {stopped}; {kept}", file=sys.stderr)
         if not (ctrl_c or failed):
             raise
         raise SystemExit(130 if ctrl_c else 1) from None

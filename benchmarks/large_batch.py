@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     rows, out = [], []
     doc = {"date": str(datetime.date.today()), "machine": machine(), "tunables": KEEP, "runs": out}
-    with results_file(args.json, doc, "benchmarks.large_batch"):
+    with results_file(args.json, doc, "benchmarks.large_batch", lambda: bool(out)):
         for batch in map(int, args.batches.split(",")):
             for backend, loop, env in RUNS:
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -29,7 +29,9 @@ def main(argv=None) -> None:
     base = ["--dataset", args.dataset, "--eval-every", 0]
     out = {"machine": machine(), "date": str(datetime.date.today()), "dataset": args.dataset, "threads": args.threads,
            "loops": dict(BACKENDS)}
-    with results_file(args.json, out, "benchmarks.scaling"):
+    def measured():  # a part's list of points (before the threads part runs, out["threads"] is the thread count)
+        return any(isinstance(out.get(part), list) and out[part] for part in PARTS)
+    with results_file(args.json, out, "benchmarks.scaling", measured):
         parts = args.parts.split(",")
         if "batch" in parts:
             rows, res = [], []

@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     doc = {"machine": machine(), "date": str(datetime.date.today()), "runs": res, "summary": summary,
            "config": vars(args)}
     mean_std = lambda xs: (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else None  # noqa: E731
-    with results_file(args.json, doc, "benchmarks.time_to_accuracy"):
+    with results_file(args.json, doc, "benchmarks.time_to_accuracy", lambda: bool(res)):
         for dataset in args.datasets.split(","):
             hits = {b: ([], [], [0]) for b in ("tf", "torch")}  # steps, seconds, misses
             for seed in map(int, args.seeds.split(",")):

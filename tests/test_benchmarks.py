@@ -307,3 +307,42 @@ def test_a_bad_flag_value_is_refused_by_the_parser_before_any_run(tmp_path, monk
     err = capsys.readouterr().err
     assert e.value.code == 2 and ran == [] and not out.exists(), err
     assert err.startswith(f"python -m benchmarks.{name}: error: {says}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("name", ["overhead", "scaling", "time_to_accuracy", "accuracy", "large_batch", "gpu"])
+@pytest.mark.parametrize("stop,code", [("fail", 1), ("ctrl-c", 130)])
+def test_a_run_that_measured_nothing_leaves_an_earlier_json_as_it_was(tmp_path, monkeypatch, capsys, name, stop, code):
+    """A user's good overhead.json was replaced by one with no figures (complete: false) when the next invocation's
+    first run failed. A script stopped before its first figure now writes nothing, and says the file was kept."""
+    import importlib
+    module = importlib.import_module(f"benchmarks.{name}")
+
+    def first_run_stops(*a, **kw):
+        raise common.RunFailed("tf ... exited 1: boom") if stop == "fail" else KeyboardInterrupt
+    monkeypatch.setattr(module, "train", first_run_stops)
+    if name == "gpu":  # its first figures are the peak probes
+        monkeypatch.setattr(module, "peak", first_run_stops)
+    out = tmp_path / "r.json"
+    out.write_text('{"complete": true, "results": ["the earlier figures"]}')
+    with pytest.raises(SystemExit) as e:
+        module.main(["--json", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == code and out.read_text() == '{"complete": true, "results": ["the earlier figures"]}', err
+    assert err.endswith(f"; nothing was measured; {out} was left as it was\n") and err.count("\n") == 1, err
+    out.unlink()  # and with no earlier file, none is made
+    with pytest.raises(SystemExit):
+        module.main(["--json", str(out)])
+    assert not out.exists() and capsys.readouterr().err.endswith(f"; nothing was measured; {out} was not written\n")
+
+
+def test_gpu_keeps_its_peaks_when_the_first_training_run_fails(tmp_path, monkeypatch, capsys):
+    """The peak probes are figures: a failure after them still writes them (complete: false)."""
+    from benchmarks import gpu
+    monkeypatch.setattr(gpu, "peak", lambda backend, prec, **kw: {"device": "cpu", "peak_flops": 1e12, "precision": prec})
+    monkeypatch.setattr(gpu, "train", lambda *a, **kw: (_ for _ in ()).throw(common.RunFailed("torch ... exited 1")))
+    out = tmp_path / "gpu.json"
+    with pytest.raises(SystemExit) as e:
+        gpu.main(["--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert e.value.code == 1 and doc["complete"] is False and set(doc["peak"]) == {"32", "bf16"}
+    assert capsys.readouterr().err.strip().endswith(f"is in {out} (complete: false)")
