@@ -25,13 +25,17 @@ RECIPES = {
 
 
 def build_parser():
-    p = parser("accuracy", __doc__.splitlines()[0])
+    p = parser("accuracy", __doc__)
     p.add_argument("--recipes", type=comma_list("recipe", tuple(RECIPES)), default=",".join(RECIPES),
                    help=f"comma-separated, from {', '.join(RECIPES)}")
-    p.add_argument("--seeds", type=comma_list("seed", item=run_seed), default="0,1,2")
-    p.add_argument("--threads", type=run_threads, default=2)
-    p.add_argument("--data-dir", type=user_path, help="folder with the dataset files (else the usual sources)")
-    p.add_argument("--json", type=json_file, default="bench-out/accuracy.json")
+    p.add_argument("--seeds", type=comma_list("seed", item=run_seed), default="0,1,2",
+                   help="comma-separated seeds: one run per recipe, backend and seed")
+    p.add_argument("--threads", type=run_threads, default=2, help="intra-op threads of each run, 0 = all cores")
+    p.add_argument("--data-dir", type=user_path, metavar="DIR",
+                   help="folder with the datasets' files (default: none; the usual sources)")
+    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/accuracy.json",
+                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
+                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
     return p
 
 

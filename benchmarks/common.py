@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -138,9 +139,33 @@ def comma_list(what: str, choices=None, item=None):
     return check
 
 
-def parser(name: str, description: str) -> OneLineParser:
-    """A benchmark's parser: `python -m benchmarks.NAME`, a bad flag refused in one line with exit 2."""
-    return OneLineParser(prog=f"python -m benchmarks.{name}", description=description)
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows the module docstring as written (its lists and line breaks) and each flag's default after its
+    help; a flag whose default is None, or a switch, says in its own help what happens without it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0 or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def description(doc: str) -> str:
+    """A script's docstring for --help: all of it but the `python -m benchmarks.NAME [...]` lines (argparse
+    prints its own usage line), so no sentence is cut."""
+    keep, usage = [], False
+    for line in doc.strip().splitlines():
+        text = line.strip()
+        usage = text.startswith("python -m benchmarks.") or (usage and text.startswith("["))
+        if not usage:
+            keep.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(keep)).strip()
+
+
+def parser(name: str, doc: str) -> OneLineParser:
+    """A benchmark's parser: `python -m benchmarks.NAME`, its docstring as the description, a bad flag refused in
+    one line with exit 2."""
+    return OneLineParser(prog=f"python -m benchmarks.{name}", description=description(doc),
+                         formatter_class=HelpFormatter)
 
 
 def peak(backend: str, precision: str = "32", n_cpu: int = 1024, n_gpu: int = 8192, threads: int = 0) -> dict:

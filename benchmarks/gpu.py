@@ -21,18 +21,25 @@ from .common import (DATASET_NAMES, MODEL_NAMES, comma_list, json_file, machine,
 PRECISIONS = ("32", "bf16")
 
 def build_parser():
-    p = parser("gpu", __doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist")
-    p.add_argument("--models", type=comma_list("model", MODEL_NAMES), default="cnn,mlp")
-    p.add_argument("--batches", type=comma_list("batch size", item=positive_int), default="128,512")
-    p.add_argument("--precisions", type=comma_list("precision", PRECISIONS), default=",".join(PRECISIONS))
-    p.add_argument("--repeats", type=positive_int, default=2, help="Lightning/raw pairs per configuration (default: 2)")
-    p.add_argument("--epochs", type=positive_float, default=1.0)
-    p.add_argument("--steps", type=positive_int, help="train this many steps instead of --epochs (quick checks)")
+    p = parser("gpu", __doc__)
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist", help="dataset every run trains on")
+    p.add_argument("--models", type=comma_list("model", MODEL_NAMES), default="cnn,mlp",
+                   help=f"comma-separated, from {', '.join(MODEL_NAMES)}")
+    p.add_argument("--batches", type=comma_list("batch size", item=positive_int), default="128,512",
+                   help="comma-separated batch sizes")
+    p.add_argument("--precisions", type=comma_list("precision", PRECISIONS), default=",".join(PRECISIONS),
+                   help="comma-separated, from 32 (IEEE fp32), bf16")
+    p.add_argument("--repeats", type=positive_int, default=2, help="Lightning/raw pairs per configuration")
+    p.add_argument("--epochs", type=positive_float, default=1.0, help="epochs each run trains (unless --steps)")
+    p.add_argument("--steps", type=positive_int,
+                   help="train this many steps instead of --epochs, for quick checks (default: none, --epochs)")
     p.add_argument("--peak-n", type=positive_int, default=8192, help="square matmul size of the GPU peak probe")
-    p.add_argument("--data-dir", type=user_path, help="folder with the dataset files (else the usual sources)")
+    p.add_argument("--data-dir", type=user_path, metavar="DIR",
+                   help="folder with the dataset's files (default: none; the usual sources)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="accept files that fail the checksums")
-    p.add_argument("--json", type=json_file, default="bench-out/gpu.json")
+    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/gpu.json",
+                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
+                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
     return p
 
 

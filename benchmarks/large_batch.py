@@ -20,12 +20,15 @@ RUNS = (("tf", "custom", {}), ("torch", "raw", {}), ("torch", "raw", {"GLIBC_TUN
 
 
 def build_parser():
-    p = parser("large_batch", __doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist")
-    p.add_argument("--batches", type=comma_list("batch size", item=positive_int), default="128,1024")
-    p.add_argument("--epochs", type=positive_float, default=1.0)
-    p.add_argument("--threads", type=run_threads, default=2)
-    p.add_argument("--json", type=json_file, default="bench-out/large_batch.json")
+    p = parser("large_batch", __doc__)
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist", help="dataset every run trains on")
+    p.add_argument("--batches", type=comma_list("batch size", item=positive_int), default="128,1024",
+                   help="comma-separated batch sizes; each runs tf, torch, and torch with GLIBC_TUNABLES")
+    p.add_argument("--epochs", type=positive_float, default=1.0, help="epochs each run trains")
+    p.add_argument("--threads", type=run_threads, default=2, help="intra-op threads of each run, 0 = all cores")
+    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/large_batch.json",
+                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
+                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
     return p
 
 

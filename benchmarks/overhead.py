@@ -18,18 +18,21 @@ PAIRS = [("tf", "custom", "fit"), ("torch", "lightning", "raw")]
 
 
 def build_parser():
-    p = parser("overhead", __doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist")
-    p.add_argument("--models", type=comma_list("model", MODEL_NAMES), default="mlp,cnn")
-    p.add_argument("--repeats", type=positive_int, default=3, help="A/B pairs per comparison (default: 3)")
-    p.add_argument("--epochs", type=positive_float, default=1.0)
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--threads", type=run_threads, default=2)
+    p = parser("overhead", __doc__)
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist", help="dataset every run trains on")
+    p.add_argument("--models", type=comma_list("model", MODEL_NAMES), default="mlp,cnn",
+                   help=f"comma-separated, from {', '.join(MODEL_NAMES)}")
+    p.add_argument("--repeats", type=positive_int, default=3, help="A/B pairs per comparison")
+    p.add_argument("--epochs", type=positive_float, default=1.0, help="epochs each run trains")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="samples per optimizer step")
+    p.add_argument("--threads", type=run_threads, default=2, help="intra-op threads of each run, 0 = all cores")
     p.add_argument("--steps-per-call", type=positive_int, default=32,
                    help="steps per dispatch in the tf custom loop and Lightning (1: Lightning's textbook one step "
                         "per training_step); model.fit keeps Keras's default steps_per_execution=1 and the raw "
                         "loop steps one at a time whatever this says")
-    p.add_argument("--json", type=json_file, default="bench-out/overhead.json")
+    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/overhead.json",
+                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
+                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
     return p
 
 

@@ -32,11 +32,15 @@ def measure(framework: str, n: int, threads: int) -> dict:
 
 
 def build_parser():
-    p = parser("peak", __doc__.splitlines()[0])
-    p.add_argument("--framework", choices=FRAMEWORKS)
-    p.add_argument("--n", type=positive_int, default=2048)
-    p.add_argument("--threads", type=own_threads, default=os.cpu_count() or 1)
-    p.add_argument("--json", type=json_file, default="bench-out/peak.json")
+    p = parser("peak", __doc__)
+    p.add_argument("--framework", choices=FRAMEWORKS,
+                   help="measure this framework only and print its figure as one JSON line (no table, no file) "
+                        "(default: all three)")
+    p.add_argument("--n", type=positive_int, default=2048, help="matrix size: n x n times n x n, fp32")
+    p.add_argument("--threads", type=own_threads, default=os.cpu_count() or 1,
+                   help="threads of each framework (default: this machine's cores, %(default)s)")
+    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/peak.json",
+                   help="write the table's figures here")
     return p
 
 

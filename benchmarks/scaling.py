@@ -16,11 +16,16 @@ PARTS = ("batch", "size", "threads")
 
 
 def build_parser():
-    p = parser("scaling", __doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist")
-    p.add_argument("--parts", type=comma_list("part", PARTS), default=",".join(PARTS))
-    p.add_argument("--threads", type=run_threads, default=2)
-    p.add_argument("--json", type=json_file, default="bench-out/scaling.json")
+    p = parser("scaling", __doc__)
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist", help="dataset every run trains on")
+    p.add_argument("--parts", type=comma_list("part", PARTS), default=",".join(PARTS),
+                   help=f"comma-separated parts to run, from {', '.join(PARTS)}")
+    p.add_argument("--threads", type=run_threads, default=2,
+                   help="intra-op threads of each run in the batch and size parts, 0 = all cores (the threads part "
+                        "compares 1 and 2)")
+    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/scaling.json",
+                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
+                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
     return p
 
 

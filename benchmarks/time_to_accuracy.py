@@ -17,14 +17,22 @@ TARGETS = {"mnist": 0.99, "fashion_mnist": 0.90}
 
 
 def build_parser():
-    p = parser("time_to_accuracy", __doc__.splitlines()[0])
-    p.add_argument("--datasets", type=comma_list("dataset", tuple(TARGETS)), default="mnist,fashion_mnist")
-    p.add_argument("--seeds", type=comma_list("seed", item=run_seed), default="0,1,2")
-    p.add_argument("--max-epochs", type=positive_float, default=6)
-    p.add_argument("--eval-every", type=positive_int, default=50)
-    p.add_argument("--threads", type=run_threads, default=2)
-    p.add_argument("--data-dir", type=user_path, help="folder with the datasets (else the usual sources)")
-    p.add_argument("--json", type=json_file, default="bench-out/time_to_accuracy.json")
+    p = parser("time_to_accuracy", __doc__)
+    targets = ", ".join(f"{name} (target {share * 100:g} %%)" for name, share in TARGETS.items())  # %% for argparse
+    p.add_argument("--datasets", type=comma_list("dataset", tuple(TARGETS)), default="mnist,fashion_mnist",
+                   help=f"comma-separated, from {targets}")
+    p.add_argument("--seeds", type=comma_list("seed", item=run_seed), default="0,1,2",
+                   help="comma-separated seeds: one run per backend and seed")
+    p.add_argument("--max-epochs", type=positive_float, default=6,
+                   help="epochs a run may train; one that has not reached its target by then is a miss")
+    p.add_argument("--eval-every", type=positive_int, default=50,
+                   help="steps between test evaluations: the resolution of the steps-to-target figure")
+    p.add_argument("--threads", type=run_threads, default=2, help="intra-op threads of each run, 0 = all cores")
+    p.add_argument("--data-dir", type=user_path, metavar="DIR",
+                   help="folder with the datasets' files (default: none; the usual sources)")
+    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/time_to_accuracy.json",
+                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
+                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
     return p
 
 

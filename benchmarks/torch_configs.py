@@ -36,13 +36,14 @@ def batch_size(text: str) -> int:
 
 
 def build_parser():
-    p = parser("torch_configs", __doc__.splitlines()[0])
-    p.add_argument("--rounds", type=positive_int, default=5)
-    p.add_argument("--steps", type=positive_int, default=40)
-    p.add_argument("--threads", type=own_threads, default=2)
-    p.add_argument("--batch-size", type=batch_size, default=128)
-    p.add_argument("--model", choices=MODEL_NAMES, default="cnn")
-    p.add_argument("--json", type=json_file, default="bench-out/torch_configs.json")
+    p = parser("torch_configs", __doc__)
+    p.add_argument("--rounds", type=positive_int, default=5, help="rounds; each times every variant once, in turn")
+    p.add_argument("--steps", type=positive_int, default=40, help="timed optimizer steps per variant and round")
+    p.add_argument("--threads", type=own_threads, default=2, help="torch intra-op threads")
+    p.add_argument("--batch-size", type=batch_size, default=128, help=f"samples per step, at most {SAMPLES:,}")
+    p.add_argument("--model", choices=MODEL_NAMES, default="cnn", help="model every variant trains")
+    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/torch_configs.json",
+                   help="write the table's figures here")
     return p
 
 

@@ -24,7 +24,33 @@ SCRIPTS = ["overhead", "peak", "scaling", "time_to_accuracy", "accuracy", "torch
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_script_help(name):
     proc = run_module(f"benchmarks.{name}", "--help", timeout=120)
-    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-1000:]
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: python -m benchmarks.{name} "), proc.stderr[-1000:]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_shows_the_whole_description_and_every_flag_with_its_help_and_default(name):
+    """--help gave the docstring's first line, cut mid-sentence ("...GradientTape loop against"), a usage line
+    naming overhead.py, and most flags with neither help nor default (`--dataset DATASET`)."""
+    import argparse
+    import importlib
+    module = importlib.import_module(f"benchmarks.{name}")
+    p = module.build_parser()
+    text = p.format_help()
+    assert p.prog == f"python -m benchmarks.{name}" and text.startswith(f"usage: python -m benchmarks.{name} [-h]")
+    words = " ".join(text.split())
+    first = " ".join(module.__doc__.strip().split("\n\n")[0].split())  # the docstring's whole first paragraph
+    assert p.description.endswith(".") and first.endswith(".") and first in words, p.description
+    assert "python -m benchmarks." not in p.description  # the docstring's usage lines: argparse prints its own
+    formatter = p._get_formatter()
+    for action in p._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        shown = formatter._expand_help(action)  # the text --help prints for it, default included
+        assert action.help and len(shown) > 10, action.option_strings
+        if action.default is not None and action.nargs != 0:  # a value with a default: --help says which
+            assert shown.endswith(f"(default: {action.default})") or f"{action.default})" in shown, shown
+        elif action.nargs != 0:  # no default: the help says what happens without the flag
+            assert "default: " in shown, shown
 
 
 def test_peak_and_torch_configs_print_a_table_and_write_json(tmp_path):
@@ -338,7 +364,8 @@ def test_a_run_that_measured_nothing_leaves_an_earlier_json_as_it_was(tmp_path, 
 def test_gpu_keeps_its_peaks_when_the_first_training_run_fails(tmp_path, monkeypatch, capsys):
     """The peak probes are figures: a failure after them still writes them (complete: false)."""
     from benchmarks import gpu
-    monkeypatch.setattr(gpu, "peak", lambda backend, prec, **kw: {"device": "cpu", "peak_flops": 1e12, "precision": prec})
+    monkeypatch.setattr(gpu, "peak",
+                        lambda backend, prec, **kw: {"device": "cpu", "peak_flops": 1e12, "precision": prec})
     monkeypatch.setattr(gpu, "train", lambda *a, **kw: (_ for _ in ()).throw(common.RunFailed("torch ... exited 1")))
     out = tmp_path / "gpu.json"
     with pytest.raises(SystemExit) as e:
