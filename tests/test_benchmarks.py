@@ -95,6 +95,17 @@ def test_gpu_check_without_the_data_files_says_so_first(tmp_path):
                                                             f"{tmp_path}/fashion-mnist)")
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_gpu_check_help_prints_its_usage(flag):
+    """`scripts/gpu-check --help` said "no folder --help" (exit 2)."""
+    proc = subprocess.run([str(ROOT / "scripts" / "gpu-check"), flag], capture_output=True, text=True,
+                          env=child_env(PYTHON="false"), timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("usage: scripts/gpu-check DATA_DIR [OUT_DIR] [benchmarks.gpu flags]\n")
+    for what in ("  DATA_DIR ", "  OUT_DIR ", "  flags ", "python -m benchmarks.gpu --help"):
+        assert what in proc.stdout, what
+
+
 @pytest.mark.parametrize("folder", [".", "fashion_mnist", "fashion-mnist"])
 def test_gpu_check_finds_the_files_where_data_dir_does(tmp_path, folder):
     """DATA_DIR itself, DATA_DIR/fashion_mnist and DATA_DIR/fashion-mnist, as --data-dir reads them: the dashed
