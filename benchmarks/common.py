@@ -84,20 +84,12 @@ def results_file(path, doc: dict, prog: str, measured):
 # (exit 2), before any child starts; a child that refused it only failed the benchmark (exit 1) ---------------------
 
 positive_int = _positive_int  # > 0
+positive_float = _positive_float  # a finite number > 0
 run_seed = _seed  # 0 .. 2**32 - 1, as the backends' --seed
 run_threads = _threads  # 0 (all cores) .. 1024, passed on to the backends' --threads
 DATASET_NAMES = tuple(sorted(DATASETS))  # what the backends' --dataset accepts
 MODEL_NAMES = MODELS
 
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (data.contract's check, with a message that names the bound it enforces)."""
-    try:
-        return _positive_float(text)
-    except argparse.ArgumentTypeError as e:
-        if "expected a number" in str(e):
-            raise
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}") from None
 
 
 def own_threads(text: str) -> int:

@@ -151,9 +151,12 @@ def _finite_nonneg(text: str) -> float:
 
 
 def _positive_float(text: str) -> float:
-    v = _finite_nonneg(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):  # ">= 0" said of a -1 where 0 is refused too misled
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return v
 
 

@@ -132,6 +132,14 @@ def test_flag_limits_accept_their_largest_valid_value():
     assert _config("--threads", "1024").threads == 1024
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_flag_that_must_be_positive_says_so_for_any_refused_value(value, capsys):
+    """--lr -1 said "must be a finite number >= 0", a bound that 0 fails too."""
+    with pytest.raises(SystemExit):
+        _config("--lr", value)
+    assert f"argument --lr: must be a finite number > 0, got {value}" in capsys.readouterr().err
+
+
 def test_path_flags_expand_the_home_folder(tmp_path, monkeypatch):
     """bash leaves `~` in `--json=~/r.json`: unexpanded, a folder named `~` was made in the working folder."""
     monkeypatch.setenv("HOME", str(tmp_path))
