@@ -504,14 +504,17 @@ def test_the_training_commands_apply_dropout_and_bf16(step1_losses, backend, loo
     calling its model with training=False, or the Trainer left at 32-true, passed every test. Step 1's loss,
     from a shared initial draw on the first batch, against numpy's float64 forward (2.3649):
     - --dropout 0.5 moves it by 0.18-0.21 (measured): more than 0.05;
-    - --precision bf16 moves it by 1.8e-4 (measured), and tf's and torch's bf16 losses were equal to 1e-7:
-      within 1e-5 of every other loop's (a loop left in float32 is 1.8e-4 off them), and not within 5e-5 of
-      numpy's."""
+    - --precision bf16 moves it by 1.3e-4 to 1.8e-4 (measured): not within 5e-5 of numpy's (a loop left in
+      float32 is within 1e-6 of it). A framework's two loops run the same kernels: equal to 1e-6 (measured:
+      identical). tf's and torch's bf16 kernels differ by CPU: equal to 1e-7 on an Intel Xeon with AVX-512,
+      5.2e-5 apart on an AMD EPYC without bf16 units (2026-11-30); within 1e-4, under bf16's own move."""
     first = step1_losses["numpy"]
     dropout, bf16 = step1_losses[(backend, loop, "--dropout")], step1_losses[(backend, loop, "--precision")]
     assert abs(dropout - first) > 0.05, (dropout, first)
-    others = [step1_losses[(b, lp, "--precision")] for b, lp in LOOPS4 if (b, lp) != (backend, loop)]
-    assert max(abs(bf16 - o) for o in others) <= 1e-5 and abs(bf16 - first) > 5e-5, (bf16, others, first)
+    assert abs(bf16 - first) > 5e-5, (bf16, first)
+    same = [step1_losses[(b, lp, "--precision")] for b, lp in LOOPS4 if b == backend and lp != loop]
+    other = [step1_losses[(b, lp, "--precision")] for b, lp in LOOPS4 if b != backend]
+    assert max(abs(bf16 - o) for o in same) <= 1e-6 and max(abs(bf16 - o) for o in other) <= 1e-4, (bf16, same, other)
 
 
 @pytest.mark.parametrize("start", ["first", "epoch_boundary"])
