@@ -334,6 +334,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if unused:
         raise ConfigError(unused)
     if cfg.init_file:
+        if cfg.init == "native":  # was overridden without a word: the header said "init shared"
+            raise ConfigError("--init-file starts from that file's weights and --init native from the framework's "
+                              "own initialisers: give one of them")
         cfg.init = "shared"
     if cfg.resume and not cfg.checkpoint_dir:
         raise ConfigError("--resume needs --checkpoint-dir")

@@ -107,6 +107,13 @@ def test_flag_combinations_that_cannot_work_are_refused():
     assert _config("--init", "native").init == "native"
 
 
+def test_an_init_file_with_native_initialisers_is_refused():
+    """--init native --init-file F trained from F and printed "init shared", the explicit flag dropped."""
+    with pytest.raises(ConfigError, match="--init-file starts from that file's weights and --init native"):
+        _config("--init", "native", "--init-file", "w.npz")
+    assert _config("--init-file", "w.npz").init == "shared" == _config("--init", "shared", "--init-file", "w.npz").init
+
+
 def test_flags_a_schedule_or_optimizer_reads_are_accepted_with_it():
     """ineffective_flags refuses flags the chosen optimizer or schedule never reads, and only those: cosine
     reads --decay-steps (its length), exponential and step read --decay-steps and --decay-rate, SGD its
