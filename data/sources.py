@@ -197,12 +197,14 @@ def _arrays_from_verified(spec: DatasetSpec, verified: dict, where: str) -> tupl
     Checks what the hashes cannot for unverified data: image size, pairing, label range."""
     h, w, c = spec.shape
     if spec.format == "idx":
-        arrs = {role: formats.parse_idx(blob, f"{where}/{spec.files[role].name}") for role, blob in verified.items()}
+        _, found = locate(Path(where), spec)  # the files read: a decompressed copy is named as it is, not as .gz
+        names = {role: str(found.get(role) or Path(where) / spec.files[role].name) for role in verified}
+        arrs = {role: formats.parse_idx(blob, names[role]) for role, blob in verified.items()}
         for split in ("train", "test"):
             images, labels = arrs[f"{split}_images"], arrs[f"{split}_labels"]
             formats.check_idx_pair(images, labels, f"{where} ({split})", spec.num_classes)
             if images.shape[1:] != (h, w):
-                raise DataError(f"{where}/{spec.files[f'{split}_images'].name}: images are "
+                raise DataError(f"{names[f'{split}_images']}: images are "
                                 f"{images.shape[1]}x{images.shape[2]}, {spec.name} needs {h}x{w}")
         return (arrs["train_images"].reshape(-1, h, w, c), arrs["train_labels"].astype(np.int64),  # (n, H, W) -> (n, H, W, 1)
                 arrs["test_images"].reshape(-1, h, w, c), arrs["test_labels"].astype(np.int64), {})

@@ -324,6 +324,20 @@ def test_no_verify_still_rejects_a_truncated_idx(world):
         sources.load("mnist", world.user, verify=False)
 
 
+def test_a_truncated_decompressed_file_is_named_as_it_is(world):
+    """A gunzipped copy cut short was named with the .gz name it does not have (no such file there)."""
+    write_idx_dataset(world.user, ARRAYS, raw=True)
+    raw = world.user / IDX_NAMES["test_images"][:-3]
+    raw.write_bytes(raw.read_bytes()[:-784])
+    with pytest.raises(DataError, match=rf"^{raw}: IDX dimensions \(10, 28, 28\) need 7,840 data bytes, file has "
+                                        r"7,056 \(truncated or padded\)$"):
+        sources.load("mnist", world.user, verify=False)
+    (world.user / IDX_NAMES["train_images"][:-3]).write_bytes(idx_bytes(np.zeros((N_TRAIN, 14, 56), np.uint8)))
+    raw.write_bytes(idx_bytes(ARRAYS["test_images"]))
+    with pytest.raises(DataError, match=rf"^{world.user}/train-images-idx3-ubyte: images are 14x56"):
+        sources.load("mnist", world.user, verify=False)
+
+
 def test_no_verify_still_rejects_wrong_idx_dimensions(world):
     write_idx_dataset(world.user, ARRAYS)
     (world.user / IDX_NAMES["train_labels"]).write_bytes(gz(b"\x00\x00\x08\x07" + idx_bytes(ARRAYS["train_labels"])[4:]))
