@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from data import arch, locks, weights as neutral
-from data.contract import ConfigError, RunConfig, atomic_path, default_loop, write_json_atomic
+from data.contract import EXIT_INTERRUPTED, ConfigError, RunConfig, atomic_path, default_loop, write_json_atomic
 from data.loop import STOP_SIGNALS, checkpoint_names, steps_per_block
 
 from .metrics import FINISHED
@@ -409,12 +409,17 @@ def load_finished(path: Path) -> dict | None:
 def failed_result(plan: Plan, backend: str, model: str, seed: int, outcome: Outcome, cmd: list) -> dict:
     """A RunResult for a child that left none: its exit status and the tail of its stderr."""
     status = "interrupted" if outcome.stopped else "failed"
+    message = outcome.describe() + (f"; stderr: {outcome.stderr_tail[-1]}" if outcome.stderr_tail and status == "failed"
+                                    else "")
+    if outcome.stopped and outcome.returncode in (-signal.SIGINT, EXIT_INTERRUPTED):  # the one SIGINT sent, before
+        # the child's loop took over stops (a loop that has begun writes its result): it read "killed by signal
+        # SIGINT", which the README gives a second Ctrl-C's kill
+        message = f"stopped while starting, before training began ({message}); --resume runs it from the start"
     loop = plan.loops.get(backend, default_loop(backend))
     cfg = dict(plan.run_flags, model=model, seed=seed, loop=loop)
     return {"backend": backend, "model": model, "loop": loop, "precision": plan.run_flags.get("precision"),
             "dataset": plan.dataset, "data_source": None,
-            "status": status, "message": f"{outcome.describe()}" + (
-                f"; stderr: {outcome.stderr_tail[-1]}" if outcome.stderr_tail and status == "failed" else ""),
+            "status": status, "message": message,
             "stderr_tail": outcome.stderr_tail, "command": cmd, "process_seconds": round(outcome.seconds, 3),
             "config": cfg, "versions": {}, "device": None,
             "threads": plan.threads, "params": None, "flops_per_sample": None, "total_steps": plan.total_steps,

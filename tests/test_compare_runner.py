@@ -721,3 +721,24 @@ def test_a_resumed_comparison_trains_on_the_data_it_started_on(tmp_path, monkeyp
     assert again.launched == [("tf", "cnn", 0), ("torch", "mlp", 0), ("torch", "cnn", 0)]
     assert os.environ["KLC_DATA_DIR"] == str(first.parent)  # what the children inherit
     assert f"note: KLC_DATA_DIR={first.parent}, as when this comparison started" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rc, said", [
+    (-2, "stopped while starting, before training began (killed by signal SIGINT (exit status -2)); --resume runs "
+         "it from the start"),  # the SIGINT landed before Python's own handler (a KeyboardInterrupt traceback)
+    (130, "stopped while starting, before training began (exit status 130); --resume runs it from the start"),
+    (-9, "killed by signal SIGKILL (exit status -9)")])  # a second Ctrl-C kills it: said as such
+def test_a_ctrl_c_while_a_run_starts_says_so(tmp_path, rc, said):
+    """The forwarded Ctrl-C reached a child 1.2 s into its start-up: the table read 'interrupted: killed by signal
+    SIGINT', which the README gives only a second Ctrl-C (and that one is SIGKILL)."""
+    class Starting(FakeBackends):
+        def __call__(self, cmd, prefix, log_stem, control=None, echo=print, env=None):
+            if cmd[2].endswith(".jobs") or len(self.launched) < 1:
+                return super().__call__(cmd, prefix, log_stem, control, echo, env)
+            self.launched.append(("starting", _value(cmd, "--model"), 0))
+            control._handle(signal.SIGINT, None)
+            return Outcome(rc, 0.3, ["KeyboardInterrupt"], True)
+    out = tmp_path / "run"
+    assert run_comparison(TINY + ["--out", str(out)], launcher=Starting()) == 130
+    runs = _results(out)["runs"]
+    assert [r["status"] for r in runs] == ["ok", "interrupted"] and runs[1]["message"] == said, runs[1]["message"]
