@@ -638,6 +638,26 @@ def test_ddp_ranks_stop_together_when_rank_0_alone_is_asked(tmp_path):
     assert diff <= 1e-6, f"resumed weights differ from the uninterrupted run by {diff:.3g}"
 
 
+def test_lightning_resumes_mid_epoch_without_its_unreliable_results_warning(tmp_path):
+    """Lightning warned on resumes that did not fall on its epoch's block count ("your dataloader is not
+    resumable. This can cause unreliable results"): a false alarm in every such resume's log, since the
+    blocks restart at the restored global step. The loader now says so (state_dict): no warning, and a run
+    of 20 steps resumed to 50 is the 50-step run, weights and losses."""
+    flags = [*SMALL, "--model", "mlp", "--eval-every", "5", "--checkpoint-every", "5", "--steps-per-call", "5"]
+    ckpt = tmp_path / "ck"
+    run_module("torch_impl", *flags, "--steps", "20", "--checkpoint-dir", ckpt, "--json", tmp_path / "r.json",
+               check=True, timeout=300)
+    resumed = run_module("torch_impl", *flags, "--steps", "50", "--checkpoint-dir", ckpt, "--resume",
+                         "--json", tmp_path / "r.json", "--save-weights", tmp_path / "resumed.npz", check=True, timeout=300)
+    assert "resumed from step 20" in resumed.stdout and "not resumable" not in resumed.stderr, resumed.stderr[-1500:]
+    run_module("torch_impl", *flags, "--steps", "50", "--checkpoint-dir", tmp_path / "full", "--json",
+               tmp_path / "full.json", "--save-weights", tmp_path / "full.npz", check=True, timeout=300)
+    a, b = np.load(tmp_path / "resumed.npz"), np.load(tmp_path / "full.npz")
+    assert max(np.abs(a[k] - b[k]).max() for k in a.files) <= 1e-6
+    r, full = json.loads((tmp_path / "r.json").read_text()), json.loads((tmp_path / "full.json").read_text())
+    assert np.abs(np.array(r["train_losses"]) - full["train_losses"]).max() <= 1e-6 and len(r["train_losses"]) == 50
+
+
 def test_sighup_stops_a_run_as_ctrl_c_does(tmp_path):
     """A closed terminal or ssh session sends SIGHUP, which killed a run with no result and no checkpoint."""
     ckpt, out = tmp_path / "ckpt", tmp_path / "r.json"

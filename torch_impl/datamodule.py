@@ -55,6 +55,15 @@ class StepBatches:
     def __len__(self):
         return len(block_ends(self.start(), self.total, self.k))
 
+    def state_dict(self) -> dict:
+        """Lightning's resumable-loader interface. The position is the global step, restored with the
+        checkpoint, so this only records it; without the interface Lightning warned on every mid-epoch
+        resume that the results may be unreliable, though they match an uninterrupted run's."""
+        return {"global_step": self.start()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore: __iter__ starts at the restored global step."""
+
     def __iter__(self):
         a = start = self.start()
         indices = torch.from_numpy(self.stream.step_indices(start, self.total)).to(self.x.device)  # (steps, B)
