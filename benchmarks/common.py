@@ -153,6 +153,15 @@ def description(doc: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(keep)).strip()
 
 
+RESULTS_HELP = ("write the figures here; a failed run or a Ctrl-C writes those measured before it (\"complete\": "
+                "false), or nothing (an earlier file is kept) when there were none")
+
+
+def add_json_flag(p: argparse.ArgumentParser, name: str, help: str = RESULTS_HELP) -> None:
+    """--json FILE, default bench-out/<name>.json; `help` for the scripts that write only at their end."""
+    p.add_argument("--json", type=json_file, metavar="FILE", default=f"bench-out/{name}.json", help=help)
+
+
 def parser(name: str, doc: str) -> OneLineParser:
     """A benchmark's parser: `python -m benchmarks.NAME`, its docstring as the description, a bad flag refused in
     one line with exit 2."""

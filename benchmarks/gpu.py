@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import datetime
 
-from .common import (DATASET_NAMES, MODEL_NAMES, comma_list, json_file, machine, median, parser, peak, positive_float,
-                     positive_int, results_file, table, train, user_path)
+from .common import (DATASET_NAMES, MODEL_NAMES, add_json_flag, comma_list, machine, median, parser, peak,
+                     positive_float, positive_int, results_file, table, train, user_path)
 
 PRECISIONS = ("32", "bf16")
 
@@ -39,9 +39,7 @@ def build_parser():
     p.add_argument("--data-dir", type=user_path, metavar="DIR",
                    help="folder with the dataset's files (default: none; the usual sources)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="accept files that fail the checksums")
-    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/gpu.json",
-                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
-                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
+    add_json_flag(p, "gpu")
     return p
 
 

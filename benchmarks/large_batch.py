@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime
 import resource
 
-from .common import (DATASET_NAMES, comma_list, json_file, machine, parser, positive_float, positive_int, results_file,
-                     run_threads, table, train)
+from .common import (DATASET_NAMES, add_json_flag, comma_list, machine, parser, positive_float, positive_int,
+                     results_file, run_threads, table, train)
 
 KEEP = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"  # never mmap, never give memory back
 RUNS = (("tf", "custom", {}), ("torch", "raw", {}), ("torch", "raw", {"GLIBC_TUNABLES": KEEP}))
@@ -26,9 +26,7 @@ def build_parser():
                    help="comma-separated batch sizes; each runs tf, torch, and torch with GLIBC_TUNABLES")
     p.add_argument("--epochs", type=positive_float, default=1.0, help="epochs each run trains")
     p.add_argument("--threads", type=run_threads, default=2, help="intra-op threads of each run, 0 = all cores")
-    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/large_batch.json",
-                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
-                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
+    add_json_flag(p, "large_batch")
     return p
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 
-from .common import (DATASET_NAMES, MODEL_NAMES, comma_list, json_file, machine, median, parser, positive_float,
+from .common import (DATASET_NAMES, MODEL_NAMES, add_json_flag, comma_list, machine, median, parser, positive_float,
                      positive_int, results_file, run_threads, table, train)
 
 PAIRS = [("tf", "custom", "fit"), ("torch", "lightning", "raw")]
@@ -30,9 +30,7 @@ def build_parser():
                    help="steps per dispatch in the tf custom loop and Lightning (1: Lightning's textbook one step "
                         "per training_step); model.fit keeps Keras's default steps_per_execution=1 and the raw "
                         "loop steps one at a time whatever this says")
-    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/overhead.json",
-                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
-                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
+    add_json_flag(p, "overhead")
     return p
 
 

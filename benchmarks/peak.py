@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from .common import json_file, own_threads, parser, peak, positive_int
+from .common import add_json_flag, own_threads, parser, peak, positive_int
 
 FRAMEWORKS = ("tf", "torch", "numpy")
 
@@ -39,8 +39,7 @@ def build_parser():
     p.add_argument("--n", type=positive_int, default=2048, help="matrix size: n x n times n x n, fp32")
     p.add_argument("--threads", type=own_threads, default=os.cpu_count() or 1,
                    help="threads of each framework (default: this machine's cores, %(default)s)")
-    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/peak.json",
-                   help="write the table's figures here")
+    add_json_flag(p, "peak", help="write the table's figures here")
     return p
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 
-from .common import DATASET_NAMES, comma_list, json_file, machine, parser, results_file, run_threads, table, train
+from .common import DATASET_NAMES, add_json_flag, comma_list, machine, parser, results_file, run_threads, table, train
 
 BACKENDS = {"tf": "custom", "torch": "lightning"}
 PARTS = ("batch", "size", "threads")
@@ -23,9 +23,7 @@ def build_parser():
     p.add_argument("--threads", type=run_threads, default=2,
                    help="intra-op threads of each run in the batch and size parts, 0 = all cores (the threads part "
                         "compares 1 and 2)")
-    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/scaling.json",
-                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
-                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
+    add_json_flag(p, "scaling")
     return p
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import statistics
 
-from .common import (comma_list, json_file, machine, parser, positive_float, positive_int, results_file, run_seed,
+from .common import (add_json_flag, comma_list, machine, parser, positive_float, positive_int, results_file, run_seed,
                      run_threads, table, train, user_path)
 
 TARGETS = {"mnist": 0.99, "fashion_mnist": 0.90}
@@ -30,9 +30,7 @@ def build_parser():
     p.add_argument("--threads", type=run_threads, default=2, help="intra-op threads of each run, 0 = all cores")
     p.add_argument("--data-dir", type=user_path, metavar="DIR",
                    help="folder with the datasets' files (default: none; the usual sources)")
-    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/time_to_accuracy.json",
-                   help="write the figures here; a failed run or a Ctrl-C writes those measured before it "
-                        "(\"complete\": false), or nothing (an earlier file is kept) when there were none")
+    add_json_flag(p, "time_to_accuracy")
     return p
 
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from .common import MODEL_NAMES, json_file, own_threads, parser, positive_int
+from .common import MODEL_NAMES, add_json_flag, own_threads, parser, positive_int
 
 SAMPLES = 60_000  # random images drawn once, MNIST's training-set size
 
@@ -42,8 +42,7 @@ def build_parser():
     p.add_argument("--threads", type=own_threads, default=2, help="torch intra-op threads")
     p.add_argument("--batch-size", type=batch_size, default=128, help=f"samples per step, at most {SAMPLES:,}")
     p.add_argument("--model", choices=MODEL_NAMES, default="cnn", help="model every variant trains")
-    p.add_argument("--json", type=json_file, metavar="FILE", default="bench-out/torch_configs.json",
-                   help="write the table's figures here")
+    add_json_flag(p, "torch_configs", help="write the table's figures here")
     return p
 
 
