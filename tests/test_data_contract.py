@@ -96,14 +96,13 @@ def test_check_budget_edges():
 
 
 def test_flag_combinations_that_cannot_work_are_refused():
-    """--resume without a folder had nothing to resume from; --val-fraction 1 holds out every sample; an
-    --init-file with --init native would start from the framework's weights and ignore the file."""
+    """--resume without a folder had nothing to resume from; --val-fraction 1 holds out every sample (an
+    --init-file with --init native: test_an_init_file_with_native_initialisers_is_refused)."""
     with pytest.raises(ConfigError, match="--resume needs --checkpoint-dir"):
         _config("--resume")
     with pytest.raises(ConfigError, match="--val-fraction must be below 1, got 1.0"):
         _config("--val-fraction", "1")
     assert _config("--val-fraction", "0.5").val_fraction == 0.5
-    assert _config("--init", "native", "--init-file", "w.npz").init == "shared"
     assert _config("--init", "native").init == "native"
 
 
