@@ -159,13 +159,15 @@ def read_record(path: Path) -> dict:
     return record
 
 
-def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
-    """The stored comparison's arguments; flags given with --resume must agree with them."""
+def resumed_args(args: argparse.Namespace, argv: list) -> tuple[argparse.Namespace, dict]:
+    """The stored comparison's arguments, and the whole record (read once: its data, argv and start time are
+    used later); flags given with --resume must agree with the stored arguments."""
     folder = Path(args.resume)
-    record = folder / "comparison.json"
-    if not record.is_file():
+    path = folder / "comparison.json"
+    if not path.is_file():
         raise ConfigError(f"--resume {folder}: no comparison.json there; --resume takes a folder written by {PROG}")
-    stored = read_record(record)["args"]
+    record = read_record(path)
+    stored = dict(record["args"])
     for dest, value in explicit_flags(argv).items():
         if dest in NOT_RESUMABLE:
             continue
@@ -179,7 +181,7 @@ def resumed_args(args: argparse.Namespace, argv: list) -> argparse.Namespace:
     defaults = {a.dest: a.default for a in build_parser()._actions if a.dest != "help"}
     merged = argparse.Namespace(**{**defaults, **stored})
     merged.resume, merged.out, merged.debug = str(folder), str(folder), args.debug
-    return merged
+    return merged, record
 
 
 def data_record(data, args) -> dict:
@@ -325,10 +327,10 @@ def run_comparison(argv: list, launcher=None) -> int:
     args = parser.parse_args(argv)
     if {"model", "models"} <= set(explicit_flags(argv)):  # given, whatever their values (a check of the values
         parser.error("give --model or --models, not both")  # let --models equal to its default pass)
-    stored_data = {}
+    stored_data, record = {}, None
     if args.resume:
-        args = resumed_args(args, argv)
-        stored_data = read_record(Path(args.resume) / "comparison.json").get("data") or {}
+        args, record = resumed_args(args, argv)
+        stored_data = record.get("data") or {}
         env_dir = stored_data.get("klc_data_dir")
         if env_dir and not args.data_dir and not os.environ.get("KLC_DATA_DIR"):  # the children inherit it
             os.environ["KLC_DATA_DIR"] = env_dir
@@ -347,17 +349,18 @@ def run_comparison(argv: list, launcher=None) -> int:
     with runner.hold_folder(folder):
         if args.out and not args.resume:  # checked again, holding the folder: a compare that held it until
             new_run_folder(args)  # just now may have set a comparison up there
-        return compare_in(folder, args, argv, plan, data, n_train, launcher)
+        return compare_in(folder, args, argv, plan, data, n_train, launcher, record)
 
 
-def compare_in(folder: Path, args: argparse.Namespace, argv: list, plan, data, n_train: int, launcher) -> int:
-    """The comparison proper, in a folder this process holds: probe, runs, report; the exit code."""
+def compare_in(folder: Path, args: argparse.Namespace, argv: list, plan, data, n_train: int, launcher,
+               record: dict | None = None) -> int:
+    """The comparison proper, in a folder this process holds: probe, runs, report; the exit code. `record`:
+    the stored comparison.json of a --resume."""
     from . import report, runner
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     shown_argv = list(argv)
-    if args.resume:  # the report shows the command that set the comparison up
-        record = read_record(folder / "comparison.json")
+    if record is not None:  # a --resume: the report shows the command that set the comparison up
         shown_argv, started = record.get("argv", shown_argv), record.get("started", started)
     else:
         write_json_atomic(folder / "comparison.json", {"args": {k: _jsonable(v) for k, v in vars(args).items()},
