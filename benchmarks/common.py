@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from data.arch import MODELS
-from data.contract import OneLineParser, _positive_float, _positive_int, _seed, _threads, user_path
+from data.contract import OneLineParser, seed_number, thread_count, user_path
+from data.contract import positive_float, positive_int  # noqa: F401 (the scripts' flag types, taken from here)
 from data.registry import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,10 +84,9 @@ def results_file(path, doc: dict, prog: str, measured):
 # --- flags: the backends' own checks (data.contract), so a value they would refuse is refused here first, in one line
 # (exit 2), before any child starts; a child that refused it only failed the benchmark (exit 1) ---------------------
 
-positive_int = _positive_int  # > 0
-positive_float = _positive_float  # a finite number > 0
-run_seed = _seed  # 0 .. 2**32 - 1, as the backends' --seed
-run_threads = _threads  # 0 (all cores) .. 1024, passed on to the backends' --threads
+# positive_int (> 0) and positive_float (a finite number > 0) are data.contract's, imported above
+run_seed = seed_number  # 0 .. 2**32 - 1, as the backends' --seed
+run_threads = thread_count  # 0 (all cores) .. 1024, passed on to the backends' --threads
 DATASET_NAMES = tuple(sorted(DATASETS))  # what the backends' --dataset accepts
 MODEL_NAMES = MODELS
 
@@ -94,7 +94,7 @@ MODEL_NAMES = MODELS
 
 def own_threads(text: str) -> int:
     """Threads for a script that sets them itself (torch.set_num_threads, threadpoolctl): 1 .. 1024."""
-    v = _threads(text)
+    v = thread_count(text)
     if v == 0:
         raise argparse.ArgumentTypeError("must be > 0 (this script sets its thread count itself)")
     return v

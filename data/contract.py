@@ -105,7 +105,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -133,7 +133,7 @@ def user_path(text: str) -> str:
 MAX_THREADS = 1024  # more than any machine's cores; far beyond it the frameworks fail in their own words (exit 1)
 
 
-def _threads(text: str) -> int:
+def thread_count(text: str) -> int:
     v = _nonneg_int(text)
     if v > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"at most {MAX_THREADS}, got {v}")
@@ -150,7 +150,7 @@ def _finite_nonneg(text: str) -> float:
     return v
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
@@ -186,7 +186,7 @@ def _momentum(text: str) -> float:
 SEED_LIMIT = 2 ** 32  # numpy (and so Keras's set_random_seed) takes seeds below it
 
 
-def _seed(text: str) -> int:
+def seed_number(text: str) -> int:
     v = _nonneg_int(text)
     if v >= SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"must be below 2**32 = {SEED_LIMIT}, got {v}")
@@ -226,14 +226,14 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--dataset", choices=sorted(DATASETS), default=d.dataset, help=f"dataset (default: {d.dataset})")
     p.add_argument("--model", choices=MODELS, default=d.model, help=f"model (default: {d.model})")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=_positive_int, help="optimizer steps to train (default: 1 epoch)")
-    budget.add_argument("--epochs", type=_positive_float, help="epochs to train (default: 1)")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"(default: {d.batch_size})")
+    budget.add_argument("--steps", type=positive_int, help="optimizer steps to train (default: 1 epoch)")
+    budget.add_argument("--epochs", type=positive_float, help="epochs to train (default: 1)")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"(default: {d.batch_size})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"(default: {d.optimizer})")
-    p.add_argument("--lr", type=_positive_float, default=d.lr, help=f"peak learning rate (default: {d.lr})")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"peak learning rate (default: {d.lr})")
     p.add_argument("--beta-1", type=_decay, default=d.beta_1, help=f"Adam (default: {d.beta_1})")
     p.add_argument("--beta-2", type=_decay, default=d.beta_2, help=f"Adam (default: {d.beta_2})")
-    p.add_argument("--epsilon", type=_positive_float, default=d.epsilon,
+    p.add_argument("--epsilon", type=positive_float, default=d.epsilon,
                    help=f"Adam epsilon, Keras placement (default: {d.epsilon}, Keras's default)")
     p.add_argument("--adam-impl", choices=("keras", "torch"), default=d.adam_impl,
                    help="torch backend: 'keras' computes Keras's Adam update, 'torch' uses torch.optim.Adam "
@@ -242,19 +242,19 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help=f"LR schedule in steps (default: {d.schedule})")
     p.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps, help="linear LR warm-up steps (default: 0)")
-    p.add_argument("--decay-steps", type=_positive_int,
+    p.add_argument("--decay-steps", type=positive_int,
                    help="cosine: length (default: rest of run); exponential/step: period (default: 1000)")
-    p.add_argument("--decay-rate", type=_positive_float, default=d.decay_rate, help=f"(default: {d.decay_rate})")
+    p.add_argument("--decay-rate", type=positive_float, default=d.decay_rate, help=f"(default: {d.decay_rate})")
     p.add_argument("--eval-every", type=_nonneg_int,
                    help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every}, or only at "
                         f"the end of a shorter run)")
     p.add_argument("--target-accuracy", type=_accuracy,
                    help="stop at the first evaluation with test accuracy >= this share, e.g. 0.99 (default: none, "
                         "train the whole budget)")
-    p.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size, help=f"(default: {d.eval_batch_size})")
-    p.add_argument("--seed", type=_seed, default=d.seed,
+    p.add_argument("--eval-batch-size", type=positive_int, default=d.eval_batch_size, help=f"(default: {d.eval_batch_size})")
+    p.add_argument("--seed", type=seed_number, default=d.seed,
                    help=f"data order, initial weights and dropout masks (default: {d.seed})")
-    p.add_argument("--threads", type=_threads, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")
+    p.add_argument("--threads", type=thread_count, default=d.threads, help="intra-op threads, 0 = all cores (default: 0)")
     p.add_argument("--init", choices=("shared", "native"), default=d.init,
                    help="shared: numpy glorot draw both backends load; native: the framework's own (default: shared)")
     p.add_argument("--init-file", type=user_path, help="start from this neutral weights .npz (implies --init shared) (default: none)")
@@ -268,16 +268,16 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
                         "download)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="accept files in --data-dir that fail the registry's checksums (your own data; reported as unverified)")
-    p.add_argument("--train-limit", type=_positive_int, help="use only the first N training samples (default: all)")
+    p.add_argument("--train-limit", type=positive_int, help="use only the first N training samples (default: all)")
     p.add_argument("--val-fraction", type=_finite_nonneg, default=0.0,
                    help="evaluate on this held-out share of train instead of the test split (default: 0, the test split)")
     p.add_argument("--precision", choices=("32", "bf16"), default=d.precision, help="(default: 32)")
-    p.add_argument("--steps-per-call", type=_positive_int, default=d.steps_per_call,
+    p.add_argument("--steps-per-call", type=positive_int, default=d.steps_per_call,
                    help="optimizer steps per dispatch, like Keras's steps_per_execution: per compiled call in the tf "
                         "custom loop, per training_step in Lightning (one device; its evaluation and checkpoint "
                         "steps must fall on block ends, so blocks shrink to fit); with --devices N > 1, steps between "
                         f"the ranks' checks for a Ctrl-C (default: {d.steps_per_call})")
-    p.add_argument("--devices", type=_positive_int, default=d.devices,
+    p.add_argument("--devices", type=positive_int, default=d.devices,
                    help="data-parallel replicas: Lightning DDP / tf MirroredStrategy; --batch-size stays the global "
                         "batch and must divide by N (default: 1)")
     p.add_argument("--tensorboard", metavar="DIR", type=user_path,
