@@ -121,6 +121,19 @@ def device_note(results: list, context: dict) -> str | None:
     return None
 
 
+def onednn_note(results: list, context: dict) -> str | None:
+    """Say so when TensorFlow ran on the CPU without its oneDNN ops (its default on x86 CPUs without AVX-512 VNNI,
+    BF16 or AMX) while torch's CPU convolutions used oneDNN: the CNN's speed then compares convolution libraries
+    as much as frameworks."""
+    tf_off = any(r["backend"] == "tf" and r.get("device") == "cpu" and r.get("onednn") is False for r in results)
+    if not tf_off:
+        return None
+    torch_on = any(r["backend"] == "torch" and r.get("onednn") for r in results)
+    return ("TensorFlow's oneDNN ops were off (its default on CPUs without AVX-512 VNNI, BF16 or AMX), so tf's "
+            "convolutions ran on Eigen" + (" and torch's on oneDNN" if torch_on else "")
+            + "; TF_ENABLE_ONEDNN_OPTS=1 in the environment turns them on for tf")
+
+
 def source_note(results: list, context: dict) -> str | None:
     """Say so when a run read its data from another source than the harness (e.g. one fell back to the subset)."""
     expected = context.get("data_source")
@@ -240,7 +253,7 @@ def render_terminal(console, results: list, context: dict) -> None:
         console.print(Text(f" {warning} ", style="bold white on red"))
     for label, text in header_lines(context):
         console.print(f"{label:<8} {text}", markup=False, highlight=False)
-    for note in (device_note(results, context), source_note(results, context)):
+    for note in (device_note(results, context), onednn_note(results, context), source_note(results, context)):
         if note:
             console.print(Text(f"note     {note}", style="bold yellow"))
     table = Table(show_edge=False, header_style="bold", pad_edge=False, box=None, padding=(0, 1))
@@ -273,7 +286,7 @@ def peak_flops(context: dict) -> dict:
 
 # --- files -----------------------------------------------------------------------------------------------
 
-CSV_FIELDS = ("backend", "loop", "model", "seed", "status", "device", "threads", "params", "flops_per_sample", "steps",
+CSV_FIELDS = ("backend", "loop", "model", "seed", "status", "device", "onednn", "threads", "params", "flops_per_sample", "steps",
               "test_accuracy", "test_loss", "steps_to_beat_mlp", "steps_to_beat_note", "seconds_to_beat_mlp",
               "train_samples_per_s",
               "infer_samples_per_s", "mfu", "warmup_s", "train_seconds", "process_seconds", "data_source",
@@ -302,7 +315,8 @@ def csv_rows(results: list, context: dict) -> list:
         answer = outcomes.get((r["backend"], r["model"], seed))
         step, seconds = answer if isinstance(answer, tuple) else (None, None)
         out.append({"backend": r["backend"], "loop": r.get("loop"), "model": r["model"], "seed": seed, "status": r.get("status"),
-                    "device": r.get("device"), "threads": r.get("threads"), "params": r.get("params"),
+                    "device": r.get("device"), "onednn": r.get("onednn"), "threads": r.get("threads"),
+                    "params": r.get("params"),
                     "flops_per_sample": r.get("flops_per_sample"), "steps": final.get("steps"),
                     "test_accuracy": final.get("test_accuracy"), "test_loss": final.get("test_loss"),
                     "steps_to_beat_mlp": step, "steps_to_beat_note": beat_note(r, answer), "seconds_to_beat_mlp": seconds,
@@ -376,7 +390,7 @@ def markdown(results: list, context: dict) -> str:
     if context.get("interrupted"):
         lines += ["> **Interrupted**: this report covers the runs that finished; continue with "
                   f"`python -m compare --resume {context.get('folder')}`.", ""]
-    for note in (device_note(results, context), source_note(results, context)):
+    for note in (device_note(results, context), onednn_note(results, context), source_note(results, context)):
         if note:
             lines += [f"> **Note:** {note}", ""]
     for label, text in header_lines(context):

@@ -510,7 +510,7 @@ def new_result(cfg: RunConfig, backend: str) -> dict:
     """A RunResult skeleton (the schema: README, "The RunResult JSON"); training fills it in."""
     return {
         "backend": backend, "model": cfg.model, "dataset": cfg.dataset, "data_source": None,
-        "status": "failed", "message": "", "config": cfg.to_dict(), "versions": {}, "device": "cpu",
+        "status": "failed", "message": "", "config": cfg.to_dict(), "versions": {}, "device": "cpu", "onednn": None,
         "threads": cfg.resolved_threads(), "params": None, "flops_per_sample": None,
         "forward_flops_per_sample": None, "precision": cfg.precision, "loop": cfg.loop,
         "curve": [], "train_losses": [], "final": None,

@@ -272,6 +272,7 @@ def test_small_run_learns_and_writes_result(tmp_path, backend, loop):
                 "threads", "params", "flops_per_sample", "curve", "final", "throughput"):  # DESIGN's contract
         assert key in r, key
     assert r["backend"] == backend and r["status"] == "ok" and r["params"] == 235_146 and r["threads"] == 2
+    assert r["onednn"] in ((True,) if backend == "torch" else (True, False))  # tf's: the CPU's (test below)
     # training FLOPs, not the forward pass's (a mutation giving tf's forward count passed: its MFU a third)
     assert (r["forward_flops_per_sample"], r["flops_per_sample"]) == (MLP_FORWARD_FLOPS, 3 * MLP_FORWARD_FLOPS)
     assert [p["step"] for p in r["curve"]] == [30, 60]
@@ -283,6 +284,17 @@ def test_small_run_learns_and_writes_result(tmp_path, backend, loop):
     assert (t["warmup_steps"], t["timed_steps"]) == (15, 45)  # every loop: 10 steps rounded up to a block of 15
     assert 0 < r["curve"][0]["seconds"] < r["curve"][1]["seconds"]
     assert "step     30/60" in proc.stdout
+
+
+@pytest.mark.parametrize("setting", ["0", "1"])
+def test_a_tf_run_records_whether_tensorflows_onednn_ops_were_on(tmp_path, setting):
+    """TensorFlow turns its oneDNN ops on by default only on CPUs with AVX-512 VNNI, BF16 or AMX (this project's CI
+    machine was an Intel Xeon with them one day and an AMD EPYC without them the next, and the tf CNN's speed moved
+    with it); TF_ENABLE_ONEDNN_OPTS decides it either way, and the RunResult says what the run had."""
+    out = tmp_path / "r.json"
+    run_module(BACKENDS["tf"], *SMALL, "--model", "mlp", "--steps", "5", "--json", out, check=True, timeout=300,
+               env=child_env(TF_ENABLE_ONEDNN_OPTS=setting))
+    assert json.loads(out.read_text())["onednn"] is (setting == "1")
 
 
 def test_dropout_goes_after_each_hidden_dense_and_adds_no_parameters():

@@ -93,6 +93,19 @@ def device_name(tf) -> str:
     return "cpu"
 
 
+def onednn_on() -> bool | None:
+    """Whether TensorFlow's oneDNN CPU ops are on (convolutions, matmuls). TensorFlow turns them on by default
+    only on x86 CPUs with AVX-512 VNNI, BF16 or AMX; TF_ENABLE_ONEDNN_OPTS=1 or 0, set before TensorFlow is
+    imported, decides otherwise. Without them the CNN's convolutions run on Eigen: on a 2-core AMD EPYC (AVX2)
+    its training was 1.3-1.6x slower (README, Performance). None where TensorFlow does not say. TensorFlow
+    reads the setting once, at its import; this only reports it."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # what TensorFlow's own tests ask (IsMklEnabled)
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
 class Run:
     """One training run: model, optimizer, compiled steps, evaluation and checkpoints."""
 
@@ -301,7 +314,7 @@ def run(cfg: RunConfig) -> int:
     result = new_result(cfg, BACKEND)
     result.update(data_source=data.label if data.is_subset else data.source, dataset=data.label,
                   versions={**versions("keras"), "tensorflow": r.tf.__version__}, device=device_name(r.tf),
-                  params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
+                  onednn=onednn_on(), params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
                   forward_flops_per_sample=arch.forward_flops(layers), devices=r.strategy.num_replicas_in_sync if r.strategy else 1,
                   per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes())
     writer = EventWriter(run_dir(cfg.tensorboard, cfg, BACKEND)) if cfg.tensorboard else None

@@ -94,6 +94,14 @@ def device_name(torch) -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
+def onednn_on(torch, device) -> bool | None:
+    """Whether torch's CPU convolutions run on oneDNN (torch.backends.mkldnn, on wherever it is built in);
+    None on a GPU."""
+    if device.type != "cpu":
+        return None
+    return bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
 def keep_head_float32(model, torch) -> None:
     """Run the last Linear layer in float32 outside autocast (Keras's mixed policy does the same for
     the last layer). Done per instance, so the state_dict and its names do not change."""
@@ -457,6 +465,7 @@ def run(cfg: RunConfig) -> int:
     result = new_result(cfg, BACKEND)
     result.update(data_source=data.label if data.is_subset else data.source, dataset=data.label,
                   versions=versions("torch", "lightning", "torchmetrics"), device=device_name(r.torch),
+                  onednn=onednn_on(r.torch, r.device),
                   params=arch.count_params(layers), flops_per_sample=arch.train_flops(layers),
                   forward_flops_per_sample=arch.forward_flops(layers), devices=cfg.devices, per_device_batch=cfg.batch_size // cfg.devices, dtypes=r.dtypes(),
                   threads=r.torch.get_num_threads())  # each process's: DDP ranks on a CPU share the cores
