@@ -18,7 +18,8 @@ from conftest import ROOT, child_env, run_module
 from benchmarks import common
 from data_fixtures import canonical_files, tiny_idx_arrays
 
-SCRIPTS = ["overhead", "peak", "scaling", "time_to_accuracy", "accuracy", "torch_configs", "gpu", "large_batch"]
+SCRIPTS = ["overhead", "peak", "scaling", "time_to_accuracy", "accuracy", "torch_configs", "gpu", "large_batch",
+           "onednn"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -235,6 +236,39 @@ def test_every_script_computes_its_figures_from_the_results(tmp_path, monkeypatc
             pytest.approx(1.6 * 800.0)] * 2
 
 
+def test_onednn_alternates_the_setting_and_checks_each_run_got_it(tmp_path, monkeypatch, capsys):
+    """benchmarks.onednn: off, on, off, on ... through TF_ENABLE_ONEDNN_OPTS in each child's environment; the
+    median of the pairs' ratios; and a run whose RunResult says it did not get the setting stops the script
+    (a TensorFlow build without oneDNN would otherwise print a ratio of two identical set-ups)."""
+    from benchmarks import onednn
+    calls = []
+
+    def fake(backend, *flags, env=None, **kw):
+        f = {flags[i]: flags[i + 1] for i in range(len(flags) - 1) if str(flags[i]).startswith("--")}
+        on, seed = env["TF_ENABLE_ONEDNN_OPTS"] == "1", int(f["--seed"])
+        calls.append((backend, f["--model"], f["--loop"], seed, on))
+        sps = 100.0 * (10 if f["--model"] == "mlp" else 1) * (BY_SEED[True][seed] * 1.5 if on else BY_SEED[False][seed])
+        return {"backend": backend, "onednn": on, "throughput": {"train_samples_per_s": sps}}
+
+    monkeypatch.setattr(onednn, "train", fake)
+    out = tmp_path / "o.json"
+    onednn.main(["--models", "cnn", "--loops", "custom,fit", "--json", str(out)])
+    assert calls[:6] == [("tf", "cnn", "custom", s, on) for s in (0, 1, 2) for on in (False, True)]
+    doc = json.loads(out.read_text())
+    assert doc["complete"] and [(r["model"], r["loop"]) for r in doc["results"]] == [("cnn", "custom"), ("cnn", "fit")]
+    assert doc["results"][0]["median_ratio"] == pytest.approx(1.5)  # pairs 1.5, 4.5, 0.75; medians' ratio is 3
+    assert (doc["results"][0]["off_median"], doc["results"][0]["on_median"]) == pytest.approx((100.0, 300.0))
+    assert "on/off" in capsys.readouterr().out
+
+    monkeypatch.setattr(onednn, "train", lambda backend, *flags, env=None, **kw: {
+        "onednn": False, "throughput": {"train_samples_per_s": 1.0}})  # the variable had no effect
+    with pytest.raises(SystemExit) as e:
+        onednn.main(["--models", "mlp", "--json", str(out)])
+    assert e.value.code == 1 and "TF_ENABLE_ONEDNN_OPTS=1 ran with oneDNN ops off" in capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert not doc["complete"] and doc["results"][0]["off_samples_per_s"] == [1.0]
+
+
 @pytest.mark.parametrize("stop,code", [("fail", 1), ("ctrl-c", 130)])
 def test_a_failed_run_or_ctrl_c_keeps_what_was_measured(tmp_path, monkeypatch, capsys, stop, code):
     """A run that failed (or a Ctrl-C) raised out of every script, which wrote its JSON only at the end: seven
@@ -329,6 +363,8 @@ BAD_FLAGS = [  # (script, flags, what the error says)
     ("large_batch", ["--batches", "0"], "argument --batches: batch size 0: must be > 0"),
     ("large_batch", ["--dataset", "nosuch"], "argument --dataset: invalid choice"),
     ("large_batch", ["--epochs", "0"], "argument --epochs: must be a finite number > 0"),
+    ("onednn", ["--loops", "lightning"], "argument --loops: unknown loop lightning; choose from custom, fit"),
+    ("onednn", ["--repeats", "0"], "argument --repeats: must be > 0"),
 ]
 
 
@@ -352,7 +388,8 @@ def test_a_bad_flag_value_is_refused_by_the_parser_before_any_run(tmp_path, monk
     assert err.startswith(f"python -m benchmarks.{name}: error: {says}") and err.count("\n") == 1, err
 
 
-@pytest.mark.parametrize("name", ["overhead", "scaling", "time_to_accuracy", "accuracy", "large_batch", "gpu"])
+@pytest.mark.parametrize("name", ["overhead", "scaling", "time_to_accuracy", "accuracy", "large_batch", "gpu",
+                                  "onednn"])
 @pytest.mark.parametrize("stop,code", [("fail", 1), ("ctrl-c", 130)])
 def test_a_run_that_measured_nothing_leaves_an_earlier_json_as_it_was(tmp_path, monkeypatch, capsys, name, stop, code):
     """A user's good overhead.json was replaced by one with no figures (complete: false) when the next invocation's
