@@ -157,6 +157,20 @@ RESULTS_HELP = ("write the figures here; a failed run or a Ctrl-C writes those m
                 "false), or nothing (an earlier file is kept) when there were none")
 
 
+def add_data_flags(p: argparse.ArgumentParser, models: str = "mlp,cnn") -> None:
+    """--dataset (default fashion_mnist) and --models (comma-separated, default `models`)."""
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist", help="dataset every run trains on")
+    p.add_argument("--models", type=comma_list("model", MODEL_NAMES), default=models,
+                   help=f"comma-separated, from {', '.join(MODEL_NAMES)}")
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """--epochs, --batch-size and --threads, each passed on to every training run."""
+    p.add_argument("--epochs", type=positive_float, default=1.0, help="epochs each run trains")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="samples per optimizer step")
+    p.add_argument("--threads", type=run_threads, default=2, help="intra-op threads of each run, 0 = all cores")
+
+
 def add_json_flag(p: argparse.ArgumentParser, name: str, help: str = RESULTS_HELP) -> None:
     """--json FILE, default bench-out/<name>.json; `help` for the scripts that write only at their end."""
     p.add_argument("--json", type=json_file, metavar="FILE", default=f"bench-out/{name}.json", help=help)
@@ -202,9 +216,23 @@ def table(rows: list, headers: list) -> str:
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), e.g. "AMD EPYC"; None where it is not there. This
+    project's CI machine was an Intel Xeon one day and an AMD EPYC the next, and the figures moved with it."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> str:
     import platform
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    cpu = " ".join(filter(None, [platform.processor() or platform.machine(), cpu_model()]))
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def stamp() -> dict:

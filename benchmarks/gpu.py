@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import datetime
 
-from .common import (DATASET_NAMES, MODEL_NAMES, add_json_flag, comma_list, machine, median, parser, peak,
-                     positive_float, positive_int, results_file, table, train, user_path)
+from .common import (add_data_flags, add_json_flag, comma_list, machine, median, parser, peak, positive_float,
+                     positive_int, results_file, table, train, user_path)
 
 PRECISIONS = ("32", "bf16")
 
 def build_parser():
     p = parser("gpu", __doc__)
-    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist", help="dataset every run trains on")
-    p.add_argument("--models", type=comma_list("model", MODEL_NAMES), default="cnn,mlp",
-                   help=f"comma-separated, from {', '.join(MODEL_NAMES)}")
+    add_data_flags(p, models="cnn,mlp")
     p.add_argument("--batches", type=comma_list("batch size", item=positive_int), default="128,512",
                    help="comma-separated batch sizes")
     p.add_argument("--precisions", type=comma_list("precision", PRECISIONS), default=",".join(PRECISIONS),

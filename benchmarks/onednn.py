@@ -14,23 +14,19 @@ from __future__ import annotations
 
 import datetime
 
-from .common import (DATASET_NAMES, MODEL_NAMES, RunFailed, add_json_flag, comma_list, machine, median, parser,
-                     positive_float, positive_int, results_file, run_threads, table, train)
+from .common import (RunFailed, add_data_flags, add_json_flag, add_run_flags, comma_list, machine, median, parser,
+                     positive_int, results_file, table, train)
 
 TF_LOOPS = ("custom", "fit")
 
 
 def build_parser():
     p = parser("onednn", __doc__)
-    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist", help="dataset every run trains on")
-    p.add_argument("--models", type=comma_list("model", MODEL_NAMES), default="mlp,cnn",
-                   help=f"comma-separated, from {', '.join(MODEL_NAMES)}")
+    add_data_flags(p)
     p.add_argument("--loops", type=comma_list("loop", TF_LOOPS), default="custom",
                    help=f"tf training loops, comma-separated, from {', '.join(TF_LOOPS)}")
     p.add_argument("--repeats", type=positive_int, default=3, help="off/on pairs per model and loop")
-    p.add_argument("--epochs", type=positive_float, default=1.0, help="epochs each run trains")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="samples per optimizer step")
-    p.add_argument("--threads", type=run_threads, default=2, help="intra-op threads of each run, 0 = all cores")
+    add_run_flags(p)
     add_json_flag(p, "onednn")
     return p
 

@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import datetime
 
-from .common import (DATASET_NAMES, MODEL_NAMES, add_json_flag, comma_list, machine, median, parser, positive_float,
-                     positive_int, results_file, run_threads, table, train)
+from .common import (add_data_flags, add_json_flag, add_run_flags, machine, median, parser, positive_int, results_file,
+                     table, train)
 
 PAIRS = [("tf", "custom", "fit"), ("torch", "lightning", "raw")]
 
 
 def build_parser():
     p = parser("overhead", __doc__)
-    p.add_argument("--dataset", choices=DATASET_NAMES, default="fashion_mnist", help="dataset every run trains on")
-    p.add_argument("--models", type=comma_list("model", MODEL_NAMES), default="mlp,cnn",
-                   help=f"comma-separated, from {', '.join(MODEL_NAMES)}")
+    add_data_flags(p)
     p.add_argument("--repeats", type=positive_int, default=3, help="A/B pairs per comparison")
-    p.add_argument("--epochs", type=positive_float, default=1.0, help="epochs each run trains")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="samples per optimizer step")
-    p.add_argument("--threads", type=run_threads, default=2, help="intra-op threads of each run, 0 = all cores")
+    add_run_flags(p)
     p.add_argument("--steps-per-call", type=positive_int, default=32,
                    help="steps per dispatch in the tf custom loop and Lightning (1: Lightning's textbook one step "
                         "per training_step); model.fit keeps Keras's default steps_per_execution=1 and the raw "

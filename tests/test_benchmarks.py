@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -52,6 +53,19 @@ def test_help_shows_the_whole_description_and_every_flag_with_its_help_and_defau
             assert shown.endswith(f"(default: {action.default})") or f"{action.default})" in shown, shown
         elif action.nargs != 0:  # no default: the help says what happens without the flag
             assert "default: " in shown, shown
+
+
+def test_the_machine_line_names_the_cpu_model(tmp_path, monkeypatch):
+    """The CI machine was an Intel Xeon (AVX-512) one day and an AMD EPYC (AVX2) the next; the scripts' JSON and
+    tables said only "x86_64, 2 cores", so figures from the two could not be told apart."""
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t: avx2\n")
+    assert common.cpu_model(str(info)) == "AMD EPYC 7B13"
+    assert common.cpu_model(str(tmp_path / "none")) is None  # not Linux: the line says what it can
+    monkeypatch.setattr(common, "cpu_model", lambda: "AMD EPYC 7B13")
+    assert " AMD EPYC 7B13, " in common.machine() and common.machine().endswith(f"Python {platform.python_version()}")
+    monkeypatch.setattr(common, "cpu_model", lambda: None)
+    assert ", " in common.machine() and "None" not in common.machine()
 
 
 def test_peak_and_torch_configs_print_a_table_and_write_json(tmp_path):
