@@ -97,8 +97,9 @@ def onednn_on() -> bool | None:
     """Whether TensorFlow's oneDNN CPU ops are on (convolutions, matmuls). TensorFlow turns them on by default
     only on x86 CPUs with AVX-512 VNNI, BF16 or AMX; TF_ENABLE_ONEDNN_OPTS=1 or 0, set before TensorFlow is
     imported, decides otherwise. Without them the CNN's convolutions run on Eigen: on a 2-core AMD EPYC (AVX2)
-    its training was 1.3-1.6x slower (README, Performance). None where TensorFlow does not say. TensorFlow
-    reads the setting once, at its import; this only reports it."""
+    its training was 1.47x (custom loop) and 2.08x (model.fit) slower (benchmarks.onednn; README,
+    Performance). None where TensorFlow does not say. TensorFlow reads the setting once, at its import; this
+    only reports it."""
     try:
         from tensorflow.python.util import _pywrap_util_port  # what TensorFlow's own tests ask (IsMklEnabled)
         return bool(_pywrap_util_port.IsMklEnabled())
