@@ -286,11 +286,10 @@ def peak_flops(context: dict) -> dict:
 
 # --- files -----------------------------------------------------------------------------------------------
 
-CSV_FIELDS = ("backend", "loop", "model", "seed", "status", "device", "onednn", "threads", "params", "flops_per_sample", "steps",
-              "test_accuracy", "test_loss", "steps_to_beat_mlp", "steps_to_beat_note", "seconds_to_beat_mlp",
-              "train_samples_per_s",
-              "infer_samples_per_s", "mfu", "warmup_s", "train_seconds", "process_seconds", "data_source",
-              "message")
+CSV_FIELDS = ("backend", "loop", "model", "seed", "status", "device", "onednn", "threads", "params", "flops_per_sample",
+              "steps", "test_accuracy", "test_loss", "steps_to_beat_mlp", "steps_to_beat_note", "seconds_to_beat_mlp",
+              "train_samples_per_s", "infer_samples_per_s", "mfu", "warmup_s", "train_seconds", "process_seconds",
+              "data_source", "message")
 
 
 def beat_note(result: dict, answer) -> str:
