@@ -40,12 +40,12 @@ def build_parser():
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     rows, out = [], []
     doc = {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()),
            "recipes": {k: list(map(str, v[:3])) + [v[3]] for k, v in RECIPES.items()}, "results": out}
     with results_file(args.json, doc, "benchmarks.accuracy", lambda: any(e["test_accuracy"] for e in out)):
-        for name in args.recipes.split(","):
+        for name in args.recipes:
             dataset, epochs, target, extra = RECIPES[name]
             for backend in ("tf", "torch"):
                 accs = []
@@ -67,7 +67,8 @@ def main(argv=None) -> None:
                              f">= {target}: {'yes' if min(accs) >= target else 'no'}"])
         print()
         print(f"CNN, batch 128, {args.threads} threads; {machine()}; {datetime.date.today()}")
-        print(table(rows, ["recipe", "data", "backend", f"test accuracy, seeds {args.seeds}", "mean", "min", "target"]))
+        print(table(rows, ["recipe", "data", "backend", f"test accuracy, seeds {','.join(map(str, seeds))}", "mean",
+                           "min", "target"]))
 
 if __name__ == "__main__":
     main()

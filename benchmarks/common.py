@@ -14,7 +14,7 @@ from pathlib import Path
 
 from data.arch import MODELS
 from data.contract import OneLineParser, seed_number, thread_count, user_path
-from data.contract import positive_float, positive_int  # noqa: F401 (the scripts' flag types, taken from here)
+from data.contract import comma_list, positive_float, positive_int  # noqa: F401 (the scripts' flag types, taken from here)
 from data.registry import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,29 +106,6 @@ def json_file(text: str) -> str:
     if Path(path).is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
     return path
-
-
-def comma_list(what: str, choices=None, item=None):
-    """An argparse type for a comma-separated list (no spaces): each entry one of `choices`, or accepted by `item`
-    (a type such as positive_int), none twice. The text comes back as given: the scripts split it themselves."""
-    def check(text: str) -> str:
-        seen = set()
-        for entry in text.split(","):
-            if not entry:
-                raise argparse.ArgumentTypeError(f"empty {what} in {text!r} (comma-separated, no spaces)")
-            if choices is not None and entry not in choices:
-                raise argparse.ArgumentTypeError(f"unknown {what} {entry}; choose from {', '.join(choices)}")
-            if item is not None:
-                try:
-                    item(entry)
-                except argparse.ArgumentTypeError as e:
-                    raise argparse.ArgumentTypeError(f"{what} {entry}: {e}") from None
-            if entry in seen:
-                raise argparse.ArgumentTypeError(f"{what} {entry} given twice")
-            seen.add(entry)
-        return text
-    check.__name__ = what  # argparse's "invalid <what> value" for any other error
-    return check
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

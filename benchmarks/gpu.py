@@ -51,9 +51,9 @@ def main(argv=None) -> None:
         print(f"peak on {peaks['32']['device']}: fp32 {peaks['32']['peak_flops'] / 1e12:.1f} TFLOP/s, "
               f"bf16 {peaks['bf16']['peak_flops'] / 1e12:.1f} TFLOP/s", flush=True)
         budget = ["--steps", args.steps] if args.steps else ["--epochs", args.epochs]
-        for prec in args.precisions.split(","):
-            for model in args.models.split(","):
-                for batch in map(int, args.batches.split(",")):
+        for prec in args.precisions:
+            for model in args.models:
+                for batch in args.batches:
                     flags = ["--dataset", args.dataset, "--model", model, *budget, "--batch-size", batch,
                              "--precision", prec, "--eval-every", 0]
                     if args.data_dir:

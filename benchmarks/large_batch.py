@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     rows, out = [], []
     doc = {"date": str(datetime.date.today()), "machine": machine(), "tunables": KEEP, "runs": out}
     with results_file(args.json, doc, "benchmarks.large_batch", lambda: bool(out)):
-        for batch in map(int, args.batches.split(",")):
+        for batch in args.batches:
             for backend, loop, env in RUNS:
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 r = train(backend, "--dataset", args.dataset, "--model", "cnn", "--batch-size", batch, "--epochs",

@@ -47,8 +47,8 @@ def main(argv=None) -> None:
     rows, out = [], []
     doc = {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()), "results": out}
     with results_file(args.json, doc, "benchmarks.onednn", lambda: any(e["off_samples_per_s"] for e in out)):
-        for model in args.models.split(","):
-            for loop in args.loops.split(","):
+        for model in args.models:
+            for loop in args.loops:
                 off, on, ratios = [], [], []
                 entry = {"model": model, "loop": loop, "off_samples_per_s": off, "on_samples_per_s": on,
                          "ratios": ratios}

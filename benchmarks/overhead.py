@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     rows, out = [], []
     doc = {"config": vars(args), "machine": machine(), "date": str(datetime.date.today()), "results": out}
     with results_file(args.json, doc, "benchmarks.overhead", lambda: any(e["a_samples_per_s"] for e in out)):
-        for model in args.models.split(","):
+        for model in args.models:
             for backend, a, b in PAIRS:
                 sa, sb, ratios = [], [], []
                 entry = {"backend": backend, "model": model, "a": a, "b": b, "a_samples_per_s": sa,

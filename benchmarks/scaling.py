@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     def measured():  # a part's list of points (before the threads part runs, out["threads"] is the thread count)
         return any(isinstance(out.get(part), list) and out[part] for part in PARTS)
     with results_file(args.json, out, "benchmarks.scaling", measured):
-        parts = args.parts.split(",")
+        parts = args.parts
         if "batch" in parts:
             rows, res = [], []
             out["batch"] = res  # filled run by run: a run that fails later keeps these

@@ -41,9 +41,9 @@ def main(argv=None) -> None:
            "config": vars(args)}
     mean_std = lambda xs: (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else None  # noqa: E731
     with results_file(args.json, doc, "benchmarks.time_to_accuracy", lambda: bool(res)):
-        for dataset in args.datasets.split(","):
+        for dataset in args.datasets:
             hits = {b: ([], [], [0]) for b in ("tf", "torch")}  # steps, seconds, misses
-            for seed in map(int, args.seeds.split(",")):
+            for seed in args.seeds:
                 for backend in ("tf", "torch"):  # alternating, seed by seed: a drifting machine hits both alike
                     steps, secs, misses = hits[backend]
                     flags = ["--dataset", dataset, "--model", "cnn", "--epochs", args.max_epochs, "--seed", seed,

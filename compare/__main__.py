@@ -25,8 +25,9 @@ from pathlib import Path
 from data.arch import MODELS
 from data.cli import run_cli
 from data.contract import (EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, LOOPS, ConfigError, OneLineParser,
-                           RunConfig, SEED_LIMIT, add_run_arguments, check_batch_split, check_widths, check_writable,
-                           default_loop, ineffective_flags, optimizer_slots, user_path, write_json_atomic)
+                           RunConfig, add_run_arguments, check_batch_split, check_widths, check_writable, comma_list,
+                           default_loop, ineffective_flags, optimizer_slots, seed_number, user_path,
+                           write_json_atomic)
 
 from .runner import BACKENDS, Plan
 
@@ -44,42 +45,20 @@ NOT_RESUMABLE = ("resume", "out", "debug")  # flags that may differ from the sto
 PATH_FLAGS = ("tensorboard", "data_dir")  # stored absolute: a --resume from another directory uses the same folders
 
 
-def _name_list(choices):
-    def parse(text: str) -> list:
-        names = [t.strip() for t in text.split(",") if t.strip()]
-        bad = [n for n in names if n not in choices]
-        if not names or bad:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list from {', '.join(choices)}, got {text!r}")
-        if len(set(names)) != len(names):
-            raise argparse.ArgumentTypeError(f"{text!r} names one twice")
-        return names
-    return parse
-
-
-def _seed_list(text: str) -> list:
-    try:
-        seeds = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 0,1,2, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) >= SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"expected distinct seeds in [0, 2**32) like 0,1,2, got {text!r}")
-    return seeds
-
-
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog=PROG, description="Train the same models in tf.keras and PyTorch Lightning, one after "
                       "another in child processes, and compare accuracy, steps-to-beat-MLP and speed.",
                       epilog="Weight conversion: python -m compare convert --help")
     add_run_arguments(p)  # the backends' own training flags, passed on to every run
-    p.add_argument("--backends", type=_name_list(BACKENDS), default=list(DEFAULT_BACKENDS),
+    p.add_argument("--backends", type=comma_list("backend", BACKENDS), default=list(DEFAULT_BACKENDS),
                    help=f"comma-separated (default: {','.join(DEFAULT_BACKENDS)})")
-    p.add_argument("--models", type=_name_list(MODELS), default=list(DEFAULT_MODELS),
+    p.add_argument("--models", type=comma_list("model", MODELS), default=list(DEFAULT_MODELS),
                    help=f"comma-separated; the MLP is the reference for steps-to-beat (default: {','.join(DEFAULT_MODELS)})")
     for backend, what in (("tf", "custom (GradientTape, compiled steps) or fit (Keras model.fit)"),
                           ("torch", "lightning (the Trainer) or raw (a plain PyTorch loop)")):
         p.add_argument(f"--{backend}-loop", choices=LOOPS[backend], default=default_loop(backend),
                        help=f"{backend} training loop: {what} (default: {default_loop(backend)})")
-    p.add_argument("--seeds", type=_seed_list,
+    p.add_argument("--seeds", type=comma_list("seed", item=seed_number),
                    help="repeat every run per seed and report mean ± std, e.g. 0,1,2 (default: --seed alone)")
     p.add_argument("--out", type=user_path, help=f"run folder (default: {RUNS_DIR}/<timestamp>)")
     p.add_argument("--resume", metavar="DIR", type=user_path,

@@ -193,6 +193,32 @@ def seed_number(text: str) -> int:
     return v
 
 
+def comma_list(what: str, choices=None, item=None):
+    """An argparse type for a comma-separated list, the same in the harness and the benchmarks: `mlp,cnn` or
+    `"mlp, cnn"` (spaces around an entry are dropped), each entry one of `choices` or accepted by `item` (a flag
+    type such as positive_int, whose value it keeps), none twice, none empty (`mlp,` is a slip, not a list of
+    one). Returns the list of values, in the order given."""
+    def parse(text: str) -> list:
+        values = []
+        for entry in (e.strip() for e in text.split(",")):
+            if not entry:
+                raise argparse.ArgumentTypeError(f"empty {what} in {text!r} (a stray comma?)")
+            if choices is not None and entry not in choices:
+                raise argparse.ArgumentTypeError(f"unknown {what} {entry}; choose from {', '.join(choices)}")
+            value = entry
+            if item is not None:
+                try:
+                    value = item(entry)
+                except argparse.ArgumentTypeError as e:
+                    raise argparse.ArgumentTypeError(f"{what} {entry}: {e}") from None
+            if value in values:
+                raise argparse.ArgumentTypeError(f"{what} {entry} given twice")
+            values.append(value)
+        return values
+    parse.__name__ = what  # argparse's "invalid <what> value" for any other error
+    return parse
+
+
 def _accuracy(text: str) -> float:
     v = _finite_nonneg(text)
     if v > 1:

@@ -38,6 +38,8 @@ def cli(argv, capsys):
     (["--backends", "jax"], "--backends"),
     (["--models", "rnn"], "--models"),
     (["--models", "cnn,cnn"], "twice"),
+    (["--models", "mlp,,cnn"], "--models: empty model in 'mlp,,cnn'"),  # ran mlp and cnn: the slip went unseen
+    (["--seeds", "1,01"], "--seeds: seed 01 given twice"),  # the same seed, written twice
     (["--model", "cnn", "--models", "mlp,cnn"], "--model or --models, not both"),  # ran cnn alone: the default list
     (["--seeds", "a,b"], "--seeds"), (["--seeds", "0,-1"], "--seeds"), (["--seeds", "0,4294967296"], "--seeds"),
     (["--seed", "1", "--seeds", "0,1"], "--seed or --seeds"),
@@ -82,7 +84,7 @@ def test_bad_flags_exit_2_with_one_line(argv, words, capsys, tmp_path, monkeypat
 def test_the_real_entry_point_reports_one_line():
     proc = run_module("compare", "--backends", "tf,jax", timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.count("\n") == 1 and "expected a comma-separated list from tf, torch" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "--backends: unknown backend jax; choose from tf, torch" in proc.stderr
 
 
 def test_compare_never_imports_a_framework(tmp_path):

@@ -146,6 +146,33 @@ def test_a_flag_that_must_be_positive_says_so_for_any_refused_value(value, capsy
     assert f"argument --lr: must be a finite number > 0, got {value}" in capsys.readouterr().err
 
 
+def test_comma_lists_read_the_same_in_the_harness_and_the_benchmarks():
+    """compare's --models took "mlp, cnn" and a stray comma ("mlp,,cnn") and returned a list; the benchmarks'
+    --models refused the space ("unknown model  cnn") and returned the text for each script to split. One parser
+    now: spaces around an entry dropped, an empty entry or a repeat refused, the values come back as a list."""
+    import argparse
+    from benchmarks import common
+    from compare.__main__ import build_parser as compare_parser
+    models = contract.comma_list("model", ("mlp", "cnn"))
+    assert models("mlp, cnn") == models(" mlp,cnn ") == ["mlp", "cnn"] and models("cnn") == ["cnn"]
+    seeds = contract.comma_list("seed", item=contract.seed_number)
+    assert seeds("2, 0,1") == [2, 0, 1]  # the item's values, in the order given
+    for text, says in [("mlp,", "empty model in 'mlp,'"), (",", "empty model"), ("mlp,,cnn", "empty model"),
+                       ("mlp, rnn", "unknown model rnn; choose from mlp, cnn"), ("cnn, cnn", "model cnn given twice")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            models(text)
+    for text, says in [("0,x", "seed x: expected a whole number"), ("1,01", "seed 01 given twice"),
+                       ("0,4294967296", "seed 4294967296: must be below 2\\*\\*32")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            seeds(text)
+    assert common.comma_list is contract.comma_list
+    bench = common.parser("x", "x.")
+    common.add_data_flags(bench)
+    harness = compare_parser().parse_args(["--models", "mlp, cnn", "--seeds", "0, 1"])
+    assert bench.parse_args(["--models", "mlp, cnn"]).models == harness.models == ["mlp", "cnn"]
+    assert harness.seeds == [0, 1] and bench.parse_args([]).models == ["mlp", "cnn"]  # the default text, parsed
+
+
 def test_path_flags_expand_the_home_folder(tmp_path, monkeypatch):
     """bash leaves `~` in `--json=~/r.json`: unexpanded, a folder named `~` was made in the working folder."""
     monkeypatch.setenv("HOME", str(tmp_path))
