@@ -58,10 +58,8 @@ def results_file(path, doc: dict, prog: str, measured):
     the figures measured before it: "complete" says whether every run was made, "stopped" why not (then a
     one-line error, exit 1, or 130 for a Ctrl-C). `measured()` says whether `doc` holds a figure yet: a block
     stopped before its first one writes nothing, so it cannot replace an earlier run's file at `path` with an
-    empty one (the error says the file was left as it was). `path` naming a folder is refused before any run."""
-    if Path(path).is_dir():
-        print(f"{prog}: error: --json {path} is a folder; give a file name", file=sys.stderr)
-        raise SystemExit(2)
+    empty one (the error says the file was left as it was). A `path` naming a folder never gets here: --json's type
+    (json_file) refuses it before any run."""
     try:
         yield doc
     except BaseException as e:  # a bug in the script too: the figures are kept first, then its traceback
