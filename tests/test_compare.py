@@ -258,7 +258,7 @@ def test_device_note_only_when_one_backend_has_a_gpu():
 
 def test_onednn_note_when_tf_ran_on_the_cpu_without_its_onednn_ops(tmp_path):
     """On a CPU without AVX-512 VNNI (this project's AMD CI machine) TensorFlow leaves its oneDNN ops off and its
-    CNN trained 1.47x (custom loop) to 2.08x (fit) slower than with TF_ENABLE_ONEDNN_OPTS=1: the table must say
+    CNN trained 1.28x (fit) to 1.47x (custom loop) slower than with TF_ENABLE_ONEDNN_OPTS=1: the table must say
     why, and how to turn them on."""
     runs = four_runs()
     assert report.onednn_note(runs, fake_context()) is None  # results from before the field: nothing to say

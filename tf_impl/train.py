@@ -97,7 +97,7 @@ def onednn_on() -> bool | None:
     """Whether TensorFlow's oneDNN CPU ops are on (convolutions, matmuls). TensorFlow turns them on by default
     only on x86 CPUs with AVX-512 VNNI, BF16 or AMX; TF_ENABLE_ONEDNN_OPTS=1 or 0, set before TensorFlow is
     imported, decides otherwise. Without them the CNN's convolutions run on Eigen: on a 2-core AMD EPYC (AVX2)
-    its training was 1.47x (custom loop) and 2.08x (model.fit) slower (benchmarks.onednn; README,
+    its training was 1.47x (custom loop) and 1.28x (model.fit) slower (benchmarks.onednn; README,
     Performance). None where TensorFlow does not say. TensorFlow reads the setting once, at its import; this
     only reports it."""
     try:
