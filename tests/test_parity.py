@@ -502,19 +502,26 @@ def step1_losses(tmp_path_factory, real_mnist):
 def test_the_training_commands_apply_dropout_and_bf16(step1_losses, backend, loop):
     """Dropout and bf16 were checked as layers and ops (the job runners), never in the loops users run: a loop
     calling its model with training=False, or the Trainer left at 32-true, passed every test. Step 1's loss,
-    from a shared initial draw on the first batch, against numpy's float64 forward (2.3649):
+    from a shared initial draw on the first batch, against numpy's float64 forward (every float32 loop is within
+    NUMPY_ATOL of it, test_the_training_commands_take_the_same_steps above):
     - --dropout 0.5 moves it by 0.18-0.21 (measured): more than 0.05;
-    - --precision bf16 moves it by 1.3e-4 to 1.8e-4 (measured): not within 5e-5 of numpy's (a loop left in
-      float32 is within 1e-6 of it). A framework's two loops run the same kernels: equal to 1e-6 (measured:
-      identical). tf's and torch's bf16 kernels differ by CPU: equal to 1e-7 on an Intel Xeon with AVX-512,
-      5.2e-5 apart on an AMD EPYC without bf16 units (2026-11-30); within 1e-4, under bf16's own move."""
+    - --precision bf16 moves it by more than 5e-6, five times NUMPY_ATOL. How far depends on how
+      the batch's roundings cancel: 1.3e-4 to 1.8e-4 on full MNIST; on the 5k MNIST subset a fresh machine
+      trains on, 4.5e-4 (tf) and 1.8e-5 (torch) on an AMD EPYC (2026-12-01), which an earlier bound of 5e-5
+      failed. A framework's two loops run the same kernels: equal to 1e-6 (measured: identical). tf's and
+      torch's bf16 kernels differ by CPU: equal to 1e-7 on an Intel Xeon with AVX-512 BF16 (TensorFlow most
+      likely with its oneDNN ops on there); on the AMD EPYC without bf16 units, where TensorFlow's matmuls run
+      on Eigen, 5.2e-5 apart on full MNIST and 4.3e-4 on the subset. They must agree within half a bf16
+      rounding of the loss itself (2**-9 x the loss, about 4.5e-3): what two computations that keep 8
+      significant bits can differ by, and far under dropout's move."""
     first = step1_losses["numpy"]
     dropout, bf16 = step1_losses[(backend, loop, "--dropout")], step1_losses[(backend, loop, "--precision")]
     assert abs(dropout - first) > 0.05, (dropout, first)
-    assert abs(bf16 - first) > 5e-5, (bf16, first)
+    assert abs(bf16 - first) > 5 * NUMPY_ATOL, (bf16, first)
     same = [step1_losses[(b, lp, "--precision")] for b, lp in LOOPS4 if b == backend and lp != loop]
     other = [step1_losses[(b, lp, "--precision")] for b, lp in LOOPS4 if b != backend]
-    assert max(abs(bf16 - o) for o in same) <= 1e-6 and max(abs(bf16 - o) for o in other) <= 1e-4, (bf16, same, other)
+    assert max(abs(bf16 - o) for o in same) <= 1e-6, (bf16, same)
+    assert max(abs(bf16 - o) for o in other) <= 2 ** -9 * abs(first), (bf16, other)
 
 
 @pytest.mark.parametrize("start", ["first", "epoch_boundary"])
