@@ -119,7 +119,7 @@ class Run:
         self.strategy = make_strategy(tf, cfg.devices)
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():  # variables mirrored per replica
             self.model = build_model(cfg.model, stream.train_images.shape[1:], layers[-1].units, cfg.widths,
-                                     cfg.precision, cfg.dropout)
+                                     cfg.precision, cfg.dropout, replica_dropout=self.strategy is not None)
             if cfg.init == "shared":
                 init = neutral.load(cfg.init_file, layers) if cfg.init_file else neutral.initial_weights(layers, cfg.seed)
                 from_neutral(self.model, init)

@@ -28,7 +28,7 @@ import torchmetrics
 from data.contract import RunConfig
 
 from .datamodule import Block
-from .models import build_model
+from .models import ReplicaDropout, build_model
 from .optim import make_optimizer
 
 
@@ -55,6 +55,13 @@ class LitClassifier(L.LightningModule):
 
     def forward(self, images):
         return self.backbone(images)
+
+    def setup(self, stage):
+        """Data parallel: each rank trains on its slice of the global batch (train.sharded_datamodule), so its
+        dropout layers draw the global batch's mask and keep that slice (models.ReplicaDropout)."""
+        for m in self.modules():
+            if isinstance(m, ReplicaDropout):
+                m.rank, m.world = self.trainer.global_rank, self.trainer.world_size
 
     def training_step(self, batch, batch_idx):
         """batch: a datamodule.Block of k (images, labels) batches (this project's datamodule), or one
