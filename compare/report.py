@@ -212,9 +212,26 @@ def header_lines(context: dict) -> list:
                     f"{SUBSET_SOURCE if context.get('is_subset') else context.get('data_source')})"),
         ("budget", f"{total} steps of {flags.get('batch_size')}{epochs}, {evaluation_text(plan)}, {seed_text}"),
         ("config", f"{opt_text} lr {flags.get('lr', 0):g} {flags.get('schedule')}, init {plan.get('init')}, "
-                   f"{plan.get('threads')} threads per run, {PRECISION_TEXT.get(flags.get('precision'), flags.get('precision'))}, "
-                   f"{loops_text(plan)}, runs one after another in separate processes"),
+                   f"{plan.get('threads')} threads per run, {PRECISION_TEXT.get(flags.get('precision'), flags.get('precision'))}"
+                   f"{changed_text(flags)}, {loops_text(plan)}, runs one after another in separate processes"),
     ]
+
+
+def changed_text(flags: dict) -> str:
+    """', widths 64,64, dropout 0.5, ...': the run flags that change what is trained, where a flag moved
+    them from their defaults (report.md lists every flag; the terminal names these)."""
+    parts = []
+    if flags.get("widths"):
+        parts.append("widths " + ",".join(str(w) for w in flags["widths"]))
+    if flags.get("dropout"):
+        parts.append(f"dropout {flags['dropout']:g}")
+    if flags.get("warmup_steps"):
+        parts.append(f"warm-up {flags['warmup_steps']} steps")
+    if (flags.get("devices") or 1) > 1:
+        parts.append(f"data parallel over {flags['devices']} devices")
+    if flags.get("adam_impl", RunConfig().adam_impl) != RunConfig().adam_impl:
+        parts.append(f"torch Adam {flags['adam_impl']}")
+    return "".join(f", {p}" for p in parts)
 
 
 TITLES = {("tf", "custom"): "tf.keras", ("tf", "fit"): "tf.keras (model.fit)",

@@ -449,6 +449,21 @@ def test_throughput_legend_and_header_name_what_ran(tmp_path, monkeypatch):
         assert config.startswith(said), config
 
 
+def test_header_names_the_flags_that_change_what_is_trained():
+    """--widths, --dropout, --devices and the like appeared only in report.md: the terminal's config line
+    read the same for a 2-device run at dropout 0.5 as for the default run."""
+    ctx = fake_context()
+    config = dict(report.header_lines(ctx))["config"]
+    assert config == ("Adam lr 0.001 constant, init shared, 2 threads per run, fp32, loop tf custom / torch lightning, "
+                      "runs one after another in separate processes")
+    ctx["plan"]["run_flags"].update(widths=[64, 32], dropout=0.5, warmup_steps=10, devices=2, adam_impl="torch")
+    config = dict(report.header_lines(ctx))["config"]
+    assert ("fp32, widths 64,32, dropout 0.5, warm-up 10 steps, data parallel over 2 devices, torch Adam torch, "
+            "loop tf custom") in config, config
+    ctx["plan"]["run_flags"].update(widths=None, dropout=0.0, warmup_steps=0, devices=1, adam_impl="keras")
+    assert "fp32, loop" in dict(report.header_lines(ctx))["config"]
+
+
 def test_pictures_survive_empty_and_failed_results(tmp_path):
     failed = fake_result("tf", "cnn", points=(), status="failed", train_sps=None, infer_sps=None)
     report.write_files(tmp_path / "a", [], fake_context())
