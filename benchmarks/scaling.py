@@ -1,9 +1,11 @@
 """Scaling, both backends, both models: train and inference samples/s against batch size
 (32 to 1024); epoch time against training-set size (10k, 30k, 60k: it should grow linearly);
-1 thread against 2. Each point is one training process; samples/s are counted after the warm-up,
+1 thread against 2; one device against two data-parallel replicas (--devices 2: Lightning DDP, two
+processes that share the threads; tf.distribute.MirroredStrategy over two logical devices of one
+process), the same global batch of 128 and threads. Each point is one training process; samples/s are counted after the warm-up,
 the epoch times include it (what one waits for) and are shown beside the steady-state cost per sample.
 
-    python -m benchmarks.scaling [--dataset fashion_mnist] [--parts batch,size,threads] [--json FILE]
+    python -m benchmarks.scaling [--dataset fashion_mnist] [--parts batch,size,threads,devices] [--json FILE]
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import datetime
 from .common import DATASET_NAMES, add_json_flag, comma_list, machine, parser, results_file, run_threads, table, train
 
 BACKENDS = {"tf": "custom", "torch": "lightning"}
-PARTS = ("batch", "size", "threads")
+PARTS = ("batch", "size", "threads", "devices")
 
 
 def build_parser():
@@ -22,7 +24,7 @@ def build_parser():
                    help=f"comma-separated parts to run, from {', '.join(PARTS)}")
     p.add_argument("--threads", type=run_threads, default=2,
                    help="intra-op threads of each run in the batch and size parts, 0 = all cores (the threads part "
-                        "compares 1 and 2)")
+                        "compares 1 and 2; the devices part runs both with these)")
     add_json_flag(p, "scaling")
     return p
 
@@ -82,6 +84,21 @@ def main(argv=None) -> None:
                     rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])
                     print(rows[-1], flush=True)
             print(table(rows, ["backend", "model", "1 thread", "2 threads", "speed-up"]))
+        if "devices" in parts:
+            rows, res = [], []
+            out["devices"] = res
+            for model in ("mlp", "cnn"):
+                for backend, loop in BACKENDS.items():
+                    tput = {}
+                    for devices in (1, 2):
+                        r = train(backend, *base, "--model", model, "--batch-size", 128, "--steps",
+                                  100 if model == "cnn" else 400, "--threads", args.threads, "--loop", loop,
+                                  "--devices", devices)
+                        tput[devices] = r["throughput"]["train_samples_per_s"]
+                    res.append({"backend": backend, "model": model, "1": tput[1], "2": tput[2]})
+                    rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])
+                    print(rows[-1], flush=True)
+            print(table(rows, ["backend", "model", "1 device", "2 devices (data parallel)", "speed-up"]))
 
 
 if __name__ == "__main__":

@@ -181,7 +181,8 @@ CALLS = []  # (backend, loop, seed) of every fake run, in order
 
 def fake_train(backend, *flags, timeout=1800, env=None, accept=("ok",)):
     """A RunResult as the child would write it, with figures that follow from the flags: samples/s by
-    backend, loop and seed (BY_SEED), MLP x10, proportional to the batch, x1.6 on 2 threads against 1; a
+    backend, loop and seed (BY_SEED), MLP x10, proportional to the batch, x1.6 on 2 threads against 1, x0.7
+    with --devices 2; a
     curve that reaches 99.5 % at step 200, except, with --target-accuracy, torch's seed 1 (never: a miss) and
     seed 2 (diverged)."""
     f = {flags[i]: flags[i + 1] for i in range(len(flags) - 1) if str(flags[i]).startswith("--")}
@@ -189,7 +190,8 @@ def fake_train(backend, *flags, timeout=1800, env=None, accept=("ok",)):
     batch, seed = int(f.get("--batch-size", 128)), int(f.get("--seed", 0))
     CALLS.append((backend, loop, seed))
     sps = (SPS[(backend, loop)] * (10 if f.get("--model") == "mlp" else 1) * batch / 128
-           * BY_SEED[loop in A_LOOPS][seed % 3] * (1.6 if int(f.get("--threads", 2)) == 2 else 1.0))
+           * BY_SEED[loop in A_LOOPS][seed % 3] * (1.6 if int(f.get("--threads", 2)) == 2 else 1.0)
+           * (0.7 if int(f.get("--devices", 1)) == 2 else 1.0))
     curve = [{"step": 100, "seconds": 1.0 + seed, "test_loss": 0.5, "test_accuracy": 0.5},
              {"step": 200, "seconds": 2.0 + seed, "test_loss": 0.1, "test_accuracy": 0.995}]
     status = "ok"
@@ -235,6 +237,9 @@ def test_every_script_computes_its_figures_from_the_results(tmp_path, monkeypatc
         assert [r["us_per_sample"] for r in doc["size"] if r["backend"] == "tf"] == pytest.approx(
             [2e6 / n for n in (10_000, 30_000, 60_000)])
         assert (doc["threads"][0]["1"], doc["threads"][0]["2"]) == pytest.approx((1100.0, 1760.0))
+        assert [(r["backend"], r["model"]) for r in doc["devices"]] == [("tf", "mlp"), ("torch", "mlp"), ("tf", "cnn"),
+                                                                        ("torch", "cnn")]
+        assert (doc["devices"][3]["1"], doc["devices"][3]["2"]) == pytest.approx((152.0, 106.4))  # torch cnn
     elif name == "time_to_accuracy":  # torch: seed 1 never reaches 99 %, seed 2 diverges: both are misses
         assert len(doc["runs"]) == 12 and [r["status"] for r in doc["runs"] if r["backend"] == "torch"] == [
             "ok", "ok", "diverged"] * 2
@@ -352,7 +357,7 @@ BAD_FLAGS = [  # (script, flags, what the error says)
     ("overhead", ["--repeats", "0"], "argument --repeats: must be > 0"),
     ("overhead", ["--threads", "-1"], "argument --threads: must be >= 0"),
     ("overhead", ["--steps-per-call", "0"], "argument --steps-per-call: must be > 0"),
-    ("scaling", ["--parts", "nosuch"], "argument --parts: unknown part nosuch; choose from batch, size, threads"),
+    ("scaling", ["--parts", "nosuch"], "argument --parts: unknown part nosuch; choose from batch, size, threads, devices"),
     ("scaling", ["--dataset", "nosuch"], "argument --dataset: invalid choice"),
     ("peak", ["--framework", "numpy", "--n", "0"], "argument --n: must be > 0, got 0"),
     ("peak", ["--threads", "0"], "argument --threads: must be > 0"),
