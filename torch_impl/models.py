@@ -12,7 +12,7 @@
   the same saving by fusing conv+bias+relu in oneDNN).
 
 - Dropout draws its mask for the global batch when data parallel (ReplicaDropout), so N replicas
-  drop what one device would.
+  drop what one device would (on CPU bit for bit).
 
 Inputs are NCHW (the datamodule converts once).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from data.arch import KERNEL, POOL, build_layers
@@ -46,9 +47,10 @@ class ReplicaDropout(nn.Dropout):
     rows rank*B..(rank+1)*B of each global batch of world*B samples (this project's DDP split), draws
     the mask for all world*B rows, as the one-device run does, and keeps its own rows. Every replica's
     generator is seeded alike and draws the same amount, so they stay in step; plain nn.Dropout would
-    draw each replica the same (B, ...) mask (and the one-device run another). On CPU the mask is
-    F.dropout's draw bit for bit (torch.bernoulli_ on the input's shape, divided by 1 - p); on one
-    replica it is F.dropout itself. Costs world times the random draws of a Dropout layer.
+    draw each replica the same (B, ...) mask (and the one-device run another). The mask is F.dropout
+    on ones of the global shape: the one-device run's draw, 0 or 1 / (1 - p) (on CPU bit for bit,
+    measured; on a GPU F.dropout's fused kernel draws it, not measured). On one replica it is
+    F.dropout itself. Costs world times the random draws of a Dropout layer.
     LitClassifier.setup sets (rank, world) from the Trainer."""
 
     rank, world = 0, 1
@@ -57,8 +59,8 @@ class ReplicaDropout(nn.Dropout):
         if not self.training or self.p == 0 or self.world == 1:
             return super().forward(x)
         b = x.shape[0]
-        keep = torch.empty((self.world * b, *x.shape[1:]), dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)
-        return x * keep[self.rank * b: (self.rank + 1) * b].div_(1 - self.p)  # (B, ...): this replica's rows
+        keep = F.dropout(torch.ones((self.world * b, *x.shape[1:]), dtype=x.dtype, device=x.device), self.p)
+        return x * keep[self.rank * b: (self.rank + 1) * b]  # (B, ...): this replica's rows
 
 
 class Backbone(nn.Module):
