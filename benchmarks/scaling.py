@@ -71,34 +71,28 @@ def main(argv=None) -> None:
             print(table(rows, ["backend", "model", "train samples", "epoch train s (warm-up in)", "us / sample",
                                "us / sample after warm-up"]))
         if "threads" in parts:
-            rows, res = [], []
-            out["threads"] = res
-            for model in ("mlp", "cnn"):
-                for backend, loop in BACKENDS.items():
-                    tput = {}
-                    for threads in (1, 2):
-                        r = train(backend, *base, "--model", model, "--batch-size", 128,
-                                  "--steps", 100 if model == "cnn" else 400, "--threads", threads, "--loop", loop)
-                        tput[threads] = r["throughput"]["train_samples_per_s"]
-                    res.append({"backend": backend, "model": model, "1": tput[1], "2": tput[2]})
-                    rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])
-                    print(rows[-1], flush=True)
-            print(table(rows, ["backend", "model", "1 thread", "2 threads", "speed-up"]))
+            one_against_two(out, "threads", base, lambda t: ("--threads", t), ("1 thread", "2 threads"))
         if "devices" in parts:
-            rows, res = [], []
-            out["devices"] = res
-            for model in ("mlp", "cnn"):
-                for backend, loop in BACKENDS.items():
-                    tput = {}
-                    for devices in (1, 2):
-                        r = train(backend, *base, "--model", model, "--batch-size", 128, "--steps",
-                                  100 if model == "cnn" else 400, "--threads", args.threads, "--loop", loop,
-                                  "--devices", devices)
-                        tput[devices] = r["throughput"]["train_samples_per_s"]
-                    res.append({"backend": backend, "model": model, "1": tput[1], "2": tput[2]})
-                    rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])
-                    print(rows[-1], flush=True)
-            print(table(rows, ["backend", "model", "1 device", "2 devices (data parallel)", "speed-up"]))
+            one_against_two(out, "devices", base, lambda d: ("--threads", args.threads, "--devices", d),
+                            ("1 device", "2 devices (data parallel)"))
+
+
+def one_against_two(out: dict, part: str, base: list, flags, heads: tuple) -> None:
+    """A part that sets one flag to 1 and to 2 (flags(v): that run's flags), both models and backends at
+    batch 128: train samples/s and the speed-up, into out[part] run by run."""
+    rows, res = [], []
+    out[part] = res
+    for model in ("mlp", "cnn"):
+        for backend, loop in BACKENDS.items():
+            tput = {}
+            for v in (1, 2):
+                r = train(backend, *base, "--model", model, "--batch-size", 128, "--steps", 100 if model == "cnn" else 400,
+                          "--loop", loop, *flags(v))
+                tput[v] = r["throughput"]["train_samples_per_s"]
+            res.append({"backend": backend, "model": model, "1": tput[1], "2": tput[2]})
+            rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])
+            print(rows[-1], flush=True)
+    print(table(rows, ["backend", "model", *heads, "speed-up"]))
 
 
 if __name__ == "__main__":
