@@ -2,8 +2,9 @@
 (32 to 1024); epoch time against training-set size (10k, 30k, 60k: it should grow linearly);
 1 thread against 2; one device against two data-parallel replicas (--devices 2: Lightning DDP, two
 processes that share the threads; tf.distribute.MirroredStrategy over two logical devices of one
-process), the same global batch of 128 and threads. Each point is one training process; samples/s are counted after the warm-up,
-the epoch times include it (what one waits for) and are shown beside the steady-state cost per sample.
+process), the same global batch of 128 and threads. Each point is one training run; samples/s are
+counted after the warm-up, the epoch times include it (what one waits for) and are shown beside the
+steady-state cost per sample.
 
     python -m benchmarks.scaling [--dataset fashion_mnist] [--parts batch,size,threads,devices] [--json FILE]
 """
@@ -86,8 +87,8 @@ def one_against_two(out: dict, part: str, base: list, flags, heads: tuple) -> No
         for backend, loop in BACKENDS.items():
             tput = {}
             for v in (1, 2):
-                r = train(backend, *base, "--model", model, "--batch-size", 128, "--steps", 100 if model == "cnn" else 400,
-                          "--loop", loop, *flags(v))
+                r = train(backend, *base, "--model", model, "--batch-size", 128,
+                          "--steps", 100 if model == "cnn" else 400, "--loop", loop, *flags(v))
                 tput[v] = r["throughput"]["train_samples_per_s"]
             res.append({"backend": backend, "model": model, "1": tput[1], "2": tput[2]})
             rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])

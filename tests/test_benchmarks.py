@@ -181,10 +181,9 @@ CALLS = []  # (backend, loop, seed) of every fake run, in order
 
 def fake_train(backend, *flags, timeout=1800, env=None, accept=("ok",)):
     """A RunResult as the child would write it, with figures that follow from the flags: samples/s by
-    backend, loop and seed (BY_SEED), MLP x10, proportional to the batch, x1.6 on 2 threads against 1, x0.7
-    with --devices 2; a
-    curve that reaches 99.5 % at step 200, except, with --target-accuracy, torch's seed 1 (never: a miss) and
-    seed 2 (diverged)."""
+    backend, loop and seed (BY_SEED), MLP x10, proportional to the batch, x1.6 on 2 threads against 1,
+    x0.7 with --devices 2; a curve that reaches 99.5 % at step 200, except, with --target-accuracy,
+    torch's seed 1 (never: a miss) and seed 2 (diverged)."""
     f = {flags[i]: flags[i + 1] for i in range(len(flags) - 1) if str(flags[i]).startswith("--")}
     loop = f.get("--loop", "custom" if backend == "tf" else "lightning")
     batch, seed = int(f.get("--batch-size", 128)), int(f.get("--seed", 0))
