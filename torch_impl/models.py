@@ -103,3 +103,17 @@ def build_model(name: str, input_shape: tuple, num_classes: int, widths=None, dr
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def rng_state() -> dict:
+    """torch's generators, which dropout masks are drawn from: saved with checkpoints, so a resumed run
+    draws the masks the uninterrupted one would."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict | None) -> None:
+    if not state:  # a checkpoint from before the generators were saved
+        return
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

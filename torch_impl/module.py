@@ -28,7 +28,7 @@ import torchmetrics
 from data.contract import RunConfig
 
 from .datamodule import Block
-from .models import ReplicaDropout, build_model
+from .models import ReplicaDropout, build_model, rng_state, set_rng_state
 from .optim import make_optimizer
 
 
@@ -93,13 +93,11 @@ class LitClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
-        from .train import rng_state
         if self.result_state is not None:
             checkpoint["klc_result"] = self.result_state()
-        checkpoint["klc_rng"] = rng_state(torch)  # dropout masks: a resumed run draws the same ones
+        checkpoint["klc_rng"] = rng_state()  # dropout masks: a resumed run draws the same ones
 
     def on_load_checkpoint(self, checkpoint):
-        from .train import set_rng_state
         self.loaded_result = checkpoint.get("klc_result")
         if self._trainer is not None:  # a resume: the run's generators; load_from_checkpoint leaves the caller's alone
-            set_rng_state(torch, checkpoint.get("klc_rng"))
+            set_rng_state(checkpoint.get("klc_rng"))

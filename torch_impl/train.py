@@ -65,20 +65,6 @@ def configure(cfg: RunConfig):
     return torch
 
 
-def rng_state(torch) -> dict:
-    """torch's generators (dropout masks are drawn from them): saved with checkpoints, so a resumed run
-    draws the masks the uninterrupted one would."""
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(torch, state: dict | None) -> None:
-    if not state:  # a checkpoint from before the generators were saved
-        return
-    torch.set_rng_state(state["cpu"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def quiet_lightning() -> None:
     """Lightning's info lines ("GPU available: ...", the litlogger tip, "`Trainer.fit` stopped") say
     nothing the run's own header and done line do not (the device is in the done line), and torch
@@ -209,14 +195,16 @@ class Run:
 
     # --- raw-loop checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, step: int, rec: Recorder) -> None:
+        from .models import rng_state
         torch = self.torch
         state = {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "klc_result": rec.state(), "klc_rng": rng_state(torch)}
+                 "scheduler": self.scheduler.state_dict(), "klc_result": rec.state(), "klc_rng": rng_state()}
         tmp, final = checkpoint_paths(self.cfg.checkpoint_dir, step, ".pt")
         torch.save(state, tmp)
         commit_checkpoint(tmp, final)
 
     def restore_checkpoint(self, say=print):
+        from .models import set_rng_state
         # read to the CPU: a GPU's checkpoint resumes on a machine without one (load_state_dict moves each tensor
         # to its parameter's device)
         found = newest_checkpoint(self.cfg, ".pt", self.total, say=say, data_id=self.stream.data_id)
@@ -226,7 +214,7 @@ class Run:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(self.torch, state.get("klc_rng"))
+        set_rng_state(state.get("klc_rng"))
         return state["step"], state["klc_result"]
 
 
