@@ -20,7 +20,7 @@ from benchmarks import common
 from data_fixtures import canonical_files, tiny_idx_arrays
 
 SCRIPTS = ["overhead", "peak", "scaling", "time_to_accuracy", "accuracy", "torch_configs", "gpu", "large_batch",
-           "onednn"]
+           "onednn", "lightning_step"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -90,6 +90,24 @@ def test_peak_and_torch_configs_print_a_table_and_write_json(tmp_path):
     base = np.median(tc["samples_per_s"]["naive"])
     for name, xs in tc["samples_per_s"].items():  # each variant over the naive port, both as medians
         assert len(xs) == 1 and tc["ratio_to_naive"][name] == pytest.approx(np.median(xs) / base, rel=1e-12), name
+
+
+def test_lightning_step_alternates_the_two_forms_and_reports_their_medians(tmp_path):
+    """Lightning's cost per step over the raw loop's was measured by hand, once, and the README quoted it. The script
+    measures it: the Lightning form goes through every callback's per-step hooks (3 per callback) and the raw form
+    through none, and the table's difference and ratio are those of the two forms' medians."""
+    proc = run_module("benchmarks.lightning_step", "--models", "tiny,mlp", "--rounds", "3", "--steps", "2", "--threads",
+                      "1", "--batch-size", "16", "--callbacks", "2", "--json", tmp_path / "ls.json", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "| model " in proc.stdout and "| raw / Lightning |" in proc.stdout and proc.stdout.count(" 6 / 0 |") == 2
+    doc = json.loads((tmp_path / "ls.json").read_text())
+    assert "cores, Python" in doc["machine"] and doc["config"]["callbacks"] == 2
+    assert doc["callback_hook_calls_per_step"] == {m: {"lightning": 6, "raw": 0} for m in ("tiny", "mlp")}
+    for model, t in doc["us_per_step"].items():
+        lit, raw = np.median(t["lightning"]), np.median(t["raw"])
+        assert len(t["lightning"]) == len(t["raw"]) == 3 and min(t["lightning"] + t["raw"]) > 0, model
+        assert doc["difference_us"][model] == pytest.approx(lit - raw, rel=1e-12), model
+        assert doc["raw_over_lightning"][model] == pytest.approx(raw / lit, rel=1e-12), model
 
 
 def test_torch_configs_runs_past_one_epoch_of_its_loader(tmp_path):
@@ -383,6 +401,9 @@ BAD_FLAGS = [  # (script, flags, what the error says)
     ("large_batch", ["--epochs", "0"], "argument --epochs: must be a finite number > 0"),
     ("onednn", ["--loops", "lightning"], "argument --loops: unknown loop lightning; choose from custom, fit"),
     ("onednn", ["--repeats", "0"], "argument --repeats: must be > 0"),
+    ("lightning_step", ["--models", "rnn"], "argument --models: unknown model rnn; choose from tiny, mlp, cnn"),
+    ("lightning_step", ["--callbacks", "-1"], "argument --callbacks: must be >= 0, got -1"),
+    ("lightning_step", ["--steps", "0"], "argument --steps: must be > 0"),
 ]
 
 
