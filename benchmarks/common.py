@@ -161,15 +161,19 @@ def parser(name: str, doc: str) -> OneLineParser:
 def peak(backend: str, precision: str = "32", n_cpu: int = 1024, n_gpu: int = 8192, threads: int = 0) -> dict:
     """The backend's matmul peak through its job runner's `peak` op (the probe `python -m compare`
     uses): {"device", "precision", "matmul_n", "peak_flops", "best_s", ...}."""
+    return run_job(backend, {"op": "peak", "precision": precision, "n_cpu": n_cpu, "n_gpu": n_gpu},
+                   f"{backend} peak ({precision})", threads)
+
+
+def run_job(backend: str, job: dict, what: str, threads: int = 0) -> dict:
+    """One op of the backend's job runner (python -m tf_impl.jobs / torch_impl.jobs) in a child; its JSON out."""
     from data.contract import write_json_atomic
     with tempfile.TemporaryDirectory() as tmp:
-        jobs, out = Path(tmp) / "jobs.json", Path(tmp) / "peak.json"
-        write_json_atomic(jobs, {"threads": threads, "deterministic": False, "jobs": [
-            {"op": "peak", "precision": precision, "n_cpu": n_cpu, "n_gpu": n_gpu, "out": str(out)}]})
-        proc = _child([f"{MODULES[backend]}.jobs", str(jobs)], f"{backend} peak ({precision})", 600,
-                      dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        jobs, out = Path(tmp) / "jobs.json", Path(tmp) / "out.json"
+        write_json_atomic(jobs, {"threads": threads, "deterministic": False, "jobs": [{**job, "out": str(out)}]})
+        proc = _child([f"{MODULES[backend]}.jobs", str(jobs)], what, 600, dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         if proc.returncode != 0 or not out.exists():
-            raise RunFailed(f"{backend} peak ({precision}) exited {proc.returncode}: {proc.stderr[-800:]}")
+            raise RunFailed(f"{what} exited {proc.returncode}: {proc.stderr[-800:]}")
         return json.loads(out.read_text())
 
 

@@ -8,6 +8,9 @@ against fp32's 181 here, AMD EPYC, 2026-11-30, and the bf16 CNN showed 729 % of 
     python -m benchmarks.gpu [--dataset fashion_mnist] [--batches 128,512] [--precisions 32,bf16]
                              [--repeats 2] [--epochs 1] [--data-dir DIR] [--json FILE]
 
+Last, it checks data parallel's dropout on that device (torch_impl.jobs' dropout op with world 2): two
+replicas' masks against one device's, which must be the same (on a GPU, from its fused dropout kernel).
+
 It runs on whatever torch sees (a CUDA GPU when present, else the CPU), so it can be checked on a
 CPU before device time is spent. fp32 runs are IEEE fp32 (torch_impl turns cuDNN's TF32 off); the peaks
 come from torch_impl.jobs' `peak` op, the probe `python -m compare` uses (1024^3 on a CPU, --peak-n
@@ -18,7 +21,7 @@ from __future__ import annotations
 import datetime
 
 from .common import (add_data_flags, add_json_flag, comma_list, machine, median, parser, peak, positive_float,
-                     positive_int, results_file, table, train, user_path)
+                     positive_int, results_file, run_job, table, train, user_path)
 
 PRECISIONS = ("32", "bf16")
 
@@ -85,6 +88,12 @@ def main(argv=None) -> None:
         print(table(rows, ["precision", "model", "batch", "Lightning samples/s", "raw samples/s",
                            "Lightning / raw (median of the pairs' ratios)",
                            "utilisation (Lightning, vs the faster of its precision's and fp32's peaks)"]))
+        rd = doc["replica_dropout"] = run_job("torch", {"op": "dropout", "model": "mlp", "input_shape": [28, 28, 1],
+                                                        "num_classes": 10, "dropout": 0.5, "world": 2},
+                                              "torch replica dropout")
+        same = "the same" if rd["replica_max_abs_diff"] == 0 else "NOT the same"
+        print(f"replica dropout on {rd['device']}: {rd['world']} replicas' masks against one device's, largest "
+              f"difference {rd['replica_max_abs_diff']:g} ({same})")
 
 
 if __name__ == "__main__":

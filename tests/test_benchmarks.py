@@ -185,6 +185,9 @@ def test_gpu_check_script_needs_no_tensorflow_pooch_platformdirs_or_mlxtend(tmp_
         assert x["utilisation_lightning"] == pytest.approx(x["flops_per_sample"] * x["lightning_median"] / ceiling)
     text = (out / "gpu.txt").read_text()
     assert text.startswith("torch ") and "| Lightning / raw (median of the pairs' ratios) |" in text
+    # data parallel's dropout on the device (a GPU's fused kernel there): two replicas drop what one device drops
+    assert (r["replica_dropout"]["device"], r["replica_dropout"]["replica_max_abs_diff"]) == ("cpu", 0.0)
+    assert "replica dropout on cpu: 2 replicas' masks against one device's, largest difference 0 (the same)" in text
     probe = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, env=env)
     assert probe.returncode != 0  # the block held
 

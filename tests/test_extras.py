@@ -247,6 +247,22 @@ def test_fp32_reports_float32_compute(tmp_path, backend):
 # --- data parallelism -------------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.parametrize("world", [2, 4])
+def test_replica_dropout_masks_are_the_one_device_mask_cut_in_rows(tmp_path, world):
+    """torch's ReplicaDropout on its own, as benchmarks.gpu checks it on a GPU: N replicas seeded alike, each given
+    its rows, drop exactly what one device drops on all rows (plain Dropout per replica: max difference 3.0, each
+    replica drawing the first rows' mask)."""
+    out = tmp_path / "drop.json"
+    spec = {"threads": 1, "deterministic": False, "jobs": [
+        {"op": "dropout", "model": "mlp", "input_shape": [28, 28, 1], "num_classes": 10, "dropout": 0.5,
+         "world": world, "seed": 3, "out": str(out)}]}
+    (tmp_path / "jobs.json").write_text(json.dumps(spec))
+    run_module("torch_impl.jobs", tmp_path / "jobs.json", check=True, timeout=300)
+    r = json.loads(out.read_text())
+    assert (r["device"], r["world"], r["replica_max_abs_diff"]) == ("cpu", world, 0.0), r
+    assert 0.48 < r["replica_zero_share"] < 0.52  # 524,288 draws at p = 0.5: 0.02 is 29 standard deviations
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_devices_match_one_device(tmp_path, backend):
     """Same global batch of 32: two replicas of 16 (DDP ranks / MirroredStrategy replicas) give the

@@ -85,13 +85,32 @@ def op_fit_plain(job):
 
 
 def op_dropout(job):
-    """The model's first Dropout layer in training mode on ones (4096, 128): share of zeros, kept values."""
+    """The model's first Dropout layer in training mode on ones (4096, 128): share of zeros, kept values.
+    With "world": N > 1, also data parallel's draw (models.ReplicaDropout) on the device torch sees, a GPU's
+    fused dropout kernel included: N replicas, each seeded alike (as DDP's ranks are) and given its 4096/N
+    rows, against the one-device layer on all rows. Their largest difference is 0 when the replicas drop
+    what one device drops."""
     import torch
+
+    from .train import device_name
     model = _model(job).train()
     layer = next(m for m in model.modules() if isinstance(m, torch.nn.Dropout))
     torch.manual_seed(job.get("seed", 0))
     out = layer(torch.ones(4096, 128)).numpy()
-    write_json_atomic(job["out"], {"zero_share": float((out == 0).mean()), "kept": sorted(set(out[out != 0].tolist()))})
+    result = {"zero_share": float((out == 0).mean()), "kept": sorted(set(out[out != 0].tolist()))}
+    world = job.get("world", 1)
+    if world > 1:
+        x = torch.rand(4096, 128, device="cuda" if torch.cuda.is_available() else "cpu") + 0.5  # no zeros
+
+        def draw(rank, n, rows):
+            layer.rank, layer.world = rank, n
+            torch.manual_seed(job.get("seed", 0))  # CPU and CUDA generators alike
+            return layer(rows)
+        whole = draw(0, 1, x)
+        parts = torch.cat([draw(r, world, rows) for r, rows in enumerate(x.chunk(world))])
+        result.update(device=device_name(torch), world=world, replica_max_abs_diff=float((parts - whole).abs().max()),
+                      replica_zero_share=float((parts == 0).float().mean()))
+    write_json_atomic(job["out"], result)
 
 
 def op_export(job):
