@@ -14,7 +14,8 @@ from pathlib import Path
 
 from data.arch import MODELS
 from data.contract import OneLineParser, seed_number, thread_count, user_path
-from data.contract import comma_list, positive_float, positive_int  # noqa: F401 (the scripts' flag types, taken from here)
+# the scripts' flag types, taken from here
+from data.contract import comma_list, nonnegative_int, positive_float, positive_int  # noqa: F401
 from data.registry import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import time
 
-from data.contract import _nonneg_int as nonnegative_int
-
-from .common import MODEL_NAMES, add_json_flag, comma_list, median, own_threads, parser, positive_int
+from .common import MODEL_NAMES, add_json_flag, comma_list, median, nonnegative_int, own_threads, parser, positive_int
 
 FORMS = ("lightning", "raw")
 SAMPLES = 4096  # random images drawn once; batches are gathered from them

@@ -115,7 +115,7 @@ def positive_int(text: str) -> int:
     return v
 
 
-def _nonneg_int(text: str) -> int:
+def nonnegative_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -134,7 +134,7 @@ MAX_THREADS = 1024  # more than any machine's cores; far beyond it the framework
 
 
 def thread_count(text: str) -> int:
-    v = _nonneg_int(text)
+    v = nonnegative_int(text)
     if v > MAX_THREADS:
         raise argparse.ArgumentTypeError(f"at most {MAX_THREADS}, got {v}")
     return v
@@ -187,7 +187,7 @@ SEED_LIMIT = 2 ** 32  # numpy (and so Keras's set_random_seed) takes seeds below
 
 
 def seed_number(text: str) -> int:
-    v = _nonneg_int(text)
+    v = nonnegative_int(text)
     if v >= SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"must be below 2**32 = {SEED_LIMIT}, got {v}")
     return v
@@ -267,11 +267,11 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
     p.add_argument("--momentum", type=_momentum, default=d.momentum, help=f"SGD (default: {d.momentum})")
     p.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help=f"LR schedule in steps (default: {d.schedule})")
-    p.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps, help="linear LR warm-up steps (default: 0)")
+    p.add_argument("--warmup-steps", type=nonnegative_int, default=d.warmup_steps, help="linear LR warm-up steps (default: 0)")
     p.add_argument("--decay-steps", type=positive_int,
                    help="cosine: length (default: rest of run); exponential/step: period (default: 1000)")
     p.add_argument("--decay-rate", type=positive_float, default=d.decay_rate, help=f"(default: {d.decay_rate})")
-    p.add_argument("--eval-every", type=_nonneg_int,
+    p.add_argument("--eval-every", type=nonnegative_int,
                    help=f"steps between test evaluations, 0 = only at the end (default: {d.eval_every}, or only at "
                         f"the end of a shorter run)")
     p.add_argument("--target-accuracy", type=_accuracy,
@@ -314,7 +314,7 @@ def add_run_arguments(p: argparse.ArgumentParser, loops: tuple = ()) -> None:
         p.add_argument("--json", type=user_path, help="write the RunResult JSON here (default: none, no file)")
         p.add_argument("--save-weights", type=user_path, help="write the final weights (neutral .npz) here (default: none, no file)")
         p.add_argument("--checkpoint-dir", type=user_path, help="folder for checkpoints (default: none, no checkpoints)")
-        p.add_argument("--checkpoint-every", type=_nonneg_int, default=0, help="steps between checkpoints (default: 0, none)")
+        p.add_argument("--checkpoint-every", type=nonnegative_int, default=0, help="steps between checkpoints (default: 0, none)")
         p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
         p.add_argument("--deterministic", action="store_true", help="seeded, deterministic kernels")
         p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
