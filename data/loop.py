@@ -573,7 +573,8 @@ def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False, out_of_mem
 def done_line(result: dict) -> str:
     """The run's last line, the same in every backend."""
     f, t = result["final"], result["throughput"]
-    return (f"{result['backend']} | done: {f['steps']} steps on {result.get('device') or 'cpu'}, "
+    steps = f"{f['steps']} step{'' if f['steps'] == 1 else 's'}"
+    return (f"{result['backend']} | done: {steps} on {result.get('device') or 'cpu'}, "
             f"test_acc {f['test_accuracy']:.4f}, {t['train_samples_per_s'] or 0:,.0f} train samples/s, "
             f"{t['infer_samples_per_s'] or 0:,.0f} infer samples/s")
 

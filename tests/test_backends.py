@@ -515,6 +515,18 @@ def test_recorder_resume_restores_losses_seconds_and_the_last_finite_loss():
         rec.add_steps([float("nan")], 0.1)
 
 
+def test_the_done_line_counts_its_steps_in_words():
+    """A one-step run said "done: 1 steps"."""
+    from data.loop import done_line
+    cfg = RunConfig(eval_every=1)
+    for steps, words in [(1, "done: 1 step on cpu,"), (3, "done: 3 steps on cpu,")]:
+        rec = Recorder(cfg, new_result(cfg, "torch"), steps, log=lambda s: None)
+        rec.add_steps([0.5] * steps, 0.1)
+        rec.add_eval(0.4, 0.875, 0.01, 100)
+        line = done_line(rec.finish("ok"))
+        assert words in line and "test_acc 0.8750" in line, line
+
+
 # A Ctrl-C at a known point of a real run: the child counts the loop's stop checks (data.loop.STOP, read
 # between tf's compiled calls, fit's and the raw loop's steps, Lightning's blocks) once `name` exists in
 # `folder`, and at the nth sends itself SIGINT, through the real handler. `signals` "INT,INT": a second
