@@ -570,11 +570,15 @@ def execute(cfg: RunConfig, rec: Recorder, body, quiet: bool = False, out_of_mem
     return code
 
 
+def steps_text(n: int) -> str:
+    """'1 step', '3 steps': the run's header and done lines."""
+    return f"{n} step{'' if n == 1 else 's'}"
+
+
 def done_line(result: dict) -> str:
     """The run's last line, the same in every backend."""
     f, t = result["final"], result["throughput"]
-    steps = f"{f['steps']} step{'' if f['steps'] == 1 else 's'}"
-    return (f"{result['backend']} | done: {steps} on {result.get('device') or 'cpu'}, "
+    return (f"{result['backend']} | done: {steps_text(f['steps'])} on {result.get('device') or 'cpu'}, "
             f"test_acc {f['test_accuracy']:.4f}, {t['train_samples_per_s'] or 0:,.0f} train samples/s, "
             f"{t['infer_samples_per_s'] or 0:,.0f} infer samples/s")
 
@@ -624,7 +628,7 @@ def prepare(cfg: RunConfig, backend: str, say=print):
     if cfg.val_fraction:  # the curve's "test" figures are then on this held-out share of train
         origin += (f" | evaluated on {len(stream.test_labels):,} training samples held out (--val-fraction "
                    f"{cfg.val_fraction:g}), not the test split")
-    say(f"{backend} | {data.label} from {origin} | {cfg.model} | {total} steps of {cfg.batch_size} | "
+    say(f"{backend} | {data.label} from {origin} | {cfg.model} | {steps_text(total)} of {cfg.batch_size} | "
         f"{cfg.optimizer} lr {cfg.lr:g} | init {cfg.init} | loop {cfg.loop} | precision {cfg.precision} | "
         f"devices {cfg.devices}")
     return data, stream, total, layers

@@ -516,8 +516,10 @@ def test_recorder_resume_restores_losses_seconds_and_the_last_finite_loss():
 
 
 def test_the_done_line_counts_its_steps_in_words():
-    """A one-step run said "done: 1 steps"."""
-    from data.loop import done_line
+    """A one-step run said "done: 1 steps" (and "1 steps of 128" in its header, which prepare writes with
+    steps_text)."""
+    from data.loop import done_line, steps_text
+    assert (steps_text(1), steps_text(0), steps_text(468)) == ("1 step", "0 steps", "468 steps")
     cfg = RunConfig(eval_every=1)
     for steps, words in [(1, "done: 1 step on cpu,"), (3, "done: 3 steps on cpu,")]:
         rec = Recorder(cfg, new_result(cfg, "torch"), steps, log=lambda s: None)
