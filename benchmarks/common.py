@@ -196,6 +196,12 @@ def table(rows: list, headers: list) -> str:
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
 
 
+def row_line(row: list, headers: list) -> str:
+    """One table row as a progress line, printed as its run ends: "backend tf, model cnn, batch 32, ..."
+    (the table itself comes at the end)."""
+    return ", ".join(f"{h} {c}" for h, c in zip(headers, row))
+
+
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """The CPU's model name from /proc/cpuinfo (Linux), e.g. "AMD EPYC"; None where it is not there. This
     project's CI machine was an Intel Xeon one day and an AMD EPYC the next, and the figures moved with it."""

@@ -13,9 +13,10 @@ import datetime
 import resource
 
 from .common import (DATASET_NAMES, add_json_flag, comma_list, machine, parser, positive_float, positive_int,
-                     results_file, run_threads, table, train)
+                     results_file, row_line, run_threads, table, train)
 
 KEEP = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"  # never mmap, never give memory back
+HEADS = ["batch", "run", "train samples/s", "page faults / sample", "system CPU s", "user CPU s"]
 RUNS = (("tf", "custom", {}), ("torch", "raw", {}), ("torch", "raw", {"GLIBC_TUNABLES": KEEP}))
 
 
@@ -50,10 +51,10 @@ def main(argv=None) -> None:
                             "user_cpu_s": after.ru_utime - before.ru_utime})
                 rows.append([batch, label, f"{out[-1]['train_samples_per_s']:,.0f}", f"{faults / samples:.1f}",
                              f"{sys_s:.1f}", f"{out[-1]['user_cpu_s']:.1f}"])
-                print(rows[-1], flush=True)
+                print(row_line(rows[-1], HEADS), flush=True)
         print(f"\nCNN, {args.dataset}, {args.epochs:g} epoch(s), {args.threads} threads; {machine()}; "
               f"{datetime.date.today()}; GLIBC_TUNABLES={KEEP}")
-        print(table(rows, ["batch", "run", "train samples/s", "page faults / sample", "system CPU s", "user CPU s"]))
+        print(table(rows, HEADS))
 
 if __name__ == "__main__":
     main()

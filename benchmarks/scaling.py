@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import datetime
 
-from .common import DATASET_NAMES, add_json_flag, comma_list, machine, parser, results_file, run_threads, table, train
+from .common import (DATASET_NAMES, add_json_flag, comma_list, machine, parser, results_file, row_line, run_threads,
+                     table, train)
 
 BACKENDS = {"tf": "custom", "torch": "lightning"}
 PARTS = ("batch", "size", "threads", "devices")
@@ -41,6 +42,7 @@ def main(argv=None) -> None:
         parts = args.parts
         if "batch" in parts:
             rows, res = [], []
+            heads = ["backend", "model", "batch", "train samples/s", "infer samples/s"]
             out["batch"] = res  # filled run by run: a run that fails later keeps these
             for model in ("mlp", "cnn"):
                 for batch in (32, 64, 128, 256, 512, 1024):
@@ -54,10 +56,12 @@ def main(argv=None) -> None:
                                     "train": t["train_samples_per_s"], "infer": t["infer_samples_per_s"]})
                         rows.append([backend, model, batch, f"{t['train_samples_per_s']:,.0f}",
                                      f"{t['infer_samples_per_s']:,.0f}"])
-                        print(rows[-1], flush=True)
-            print(table(rows, ["backend", "model", "batch", "train samples/s", "infer samples/s"]))
+                        print(row_line(rows[-1], heads), flush=True)
+            print(table(rows, heads))
         if "size" in parts:
             rows, res = [], []
+            heads = ["backend", "model", "train samples", "epoch train s (warm-up in)", "us / sample",
+                     "us / sample after warm-up"]
             out["size"] = res
             for backend, loop in BACKENDS.items():
                 for n in (10_000, 30_000, 60_000):
@@ -68,9 +72,8 @@ def main(argv=None) -> None:
                     res.append({"backend": backend, "train_size": n, "epoch_seconds": secs,
                                 "us_per_sample": secs / n * 1e6, "steady_us_per_sample": steady})
                     rows.append([backend, "cnn", f"{n:,}", f"{secs:.2f}", f"{secs / n * 1e6:.1f}", f"{steady:.1f}"])
-                    print(rows[-1], flush=True)
-            print(table(rows, ["backend", "model", "train samples", "epoch train s (warm-up in)", "us / sample",
-                               "us / sample after warm-up"]))
+                    print(row_line(rows[-1], heads), flush=True)
+            print(table(rows, heads))
         if "threads" in parts:
             one_against_two(out, "threads", base, lambda t: ("--threads", t), ("1 thread", "2 threads"))
         if "devices" in parts:
@@ -92,7 +95,7 @@ def one_against_two(out: dict, part: str, base: list, flags, heads: tuple) -> No
                 tput[v] = r["throughput"]["train_samples_per_s"]
             res.append({"backend": backend, "model": model, "1": tput[1], "2": tput[2]})
             rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])
-            print(rows[-1], flush=True)
+            print(row_line(rows[-1], ["backend", "model", *heads, "speed-up"]), flush=True)
     print(table(rows, ["backend", "model", *heads, "speed-up"]))
 
 

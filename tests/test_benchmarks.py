@@ -240,7 +240,14 @@ def test_every_script_computes_its_figures_from_the_results(tmp_path, monkeypatc
             "scaling": [], "large_batch": []}[name]
     module.main([*argv, "--json", str(out)])
     doc = json.loads(out.read_text())
-    assert "|" in capsys.readouterr().out and doc["complete"] is True  # its table; every run made
+    printed = capsys.readouterr().out
+    assert "|" in printed and doc["complete"] is True  # its table; every run made
+    # each run's progress line names its columns (scaling and large_batch printed Python lists: "['tf', 'mlp', ...]")
+    assert not [line for line in printed.splitlines() if line.startswith("[")], printed
+    if name == "scaling":
+        assert "backend torch, model cnn, 1 device 152, 2 devices (data parallel) 106, speed-up 0.70x" in printed
+    if name == "large_batch":
+        assert "batch 1024, run torch raw + GLIBC_TUNABLES, train samples/s 1,280, page faults / sample" in printed
     if name == "overhead":  # A, B, A, B ... per pair; the median of the pairs' ratios, not the medians' ratio
         assert CALLS[:6] == [("tf", "custom", 0), ("tf", "fit", 0), ("tf", "custom", 1), ("tf", "fit", 1),
                              ("tf", "custom", 2), ("tf", "fit", 2)]
