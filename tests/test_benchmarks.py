@@ -246,6 +246,10 @@ def test_every_script_computes_its_figures_from_the_results(tmp_path, monkeypatc
     assert not [line for line in printed.splitlines() if line.startswith("[")], printed
     if name == "scaling":
         assert "backend torch, model cnn, 1 device 152, 2 devices (data parallel) 106, speed-up 0.70x" in printed
+    if name == "time_to_accuracy":  # the progress line said "mnist torch 2 diverged None"
+        assert "mnist tf seed 1: 99% at step 200, 3.0 s (test accuracy 0.9950)" in printed
+        assert "mnist torch seed 1: 99% not reached\n" in printed
+        assert "mnist torch seed 2: 99% not reached (diverged)" in printed
     if name == "large_batch":
         assert "batch 1024, run torch raw + GLIBC_TUNABLES, train samples/s 1,280, page faults / sample" in printed
     if name == "overhead":  # A, B, A, B ... per pair; the median of the pairs' ratios, not the medians' ratio
