@@ -85,6 +85,7 @@ def one_against_two(out: dict, part: str, base: list, flags, heads: tuple) -> No
     """A part that sets one flag to 1 and to 2 (flags(v): that run's flags), both models and backends at
     batch 128: train samples/s and the speed-up, into out[part] run by run."""
     rows, res = [], []
+    cols = ["backend", "model", *heads, "speed-up"]
     out[part] = res
     for model in ("mlp", "cnn"):
         for backend, loop in BACKENDS.items():
@@ -95,8 +96,8 @@ def one_against_two(out: dict, part: str, base: list, flags, heads: tuple) -> No
                 tput[v] = r["throughput"]["train_samples_per_s"]
             res.append({"backend": backend, "model": model, "1": tput[1], "2": tput[2]})
             rows.append([backend, model, f"{tput[1]:,.0f}", f"{tput[2]:,.0f}", f"{tput[2] / tput[1]:.2f}x"])
-            print(row_line(rows[-1], ["backend", "model", *heads, "speed-up"]), flush=True)
-    print(table(rows, ["backend", "model", *heads, "speed-up"]))
+            print(row_line(rows[-1], cols), flush=True)
+    print(table(rows, cols))
 
 
 if __name__ == "__main__":

@@ -60,10 +60,11 @@ def main(argv=None) -> None:
                         secs.append(hit["seconds"])
                     res.append({"dataset": r["dataset"], "backend": backend, "seed": seed, "status": r["status"],
                                 "hit": hit})
-                    print(f"{dataset} {backend} seed {seed}: " + (
-                        f"{TARGETS[dataset]:.0%} at step {hit['step']}, {hit['seconds']:.1f} s (test accuracy "
-                        f"{hit['test_accuracy']:.4f})" if hit else f"{TARGETS[dataset]:.0%} not reached")
-                          + ("" if r["status"] == "ok" else f" ({r['status']})"), flush=True)
+                    target = f"{TARGETS[dataset]:.0%}"
+                    outcome = (f"{target} at step {hit['step']}, {hit['seconds']:.1f} s (test accuracy "
+                               f"{hit['test_accuracy']:.4f})" if hit else f"{target} not reached")
+                    status = "" if r["status"] == "ok" else f" ({r['status']})"
+                    print(f"{dataset} {backend} seed {seed}: {outcome}{status}", flush=True)
             for backend, (steps, secs, misses) in hits.items():
                 fmt = lambda xs, f: f"{mean_std(xs)[0]:{f}} +- {mean_std(xs)[1]:{f}}" if xs else "-"  # noqa: E731
                 rows.append([dataset, backend, f"{TARGETS[dataset]:.0%}", fmt(steps, ".0f"), fmt(secs, ".1f"),
